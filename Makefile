@@ -1,0 +1,188 @@
+# husk: the one entry point. `make help` lists the targets.
+#
+# Everything is built under $(BUILD); the source tree is never written.
+# Three variants of every library are built from the same sources:
+#   host  glibc, shared libs, _FORTIFY_SOURCE   (host tools: shim, huskctl)
+#   asan  host + AddressSanitizer/UBSan         (unit and interop tests)
+#   musl  static musl against $(BUILD)/sysroot  (the guest agent)
+
+.DEFAULT_GOAL := all
+.DELETE_ON_ERROR:
+.SUFFIXES:
+
+BUILD ?= build
+V ?= 0
+# Some machines point this at foreign stub libraries; never link against them.
+unexport LIBRARY_PATH
+ifeq ($(V),0)
+Q := @
+quiet = @printf '  %-8s %s\n' '$(1)' '$(2)';
+else
+Q :=
+quiet =
+endif
+
+HOST_CC ?= gcc
+MUSL_CC ?= musl-gcc
+CLANG ?= clang
+SYSROOT := $(BUILD)/sysroot
+
+WARN := -Wall -Wextra -Werror -Wshadow -Wformat=2 -Wno-missing-field-initializers
+INCLUDES := -D_GNU_SOURCE -Icommon/include -Ittrpc/include -Ijail/include -I$(BUILD)/gen
+CFLAGS_host := -std=gnu17 -O2 -g $(WARN) -D_FORTIFY_SOURCE=2 -fstack-protector-strong -fPIC \
+	$(INCLUDES)
+CFLAGS_asan := -std=gnu17 -O1 -g $(WARN) -fsanitize=address,undefined \
+	-fno-sanitize-recover=all -fno-omit-frame-pointer $(INCLUDES)
+CFLAGS_musl := -std=gnu17 -Os $(WARN) -ffunction-sections -fdata-sections \
+	-isystem $(SYSROOT)/include $(INCLUDES)
+LDFLAGS_host := -Wl,-z,relro,-z,now
+LDFLAGS_asan := -fsanitize=address,undefined
+LDFLAGS_musl := -static -Wl,--gc-sections -L$(SYSROOT)/lib
+CC_host := $(HOST_CC)
+CC_asan := $(HOST_CC)
+CC_musl := $(MUSL_CC)
+# Generated protobuf-c code is not ours to lint.
+GENFLAGS := -Wno-unused-parameter -Wno-shadow
+
+VARIANTS := host asan musl
+
+# ---- sources ---------------------------------------------------------------
+
+PROTO_SRC := $(shell find proto -name '*.proto' 2>/dev/null | LC_ALL=C sort)
+GEN_STAMP := $(BUILD)/gen/.stamp
+gen = $(addprefix $(BUILD)/gen/,$(1))
+
+COMMON_SRC := common/error.c common/sock.c common/path.c
+TTRPC_SRC := ttrpc/loop.c ttrpc/frame.c ttrpc/conn.c ttrpc/server.c ttrpc/client.c \
+	ttrpc/status.c
+TTRPC_GEN := ttrpc/ttrpc.pb-c.c google/rpc/status.pb-c.c google/protobuf/any.pb-c.c
+# containerd's task API and events, wire-identical to containerd 1.6.
+CONTAINERD_GEN := \
+	github.com/containerd/containerd/runtime/v2/task/shim.pb-c.c \
+	github.com/containerd/containerd/api/types/mount.pb-c.c \
+	github.com/containerd/containerd/api/types/task/task.pb-c.c \
+	github.com/containerd/containerd/api/events/task.pb-c.c \
+	github.com/containerd/containerd/api/services/ttrpc/events/v1/events.pb-c.c \
+	github.com/containerd/cgroups/v2/stats/metrics.pb-c.c \
+	google/protobuf/empty.pb-c.c google/protobuf/timestamp.pb-c.c
+TEST_GEN := test/echo.pb-c.c
+# libjail: OCI spec to a jailed process (docs/jail.md).
+JAIL_SRC := $(sort $(wildcard jail/*.c))
+JAIL_CLI_SRC := $(sort $(wildcard jail/cli/*.c))
+
+# $(call objs,VARIANT,SOURCES,GENERATED)
+objs = $(patsubst %.c,$(BUILD)/$(1)/src/%.o,$(2)) $(patsubst %.c,$(BUILD)/$(1)/gen/%.o,$(3))
+
+# ---- dependencies: Debian packages, musl sysroot, generated code -------------
+
+DEPS_STAMP := $(BUILD)/.deps.stamp
+# Outside $(SYSROOT): the script replaces that directory as a whole.
+SYSROOT_STAMP := $(BUILD)/.sysroot.stamp
+
+$(DEPS_STAMP): mk/packages.txt mk/deps.sh
+	$(Q)mkdir -p $(@D)
+	$(Q)mk/deps.sh mk/packages.txt
+	$(Q)touch $@
+
+.PHONY: deps
+deps:
+	$(Q)mk/deps.sh mk/packages.txt
+	$(Q)mkdir -p $(BUILD) && touch $(DEPS_STAMP)
+
+$(SYSROOT_STAMP): mk/musl-sysroot.sh | $(DEPS_STAMP)
+	$(Q)mk/musl-sysroot.sh $(SYSROOT)
+	$(Q)touch $@
+
+$(GEN_STAMP): mk/proto-gen.sh $(PROTO_SRC) | $(DEPS_STAMP)
+	$(call quiet,PROTO,$(BUILD)/gen)
+	$(Q)mk/proto-gen.sh $(BUILD)
+	$(Q)touch $@
+
+$(BUILD)/gen/%.pb-c.c: $(GEN_STAMP) ;
+
+# ---- compile rules, one pair per variant --------------------------------------
+
+define variant_rules
+$(BUILD)/$(1)/src/%.o: %.c | $(GEN_STAMP) $(if $(filter musl,$(1)),$(SYSROOT_STAMP))
+	$$(call quiet,CC.$(1),$$<)
+	$(Q)mkdir -p $$(@D)
+	$(Q)$(CC_$(1)) $(CFLAGS_$(1)) -MMD -MP -c $$< -o $$@
+
+$(BUILD)/$(1)/gen/%.o: $(BUILD)/gen/%.c | $(GEN_STAMP) $(if $(filter musl,$(1)),$(SYSROOT_STAMP))
+	$$(call quiet,CC.$(1),$$<)
+	$(Q)mkdir -p $$(@D)
+	$(Q)$(CC_$(1)) $(CFLAGS_$(1)) $(GENFLAGS) -MMD -MP -c $$< -o $$@
+
+$(BUILD)/$(1)/libcommon.a: $(call objs,$(1),$(COMMON_SRC))
+	$$(call quiet,AR.$(1),$$@)
+	$(Q)rm -f $$@ && ar rcs $$@ $$^
+
+$(BUILD)/$(1)/libttrpc.a: $(call objs,$(1),$(TTRPC_SRC),$(TTRPC_GEN))
+	$$(call quiet,AR.$(1),$$@)
+	$(Q)rm -f $$@ && ar rcs $$@ $$^
+
+$(BUILD)/$(1)/libhuskproto.a: $(call objs,$(1),,$(CONTAINERD_GEN))
+	$$(call quiet,AR.$(1),$$@)
+	$(Q)rm -f $$@ && ar rcs $$@ $$^
+
+$(BUILD)/$(1)/libjail.a: $(call objs,$(1),$(JAIL_SRC))
+	$$(call quiet,AR.$(1),$$@)
+	$(Q)rm -f $$@ && ar rcs $$@ $$^
+endef
+$(foreach v,$(VARIANTS),$(eval $(call variant_rules,$(v))))
+
+PROTOBUF_LIBS_host := -lprotobuf-c
+PROTOBUF_LIBS_asan := -lprotobuf-c
+PROTOBUF_LIBS_musl := -lprotobuf-c
+# What libjail needs on top of libc, per variant.
+JAIL_LIBS_host := -ljson-c -lseccomp -lcap
+JAIL_LIBS_asan := $(JAIL_LIBS_host)
+JAIL_LIBS_musl := -ljson-c -lseccomp -lcap
+
+# $(call link,VARIANT[,LIBS]) as a recipe: links the objects and archives in
+# $^ (archives in the order given, then libcommon) into $@.
+define link
+	$(call quiet,LD.$(1),$@)
+	$(Q)mkdir -p $(@D)
+	$(Q)$(CC_$(1)) $(LDFLAGS_$(1)) -o $@ $(filter %.o %.a,$^) $(BUILD)/$(1)/libcommon.a \
+		$(PROTOBUF_LIBS_$(1)) $(2)
+endef
+
+# ---- libraries installed under build/lib ------------------------------------
+
+# Every link also pulls in libcommon.
+$(foreach v,$(VARIANTS),$(eval $(BUILD)/$(v)/libttrpc.a: | $(BUILD)/$(v)/libcommon.a))
+$(foreach v,$(VARIANTS),$(eval $(BUILD)/$(v)/libjail.a: | $(BUILD)/$(v)/libcommon.a))
+
+LIBS := $(BUILD)/host/libttrpc.a $(BUILD)/host/libhuskproto.a $(BUILD)/musl/libttrpc.a \
+	$(BUILD)/musl/libhuskproto.a $(BUILD)/host/libjail.a $(BUILD)/musl/libjail.a
+
+# husk-jail: the OCI runtime CLI over libjail (host build; tests run it as root).
+$(BUILD)/bin/husk-jail: $(call objs,host,$(JAIL_CLI_SRC)) $(BUILD)/host/libjail.a
+	$(call link,host,$(JAIL_LIBS_host))
+BINS := $(if $(JAIL_CLI_SRC),$(BUILD)/bin/husk-jail)
+
+include tests/tests.mk
+
+.PHONY: all
+all: $(LIBS) $(BINS) $(TEST_BINS)
+
+.PHONY: clean
+clean:
+	rm -rf $(BUILD)
+
+.PHONY: help
+help:
+	@echo "make          build everything that exists so far into $(BUILD)/"
+	@echo "make deps     install the Debian packages the build and tests need"
+	@echo "make check    build and run every test (unit under ASan/UBSan, interop)"
+	@echo "make bench    print performance figures against peers measured in the same run"
+	@echo "make fuzz     run the libFuzzer targets (FUZZ_SECONDS=60 each by default)"
+	@echo "make demo     boot a VM and run a container in it (arrives with the host connector)"
+
+.PHONY: demo
+demo:
+	@echo "make demo: the microVM host connector is not built yet; see README.md (Status)." >&2
+	@exit 1
+
+-include $(shell find $(BUILD) -name '*.d' 2>/dev/null)

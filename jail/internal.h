@@ -1,0 +1,60 @@
+/* Private to libjail: the messages between the runtime (parent) and the
+ * processes it creates, over a SOCK_SEQPACKET pair, one message per packet. */
+#ifndef JAIL_INTERNAL_H
+#define JAIL_INTERNAL_H
+
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "husk/error.h"
+#include "jail/container.h"
+#include "jail/spec.h"
+
+enum sync_type {
+	SYNC_PID = 1, /* stage-1 -> parent: pid of the process it cloned */
+	SYNC_GO,      /* parent -> init: id maps written, runtime hooks done */
+	SYNC_CONSOLE, /* child -> parent: pty master attached (SCM_RIGHTS) */
+	SYNC_READY,   /* init -> parent: set up, waiting for start */
+	SYNC_ERROR,   /* child -> parent: setup failed, text says why */
+};
+
+struct sync_msg {
+	uint32_t type;
+	int32_t value;
+	char text[HUSK_ERR_MSG_MAX];
+};
+
+int sync_send(int fd, enum sync_type type, int32_t value, const char *text, int pass_fd);
+/* Returns 0 on a message, -EPIPE when the peer closed without one. */
+int sync_recv(int fd, struct sync_msg *msg, int *passed_fd);
+
+/* What the child processes need; lives in the parent's memory, which
+ * fork/clone copies. */
+struct init_args {
+	const struct jail_spec *spec;
+	const struct jail_process *process;
+	const struct jail_create_opts *create; /* NULL for exec */
+	const struct jail_exec_opts *exec;     /* NULL for create */
+	const char *cgroup_dir;		       /* join this cgroup (stage-1), or NULL */
+	int fifo_fd; /* create: the exec fifo, opened read-write by the parent
+		      * (the init may not be allowed to open it: user ns) */
+	void *seccomp;			       /* built filter or NULL */
+	int sync_fd;
+	int ns_fds[8]; /* namespaces to join, user first; -1 ends */
+	int root_fd;   /* exec: the container init's root (/proc/PID/root) */
+	unsigned long clone_flags;
+};
+
+/* Stage 1: joins namespaces and the cgroup, clones the final process with
+ * CLONE_PARENT, reports its pid. Never returns. */
+__attribute__((noreturn)) void jail_stage1(struct init_args *a);
+
+/* Executable lookup as execvp does, with the process's own PATH, inside the
+ * current root. Returns a malloc'd path. */
+int jail_find_executable(const struct jail_process *p, char **out, struct husk_err *err);
+
+/* pty for process.terminal: opens /dev/ptmx of the current root, makes the
+ * peer our controlling terminal and 0/1/2, and returns the master. */
+int jail_setup_terminal(const struct jail_process *p, int *master, struct husk_err *err);
+
+#endif

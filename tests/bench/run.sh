@@ -1,0 +1,108 @@
+#!/bin/bash
+# make bench: performance figures, each against a peer measured in the same
+# run. Prints a table; no thresholds are enforced here (the machine is
+# noisy), targets are printed next to the figures.
+# usage: tests/bench/run.sh BUILD_DIR
+set -u
+build=$1
+tmp=$(mktemp -d /tmp/husk-bench-XXXXXX)
+pids=()
+cleanup() {
+	for p in "${pids[@]}"; do kill "$p" 2>/dev/null; wait "$p" 2>/dev/null; done
+	rm -rf "$tmp"
+}
+trap cleanup EXIT
+ROUNDS=${BENCH_ROUNDS:-5}
+CALLS=${BENCH_CALLS:-20000}
+
+start_server() { # sock cmd...
+	local sock=$1
+	shift
+	"$@" >"$tmp/server.out" 2>&1 &
+	pids+=($!)
+	for _ in $(seq 100); do
+		[ -S "$sock" ] && grep -q '^ready$' "$tmp/server.out" && return 0
+		sleep 0.1
+	done
+	echo "bench: server $* did not start" >&2
+	cat "$tmp/server.out" >&2
+	exit 1
+}
+stop_server() {
+	kill "${pids[-1]}" 2>/dev/null
+	wait "${pids[-1]}" 2>/dev/null
+	unset 'pids[-1]'
+}
+rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
+median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+
+echo "== ttrpc: unary round trips over a unix socket, one connection, same C client"
+printf '%-34s %12s %12s %8s\n' "case" "C server" "Go server" "C/Go"
+for conc in 1 16; do
+	: >"$tmp/c.rates"
+	: >"$tmp/go.rates"
+	for _ in $(seq "$ROUNDS"); do
+		# Alternate servers so drift on a noisy machine hits both alike.
+		start_server "$tmp/c.sock" "$build/test/ttrpc-echo-server-musl" --socket "$tmp/c.sock"
+		"$build/test/ttrpc-bench" --socket "$tmp/c.sock" --calls "$CALLS" --concurrency "$conc" |
+			awk '{print $2}' >>"$tmp/c.rates"
+		stop_server
+		start_server "$tmp/go.sock" "$build/test/go/ttrpc-go-server" -socket "$tmp/go.sock"
+		"$build/test/ttrpc-bench" --socket "$tmp/go.sock" --calls "$CALLS" --concurrency "$conc" |
+			awk '{print $2}' >>"$tmp/go.rates"
+		stop_server
+	done
+	c=$(median <"$tmp/c.rates")
+	g=$(median <"$tmp/go.rates")
+	printf '%-34s %12s %12s %7.2fx\n' "calls/s, $conc in flight (median of $ROUNDS)" "$c" "$g" \
+		"$(echo "$c $g" | awk '{print $1/$2}')"
+done
+echo "   target: C server >= 2x the Go server with a single-threaded loop"
+
+start_server "$tmp/c.sock" "$build/test/ttrpc-echo-server-musl" --socket "$tmp/c.sock"
+idle=$(rss_kib "${pids[-1]}")
+"$build/test/ttrpc-bench" --socket "$tmp/c.sock" --calls "$CALLS" --concurrency 16 >/dev/null
+after=$(rss_kib "${pids[-1]}")
+stop_server
+start_server "$tmp/go.sock" "$build/test/go/ttrpc-go-server" -socket "$tmp/go.sock"
+goidle=$(rss_kib "${pids[-1]}")
+stop_server
+echo
+echo "== ttrpc: server memory (VmRSS)"
+printf '%-34s %12s %12s\n' "case" "C server" "Go server"
+printf '%-34s %9s KiB %9s KiB\n' "idle after start" "$idle" "$goidle"
+printf '%-34s %9s KiB\n' "after $CALLS calls, 16 in flight" "$after"
+echo "   target: C server idle RSS <= 1024 KiB (static musl build, as the guest runs it)"
+
+# ---- husk-jail run vs runc run ------------------------------------------------
+echo
+echo "== container start to exit: '/bin/true' in the same bundle, alternating"
+if [ "$(id -u)" -ne 0 ] || ! command -v runc >/dev/null; then
+	echo "   skipped: needs root and runc"
+else
+	JROUNDS=${BENCH_JAIL_ROUNDS:-21}
+	# runc refuses a symlinked rootfs: a real directory in the bundle.
+	"$(dirname "$0")/../jail/make-rootfs.sh" "$tmp/bundle/rootfs"
+	jq '.process.args=["/bin/true"] | .process.terminal=false' \
+		"$(dirname "$0")/../jail/base-config.json" >"$tmp/bundle/config.json"
+	now_ns() { date +%s%N; }
+	: >"$tmp/jail.ms"
+	: >"$tmp/runc.ms"
+	for i in $(seq "$JROUNDS"); do
+		t0=$(now_ns)
+		"$build/bin/husk-jail" --root "$tmp/jail-root" --no-cgroups run --bundle "$tmp/bundle" "b$i" \
+			</dev/null >/dev/null 2>>"$tmp/jail.err" || echo "husk-jail run failed" >&2
+		t1=$(now_ns)
+		runc --root "$tmp/runc-root" run --bundle "$tmp/bundle" "b$i" </dev/null >/dev/null \
+			2>>"$tmp/runc.err" || echo "runc run failed" >&2
+		t2=$(now_ns)
+		echo "$(((t1 - t0) / 1000))" >>"$tmp/jail.ms"
+		echo "$(((t2 - t1) / 1000))" >>"$tmp/runc.ms"
+	done
+	j=$(median <"$tmp/jail.ms")
+	r=$(median <"$tmp/runc.ms")
+	printf '%-34s %12s %12s %8s\n' "case" "husk-jail" "runc" "ratio"
+	printf '%-34s %9s us %9s us %7.2fx\n' "run /bin/true (median of $JROUNDS)" "$j" "$r" \
+		"$(echo "$j $r" | awk '{print $1/$2}')"
+	echo "   target: husk-jail <= 0.25x runc (husk-jail without cgroups; runc uses this host's v1 cgroups)"
+fi

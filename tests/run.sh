@@ -1,0 +1,61 @@
+#!/bin/bash
+# Runs every test suite and prints one closing line:
+#   check: N passed, M failed, K skipped
+# A suite that crashes or exits non-zero without reporting a failed test
+# counts as one failure. Exit status is non-zero if anything failed.
+# usage: tests/run.sh BUILD_DIR
+set -u
+build=$1
+log_dir=$build/test-logs
+mkdir -p "$log_dir"
+passed=0 failed=0 skipped=0
+
+# cmocka suites: one "[       OK ] name" / "[  FAILED  ] name" line per test.
+run_cmocka() { # name binary
+	local name=$1 bin=$2 log=$log_dir/$1.log
+	echo "== $name"
+	timeout 600 "$bin" >"$log" 2>&1
+	local rc=$?
+	local ok fail skip
+	ok=$(grep -c '^\[       OK \] ' "$log")
+	fail=$(grep -E '^\[  (FAILED|ERROR) +\] [A-Za-z_]' "$log" | grep -vc 'test(s)')
+	skip=$(grep -E '^\[  SKIPPED \] [A-Za-z_]' "$log" | grep -vc 'test(s)')
+	if [ "$rc" -ne 0 ] && [ "$fail" -eq 0 ]; then
+		fail=1
+		echo "  $name exited with status $rc:"
+	fi
+	[ "$fail" -gt 0 ] && grep -v '^\[       OK \]\|^\[ RUN' "$log" | sed 's/^/  /' | head -80
+	echo "  $ok passed, $fail failed, $skip skipped"
+	passed=$((passed + ok)) failed=$((failed + fail)) skipped=$((skipped + skip))
+}
+
+# Suites that print "PASS name" / "FAIL name: why" / "SKIP name: why" lines.
+run_lines() { # name command...
+	local name=$1 log=$log_dir/$1.log
+	shift
+	echo "== $name"
+	timeout 1200 "$@" >"$log" 2>&1
+	local rc=$?
+	local ok fail skip
+	ok=$(grep -c '^PASS ' "$log")
+	fail=$(grep -c '^FAIL ' "$log")
+	skip=$(grep -c '^SKIP ' "$log")
+	if [ "$rc" -ne 0 ] && [ "$fail" -eq 0 ]; then
+		fail=1
+		echo "  $name exited with status $rc"
+	fi
+	grep -E '^(FAIL|SKIP) ' -A40 "$log" | sed 's/^/  /' | head -120
+	echo "  $ok passed, $fail failed, $skip skipped"
+	passed=$((passed + ok)) failed=$((failed + fail)) skipped=$((skipped + skip))
+}
+
+# UNIT_TESTS comes from tests/tests.mk, so a test that was not built fails.
+for t in ${UNIT_TESTS:?set by make check}; do
+	run_cmocka "unit-$t" "$build/test/unit-$t"
+done
+run_lines ttrpc-interop tests/interop/run.sh "$build"
+run_lines jail tests/jail/run.sh "$build"
+
+echo
+echo "check: $passed passed, $failed failed, $skipped skipped"
+[ "$failed" -eq 0 ] && [ "$passed" -gt 0 ]

@@ -1,0 +1,79 @@
+# Tests, interop programs and benchmarks; included by the top-level Makefile.
+
+TEST_DIR := $(BUILD)/test
+ECHO_SRC := tests/interop/echo_service.c
+
+UNIT_TESTS := frame loop rpc spec cgroup security rootfs
+UNIT_BINS := $(addprefix $(TEST_DIR)/unit-,$(UNIT_TESTS))
+
+$(TEST_DIR)/unit-frame: $(call objs,asan,tests/unit/test_frame.c) $(BUILD)/asan/libttrpc.a
+	$(call link,asan,-lcmocka)
+$(TEST_DIR)/unit-loop: $(call objs,asan,tests/unit/test_loop.c) $(BUILD)/asan/libttrpc.a
+	$(call link,asan,-lcmocka)
+$(TEST_DIR)/unit-rpc: $(call objs,asan,tests/unit/test_rpc.c $(ECHO_SRC),$(TEST_GEN)) \
+		$(BUILD)/asan/libttrpc.a
+	$(call link,asan,-lcmocka)
+
+$(TEST_DIR)/unit-cgroup: $(call objs,asan,tests/unit/test_cgroup.c) $(BUILD)/asan/libjail.a
+	$(call link,asan,-lcmocka -pthread $(JAIL_LIBS_asan))
+
+$(TEST_DIR)/unit-security: $(call objs,asan,tests/unit/test_security.c) $(BUILD)/asan/libjail.a
+	$(call link,asan,-lcmocka $(JAIL_LIBS_asan))
+
+$(TEST_DIR)/unit-spec: $(call objs,asan,tests/unit/test_spec.c) $(BUILD)/asan/libjail.a
+	$(call link,asan,-lcmocka $(JAIL_LIBS_asan))
+
+$(TEST_DIR)/unit-rootfs: $(call objs,asan,tests/unit/test_rootfs.c) $(BUILD)/asan/libjail.a
+	$(call link,asan,-lcmocka $(JAIL_LIBS_asan))
+
+# The interop peers of containerd's Go ttrpc, built under ASan/UBSan so the
+# Go side exercises the C code with the sanitizers watching.
+$(TEST_DIR)/ttrpc-echo-server: $(call objs,asan,tests/interop/echo_server.c $(ECHO_SRC),$(TEST_GEN)) $(BUILD)/asan/libttrpc.a
+	$(call link,asan)
+$(TEST_DIR)/ttrpc-interop-client: $(call objs,asan,tests/interop/interop_client.c,$(TEST_GEN)) $(BUILD)/asan/libttrpc.a
+	$(call link,asan)
+
+# Benchmark programs: optimised builds; the server is the static musl build,
+# as the guest agent is.
+$(TEST_DIR)/ttrpc-echo-server-musl: $(call objs,musl,tests/interop/echo_server.c $(ECHO_SRC),$(TEST_GEN)) $(BUILD)/musl/libttrpc.a
+	$(call link,musl)
+$(TEST_DIR)/ttrpc-bench: $(call objs,host,tests/bench/ttrpc_bench.c,$(TEST_GEN)) \
+		$(BUILD)/host/libttrpc.a
+	$(call link,host)
+
+GO_INTEROP_SRC := $(shell find tests/interop/go -name '*.go' -o -name '*.sh' 2>/dev/null)
+GO_STAMP := $(TEST_DIR)/go/.stamp
+$(GO_STAMP): $(GO_INTEROP_SRC) | $(DEPS_STAMP)
+	$(call quiet,GO,$(TEST_DIR)/go)
+	$(Q)tests/interop/go/build.sh $(TEST_DIR)/go
+	$(Q)touch $@
+
+TEST_BINS := $(UNIT_BINS) $(TEST_DIR)/ttrpc-echo-server $(TEST_DIR)/ttrpc-interop-client \
+	$(GO_STAMP)
+BENCH_BINS := $(TEST_DIR)/ttrpc-echo-server-musl $(TEST_DIR)/ttrpc-bench $(GO_STAMP)
+
+.PHONY: check
+check: all
+	$(Q)UNIT_TESTS="$(UNIT_TESTS)" tests/run.sh $(BUILD)
+
+.PHONY: bench
+bench: all $(BENCH_BINS)
+	$(Q)tests/bench/run.sh $(BUILD)
+
+# ---- fuzzing (clang libFuzzer) ----------------------------------------------
+
+FUZZ_SECONDS ?= 60
+FUZZ_CFLAGS := -std=gnu17 -g -O1 -fsanitize=fuzzer,address,undefined $(INCLUDES) $(GENFLAGS)
+FUZZ_SRC := tests/fuzz/fuzz_frame.c ttrpc/frame.c $(BUILD)/gen/ttrpc/ttrpc.pb-c.c \
+	$(BUILD)/gen/google/rpc/status.pb-c.c $(BUILD)/gen/google/protobuf/any.pb-c.c
+
+$(BUILD)/fuzz/fuzz-frame: $(FUZZ_SRC) ttrpc/include/ttrpc/frame.h | $(GEN_STAMP)
+	$(call quiet,CLANG,$@)
+	$(Q)mkdir -p $(@D)
+	$(Q)$(CLANG) $(FUZZ_CFLAGS) -o $@ $(filter %.c,$^) -lprotobuf-c
+
+.PHONY: fuzz
+fuzz: $(BUILD)/fuzz/fuzz-frame
+	$(Q)mkdir -p $(BUILD)/fuzz/corpus-frame
+	$(BUILD)/fuzz/fuzz-frame -max_total_time=$(FUZZ_SECONDS) -max_len=65536 \
+		$(BUILD)/fuzz/corpus-frame tests/fuzz/seeds-frame tests/fuzz/regressions

@@ -1,0 +1,782 @@
+/* libttrpc server and client, end to end over unix sockets.
+ *
+ * The server runs on its own thread with its own loop, so tests can talk to
+ * it both through the C client (main thread, second loop) and through raw
+ * blocking sockets that write hand-made frames. */
+#include <errno.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <poll.h>
+#include <pthread.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "../interop/echo_service.h"
+#include "husk/cleanup.h"
+#include "husk/sock.h"
+#include "test/echo.pb-c.h"
+#include "ttrpc/client.h"
+#include "ttrpc/frame.h"
+#include "ttrpc/server.h"
+#include "ttrpc/ttrpc.pb-c.h"
+
+#define SVC "husk.test.Echo"
+#define MS (1000ull * 1000)
+
+struct fixture {
+	char dir[64];
+	char path[128];
+	struct ev_loop *sloop;
+	struct ttrpc_server *srv;
+	struct echo_service echo;
+	int stop_pipe[2];
+	struct ev_io *stop_io;
+	pthread_t thread;
+	bool running;
+	struct ev_loop *cloop;
+	struct ttrpc_client *client;
+};
+
+static void on_stop(struct ev_io *io, int fd, uint32_t events, void *data)
+{
+	(void)io;
+	(void)fd;
+	(void)events;
+	ev_stop(data);
+}
+
+static void *server_main(void *arg)
+{
+	struct fixture *f = arg;
+	ev_run(f->sloop);
+	return NULL;
+}
+
+static void start_server(struct fixture *f, const struct ttrpc_server_opts *opts,
+			 const ttrpc_method_fn *handlers)
+{
+	struct husk_err err = { 0 };
+	assert_int_equal(ev_loop_new(&f->sloop, &err), 0);
+	assert_int_equal(ttrpc_server_new(f->sloop, opts, &f->srv, &err), 0);
+	f->echo.loop = f->sloop;
+	if (handlers)
+		assert_int_equal(ttrpc_server_add_service(f->srv, &husk__test__echo__descriptor,
+							  handlers, &f->echo, &err), 0);
+	else
+		assert_int_equal(echo_service_register(f->srv, &f->echo, &err), 0);
+	int lfd = husk_unix_listen(f->path, &err);
+	assert_true(lfd >= 0);
+	assert_int_equal(ttrpc_server_add_listener(f->srv, lfd, &err), 0);
+	assert_int_equal(pipe2(f->stop_pipe, O_CLOEXEC), 0);
+	assert_int_equal(ev_io_add(f->sloop, f->stop_pipe[0], EPOLLIN, on_stop, f->sloop,
+				   &f->stop_io, &err), 0);
+	assert_int_equal(pthread_create(&f->thread, NULL, server_main, f), 0);
+	f->running = true;
+}
+
+/* Stops the server thread and frees the server: open connections close. */
+static void stop_server(struct fixture *f)
+{
+	if (!f->running)
+		return;
+	assert_int_equal(write(f->stop_pipe[1], "x", 1), 1);
+	pthread_join(f->thread, NULL);
+	f->running = false;
+	ev_io_del(f->stop_io);
+	ttrpc_server_free(f->srv);
+	ev_loop_free(f->sloop);
+	close(f->stop_pipe[0]);
+	close(f->stop_pipe[1]);
+}
+
+static void connect_client(struct fixture *f)
+{
+	struct husk_err err = { 0 };
+	int fd = husk_unix_connect(f->path, &err);
+	assert_true(fd >= 0);
+	assert_int_equal(ttrpc_client_new(f->cloop, fd, &f->client, &err), 0);
+}
+
+static int setup(void **state)
+{
+	struct fixture *f = calloc(1, sizeof(*f));
+	strcpy(f->dir, "/tmp/husk-test-rpc-XXXXXX");
+	if (!mkdtemp(f->dir))
+		return -1;
+	snprintf(f->path, sizeof(f->path), "%s/sock", f->dir);
+	struct husk_err err = { 0 };
+	if (ev_loop_new(&f->cloop, &err) < 0)
+		return -1;
+	*state = f;
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	struct fixture *f = *state;
+	ttrpc_client_free(f->client);
+	/* Let the client's deferred teardown run before the loop goes. */
+	ev_run_once(f->cloop, 0);
+	stop_server(f);
+	ev_loop_free(f->cloop);
+	unlink(f->path);
+	rmdir(f->dir);
+	free(f);
+	return 0;
+}
+
+/* ---- helpers ---- */
+
+static int call_bytes(struct fixture *f, const char *method, const void *data, size_t len,
+		      const struct ttrpc_call_opts *opts, Husk__Test__Bytes **out,
+		      struct ttrpc_status *st)
+{
+	Husk__Test__Bytes in = HUSK__TEST__BYTES__INIT;
+	in.value.data = (uint8_t *)data;
+	in.value.len = len;
+	ProtobufCMessage *resp = NULL;
+	int code = ttrpc_client_call(f->client, SVC, method, &in.base, &husk__test__bytes__descriptor,
+				     opts, &resp, st);
+	if (out)
+		*out = (Husk__Test__Bytes *)resp;
+	else if (resp)
+		protobuf_c_message_free_unpacked(resp, NULL);
+	return code;
+}
+
+static int call_str(struct fixture *f, const char *method, const char *s, struct ttrpc_status *st)
+{
+	return call_bytes(f, method, s, strlen(s), NULL, NULL, st);
+}
+
+static void assert_echo_works(struct fixture *f)
+{
+	struct ttrpc_status st;
+	Husk__Test__Bytes *out = NULL;
+	assert_int_equal(call_bytes(f, "Echo", "still-alive", 11, NULL, &out, &st), TTRPC_OK);
+	assert_int_equal(out->value.len, 11);
+	assert_memory_equal(out->value.data, "still-alive", 11);
+	protobuf_c_message_free_unpacked(&out->base, NULL);
+}
+
+static int raw_connect(struct fixture *f)
+{
+	struct husk_err err = { 0 };
+	int fd = husk_unix_connect(f->path, &err);
+	assert_true(fd >= 0);
+	return fd;
+}
+
+static void write_all(int fd, const void *buf, size_t len)
+{
+	const uint8_t *p = buf;
+	while (len > 0) {
+		ssize_t n = write(fd, p, len);
+		assert_true(n > 0);
+		p += n;
+		len -= (size_t)n;
+	}
+}
+
+static void raw_send(int fd, uint32_t stream_id, uint8_t type, const ProtobufCMessage *msg)
+{
+	size_t len = msg ? protobuf_c_message_get_packed_size(msg) : 0;
+	uint8_t *buf = malloc(TTRPC_HEADER_SIZE + len);
+	struct ttrpc_header h = { .length = (uint32_t)len, .stream_id = stream_id, .type = type };
+	ttrpc_header_encode(&h, buf);
+	if (msg)
+		protobuf_c_message_pack(msg, buf + TTRPC_HEADER_SIZE);
+	write_all(fd, buf, TTRPC_HEADER_SIZE + len);
+	free(buf);
+}
+
+/* Builds a request frame without allocating (usable after fork). */
+static size_t build_request(uint8_t *buf, size_t cap, uint32_t stream_id, const char *method,
+			    const char *value, int64_t timeout_nano)
+{
+	Husk__Test__Bytes in = HUSK__TEST__BYTES__INIT;
+	in.value.data = (uint8_t *)value;
+	in.value.len = strlen(value);
+	uint8_t payload[256];
+	assert_true(protobuf_c_message_get_packed_size(&in.base) <= sizeof(payload));
+	size_t plen = protobuf_c_message_pack(&in.base, payload);
+	Ttrpc__Request req = TTRPC__REQUEST__INIT;
+	req.service = SVC;
+	req.method = (char *)method;
+	req.payload.data = payload;
+	req.payload.len = plen;
+	req.timeout_nano = timeout_nano;
+	size_t len = protobuf_c_message_get_packed_size(&req.base);
+	assert_true(TTRPC_HEADER_SIZE + len <= cap);
+	struct ttrpc_header h = { .length = (uint32_t)len, .stream_id = stream_id,
+				  .type = TTRPC_TYPE_REQUEST };
+	ttrpc_header_encode(&h, buf);
+	protobuf_c_message_pack(&req.base, buf + TTRPC_HEADER_SIZE);
+	return TTRPC_HEADER_SIZE + len;
+}
+
+static void raw_request(int fd, uint32_t stream_id, const char *method, const char *value,
+			int64_t timeout_nano)
+{
+	uint8_t frame[512];
+	write_all(fd, frame, build_request(frame, sizeof(frame), stream_id, method, value,
+					   timeout_nano));
+}
+
+/* Reads exactly len bytes; returns false on EOF or after 10 s of silence. */
+static bool read_full(int fd, void *buf, size_t len)
+{
+	uint8_t *p = buf;
+	while (len > 0) {
+		struct pollfd pfd = { .fd = fd, .events = POLLIN };
+		if (poll(&pfd, 1, 10000) != 1)
+			return false;
+		ssize_t n = read(fd, p, len);
+		if (n <= 0)
+			return false;
+		p += n;
+		len -= (size_t)n;
+	}
+	return true;
+}
+
+/* Reads one response frame; returns NULL on EOF. */
+static Ttrpc__Response *raw_response(int fd, uint32_t *stream_id)
+{
+	uint8_t hdr[TTRPC_HEADER_SIZE];
+	if (!read_full(fd, hdr, sizeof(hdr)))
+		return NULL;
+	struct ttrpc_header h;
+	ttrpc_header_decode(hdr, &h);
+	assert_int_equal(h.type, TTRPC_TYPE_RESPONSE);
+	assert_true(h.length <= TTRPC_MAX_PAYLOAD);
+	uint8_t *body = malloc(h.length ? h.length : 1);
+	assert_true(read_full(fd, body, h.length));
+	Ttrpc__Response *resp = ttrpc__response__unpack(NULL, h.length, body);
+	free(body);
+	assert_non_null(resp);
+	*stream_id = h.stream_id;
+	return resp;
+}
+
+static int resp_code(const Ttrpc__Response *r)
+{
+	return r->status ? r->status->code : TTRPC_OK;
+}
+
+static bool peer_closed(int fd)
+{
+	uint8_t b;
+	struct pollfd pfd = { .fd = fd, .events = POLLIN };
+	if (poll(&pfd, 1, 10000) != 1)
+		return false;
+	/* A server that closes with our request still unread resets instead. */
+	ssize_t n = read(fd, &b, 1);
+	return n == 0 || (n < 0 && errno == ECONNRESET);
+}
+
+/* ---- tests ---- */
+
+static void test_echo(void **state)
+{
+	struct fixture *f = *state;
+	start_server(f, NULL, NULL);
+	connect_client(f);
+	assert_echo_works(f);
+	struct ttrpc_status st;
+	Husk__Test__Bytes *out = NULL;
+	assert_int_equal(call_bytes(f, "Echo", "", 0, NULL, &out, &st), TTRPC_OK);
+	assert_int_equal(out->value.len, 0);
+	protobuf_c_message_free_unpacked(&out->base, NULL);
+}
+
+struct order {
+	int seen[8];
+	int n;
+	int codes[8];
+};
+
+struct tagged {
+	struct order *order;
+	int tag;
+};
+
+static void on_tagged_reply(struct ttrpc_reply *reply, void *data)
+{
+	struct tagged *t = data;
+	t->order->codes[t->tag] = reply->status.code;
+	t->order->seen[t->order->n++] = t->tag;
+}
+
+static void start_bytes(struct fixture *f, const char *method, const char *value,
+			const struct ttrpc_call_opts *opts, struct tagged *t)
+{
+	Husk__Test__Bytes in = HUSK__TEST__BYTES__INIT;
+	in.value.data = (uint8_t *)value;
+	in.value.len = strlen(value);
+	assert_int_equal(ttrpc_client_start(f->client, SVC, method, &in.base, NULL, 0,
+					    &husk__test__bytes__descriptor, opts, on_tagged_reply, t),
+			 0);
+}
+
+static void run_until(struct fixture *f, const int *counter, int target)
+{
+	while (*counter < target)
+		assert_true(ev_run_once(f->cloop, 10000) > 0);
+}
+
+static void test_out_of_order(void **state)
+{
+	struct fixture *f = *state;
+	start_server(f, NULL, NULL);
+	connect_client(f);
+	struct order o = { 0 };
+	struct tagged t[3] = { { &o, 0 }, { &o, 1 }, { &o, 2 } };
+	start_bytes(f, "Sleep", "300", NULL, &t[0]);
+	start_bytes(f, "Sleep", "20", NULL, &t[1]);
+	start_bytes(f, "Echo", "now", NULL, &t[2]);
+	run_until(f, &o.n, 3);
+	/* One connection, answered in completion order, not request order. */
+	assert_int_equal(o.seen[0], 2);
+	assert_int_equal(o.seen[1], 1);
+	assert_int_equal(o.seen[2], 0);
+	for (int i = 0; i < 3; i++)
+		assert_int_equal(o.codes[i], TTRPC_OK);
+}
+
+struct counted {
+	int done, ok;
+	char expect[32];
+};
+
+static void on_counted(struct ttrpc_reply *reply, void *data)
+{
+	struct counted *c = data;
+	const Husk__Test__Bytes *b = (const Husk__Test__Bytes *)reply->msg;
+	if (reply->status.code == TTRPC_OK && b && b->value.len == strlen(c->expect) &&
+	    memcmp(b->value.data, c->expect, b->value.len) == 0)
+		c->ok++;
+	c->done++;
+}
+
+static void test_many_concurrent(void **state)
+{
+	struct fixture *f = *state;
+	start_server(f, NULL, NULL);
+	connect_client(f);
+	enum { N = 500 };
+	static struct counted calls[N];
+	int done = 0;
+	for (int i = 0; i < N; i++) {
+		memset(&calls[i], 0, sizeof(calls[i]));
+		snprintf(calls[i].expect, sizeof(calls[i].expect), "payload-%d", i);
+		Husk__Test__Bytes in = HUSK__TEST__BYTES__INIT;
+		in.value.data = (uint8_t *)calls[i].expect;
+		in.value.len = strlen(calls[i].expect);
+		assert_int_equal(ttrpc_client_start(f->client, SVC, "Echo", &in.base, NULL, 0,
+						    &husk__test__bytes__descriptor, NULL, on_counted,
+						    &calls[i]),
+				 0);
+	}
+	while (done < N) {
+		assert_true(ev_run_once(f->cloop, 10000) > 0);
+		done = 0;
+		for (int i = 0; i < N; i++)
+			done += calls[i].done;
+	}
+	for (int i = 0; i < N; i++)
+		assert_int_equal(calls[i].ok, 1);
+}
+
+static void test_error_codes(void **state)
+{
+	struct fixture *f = *state;
+	start_server(f, NULL, NULL);
+	connect_client(f);
+	static const int codes[] = { TTRPC_NOT_FOUND, TTRPC_INVALID_ARGUMENT,
+				     TTRPC_FAILED_PRECONDITION, TTRPC_ALREADY_EXISTS,
+				     TTRPC_INTERNAL, TTRPC_UNAVAILABLE };
+	for (size_t i = 0; i < ARRAY_SIZE(codes); i++) {
+		char req[96], msg[64];
+		snprintf(msg, sizeof(msg), "container c%zu: no such thing", i);
+		snprintf(req, sizeof(req), "%d %s", codes[i], msg);
+		struct ttrpc_status st;
+		assert_int_equal(call_str(f, "Fail", req, &st), codes[i]);
+		assert_string_equal(st.message, msg);
+	}
+}
+
+static void test_unimplemented(void **state)
+{
+	struct fixture *f = *state;
+	start_server(f, NULL, NULL);
+	connect_client(f);
+	struct ttrpc_status st;
+	Husk__Test__Bytes in = HUSK__TEST__BYTES__INIT;
+	assert_int_equal(ttrpc_client_call(f->client, SVC, "NoSuchMethod", &in.base, NULL, NULL, NULL,
+					   &st),
+			 TTRPC_UNIMPLEMENTED);
+	assert_string_equal(st.message, "method NoSuchMethod");
+	assert_int_equal(ttrpc_client_call(f->client, "husk.test.Nope", "Echo", &in.base, NULL, NULL,
+					   NULL, &st),
+			 TTRPC_UNIMPLEMENTED);
+	assert_string_equal(st.message, "service husk.test.Nope");
+	assert_echo_works(f);
+}
+
+static void on_status_reply(struct ttrpc_reply *reply, void *data)
+{
+	*(struct ttrpc_status *)data = reply->status;
+}
+
+static void test_undecodable_payload(void **state)
+{
+	struct fixture *f = *state;
+	start_server(f, NULL, NULL);
+	connect_client(f);
+	/* A length-delimited field whose length runs past the end. */
+	static const uint8_t garbage[] = { 0x0a, 0x7f, 0x01 };
+	struct ttrpc_status st = { .code = -1 };
+	assert_int_equal(ttrpc_client_start(f->client, SVC, "Echo", NULL, garbage, sizeof(garbage),
+					    NULL, NULL, on_status_reply, &st),
+			 0);
+	while (st.code == -1)
+		assert_true(ev_run_once(f->cloop, 10000) > 0);
+	assert_int_equal(st.code, TTRPC_INVALID_ARGUMENT);
+	assert_non_null(strstr(st.message, "husk.test.Echo/Echo"));
+	assert_echo_works(f);
+}
+
+static void test_metadata(void **state)
+{
+	struct fixture *f = *state;
+	start_server(f, NULL, NULL);
+	connect_client(f);
+	static const struct ttrpc_kv md[] = {
+		{ "containerd-namespace-ttrpc", "k8s.io" },
+		{ "multi", "a" },
+		{ "multi", "b" },
+	};
+	struct ttrpc_call_opts opts = { .metadata = md, .n_metadata = ARRAY_SIZE(md) };
+	struct ttrpc_status st;
+	Husk__Test__Bytes *out = NULL;
+	const char *key = "containerd-namespace-ttrpc";
+	assert_int_equal(call_bytes(f, "Metadata", key, strlen(key), &opts, &out, &st), TTRPC_OK);
+	assert_int_equal(out->value.len, 6);
+	assert_memory_equal(out->value.data, "k8s.io", 6);
+	protobuf_c_message_free_unpacked(&out->base, NULL);
+	assert_int_equal(call_bytes(f, "Metadata", "multi", 5, &opts, &out, &st), TTRPC_OK);
+	assert_int_equal(out->value.len, 3);
+	assert_memory_equal(out->value.data, "a,b", 3);
+	protobuf_c_message_free_unpacked(&out->base, NULL);
+	assert_int_equal(call_bytes(f, "Metadata", "absent", 6, &opts, NULL, &st), TTRPC_NOT_FOUND);
+}
+
+static void test_payload_just_under_cap(void **state)
+{
+	struct fixture *f = *state;
+	start_server(f, NULL, NULL);
+	connect_client(f);
+	size_t len = TTRPC_MAX_PAYLOAD - 1024;
+	uint8_t *big = malloc(len);
+	for (size_t i = 0; i < len; i++)
+		big[i] = (uint8_t)(i * 131 + 7);
+	struct ttrpc_status st;
+	Husk__Test__Bytes *out = NULL;
+	assert_int_equal(call_bytes(f, "Echo", big, len, NULL, &out, &st), TTRPC_OK);
+	assert_int_equal(out->value.len, len);
+	assert_memory_equal(out->value.data, big, len);
+	protobuf_c_message_free_unpacked(&out->base, NULL);
+	free(big);
+	assert_echo_works(f);
+}
+
+static void test_client_refuses_oversized(void **state)
+{
+	struct fixture *f = *state;
+	start_server(f, NULL, NULL);
+	connect_client(f);
+	size_t len = TTRPC_MAX_PAYLOAD + 16;
+	uint8_t *big = calloc(1, len);
+	struct ttrpc_status st;
+	assert_int_equal(call_bytes(f, "Echo", big, len, NULL, NULL, &st),
+			 TTRPC_RESOURCE_EXHAUSTED);
+	free(big);
+	assert_echo_works(f);
+}
+
+static void test_server_oversized_frame_keeps_connection(void **state)
+{
+	struct fixture *f = *state;
+	start_server(f, NULL, NULL);
+	_cleanup_fd_ int fd = raw_connect(f);
+	uint32_t len = TTRPC_MAX_PAYLOAD + 1;
+	uint8_t *frame = calloc(1, TTRPC_HEADER_SIZE + len);
+	struct ttrpc_header h = { .length = len, .stream_id = 1, .type = TTRPC_TYPE_REQUEST };
+	ttrpc_header_encode(&h, frame);
+	write_all(fd, frame, TTRPC_HEADER_SIZE + len);
+	free(frame);
+	uint32_t id = 0;
+	Ttrpc__Response *resp = raw_response(fd, &id);
+	assert_non_null(resp);
+	assert_int_equal(id, 1);
+	assert_int_equal(resp_code(resp), TTRPC_RESOURCE_EXHAUSTED);
+	assert_string_equal(resp->status->message,
+			    "message length 4194305 exceed maximum message size of 4194304");
+	ttrpc__response__free_unpacked(resp, NULL);
+	/* The same connection still serves. */
+	raw_request(fd, 3, "Echo", "after", 0);
+	resp = raw_response(fd, &id);
+	assert_non_null(resp);
+	assert_int_equal(id, 3);
+	assert_int_equal(resp_code(resp), TTRPC_OK);
+	ttrpc__response__free_unpacked(resp, NULL);
+}
+
+static void test_malformed_header_closes_only_that_connection(void **state)
+{
+	struct fixture *f = *state;
+	start_server(f, NULL, NULL);
+	connect_client(f);
+	assert_echo_works(f);
+	static const uint8_t types[] = { 0, 9, TTRPC_TYPE_RESPONSE };
+	for (size_t i = 0; i < ARRAY_SIZE(types); i++) {
+		_cleanup_fd_ int fd = raw_connect(f);
+		raw_send(fd, 1, types[i], NULL);
+		assert_true(peer_closed(fd));
+	}
+	/* Stream id 0 is never valid. */
+	_cleanup_fd_ int fd0 = raw_connect(f);
+	raw_request(fd0, 0, "Echo", "x", 0);
+	assert_true(peer_closed(fd0));
+	assert_echo_works(f);
+}
+
+static void test_even_stream_id(void **state)
+{
+	struct fixture *f = *state;
+	start_server(f, NULL, NULL);
+	_cleanup_fd_ int fd = raw_connect(f);
+	raw_request(fd, 2, "Echo", "x", 0);
+	uint32_t id = 0;
+	Ttrpc__Response *resp = raw_response(fd, &id);
+	assert_non_null(resp);
+	assert_int_equal(id, 2);
+	assert_int_equal(resp_code(resp), TTRPC_INVALID_ARGUMENT);
+	ttrpc__response__free_unpacked(resp, NULL);
+	raw_request(fd, 5, "Echo", "x", 0);
+	resp = raw_response(fd, &id);
+	assert_non_null(resp);
+	assert_int_equal(resp_code(resp), TTRPC_OK);
+	ttrpc__response__free_unpacked(resp, NULL);
+}
+
+static void test_duplicate_stream_id_closes(void **state)
+{
+	struct fixture *f = *state;
+	start_server(f, NULL, NULL);
+	_cleanup_fd_ int fd = raw_connect(f);
+	raw_request(fd, 1, "Block", "", 0);
+	raw_request(fd, 1, "Echo", "x", 0);
+	assert_true(peer_closed(fd));
+	stop_server(f);
+	assert_int_equal(f->echo.cancelled, 1);
+}
+
+static void test_server_deadline(void **state)
+{
+	struct fixture *f = *state;
+	start_server(f, NULL, NULL);
+	_cleanup_fd_ int fd = raw_connect(f);
+	/* No client-side timer here: the server alone must end the call. */
+	raw_request(fd, 1, "Block", "", (int64_t)(50 * MS));
+	raw_request(fd, 3, "Block", "", -1);
+	uint32_t id = 0;
+	Ttrpc__Response *resp = raw_response(fd, &id);
+	assert_non_null(resp);
+	assert_int_equal(id, 3); /* already expired: answered at once */
+	assert_int_equal(resp_code(resp), TTRPC_DEADLINE_EXCEEDED);
+	ttrpc__response__free_unpacked(resp, NULL);
+	resp = raw_response(fd, &id);
+	assert_non_null(resp);
+	assert_int_equal(id, 1);
+	assert_int_equal(resp_code(resp), TTRPC_DEADLINE_EXCEEDED);
+	assert_string_equal(resp->status->message, "context deadline exceeded");
+	ttrpc__response__free_unpacked(resp, NULL);
+	stop_server(f);
+	assert_int_equal(f->echo.cancelled, 1);
+}
+
+static void test_client_deadline(void **state)
+{
+	struct fixture *f = *state;
+	start_server(f, NULL, NULL);
+	connect_client(f);
+	struct ttrpc_call_opts opts = { .timeout_ns = 50 * MS };
+	struct ttrpc_status st;
+	uint64_t t0 = ev_now_ns();
+	assert_int_equal(call_bytes(f, "Block", "", 0, &opts, NULL, &st), TTRPC_DEADLINE_EXCEEDED);
+	assert_true(ev_now_ns() - t0 >= 50 * MS);
+	assert_echo_works(f);
+}
+
+static void test_disconnect_cancels_deferred_calls(void **state)
+{
+	struct fixture *f = *state;
+	start_server(f, NULL, NULL);
+	_cleanup_fd_ int fd = raw_connect(f);
+	raw_request(fd, 1, "Block", "", 0);
+	raw_request(fd, 3, "Sleep", "100000", 0);
+	raw_request(fd, 5, "Echo", "sync", 0);
+	uint32_t id;
+	Ttrpc__Response *resp = raw_response(fd, &id);
+	assert_non_null(resp);
+	assert_int_equal(id, 5);
+	ttrpc__response__free_unpacked(resp, NULL);
+	close(take_fd(&fd));
+	/* Wait until the server has seen the close, then stop it. */
+	for (int i = 0; i < 1000; i++) {
+		connect_client(f);
+		assert_echo_works(f);
+		ttrpc_client_free(f->client);
+		f->client = NULL;
+		ev_run_once(f->cloop, 0);
+		if (f->echo.cancelled == 2)
+			break;
+	}
+	stop_server(f);
+	assert_int_equal(f->echo.cancelled, 2);
+}
+
+static void test_pending_fail_when_connection_drops(void **state)
+{
+	struct fixture *f = *state;
+	start_server(f, NULL, NULL);
+	connect_client(f);
+	struct order o = { 0 };
+	struct tagged t[2] = { { &o, 0 }, { &o, 1 } };
+	start_bytes(f, "Block", "", NULL, &t[0]);
+	start_bytes(f, "Sleep", "100000", NULL, &t[1]);
+	assert_echo_works(f); /* both are in flight on the server now */
+	stop_server(f);
+	run_until(f, &o.n, 2);
+	assert_int_equal(o.codes[0], TTRPC_UNAVAILABLE);
+	assert_int_equal(o.codes[1], TTRPC_UNAVAILABLE);
+	assert_false(ttrpc_client_connected(f->client));
+	struct ttrpc_status st;
+	assert_int_equal(call_str(f, "Echo", "x", &st), TTRPC_UNAVAILABLE);
+}
+
+static void test_call_limit_per_connection(void **state)
+{
+	struct fixture *f = *state;
+	struct ttrpc_server_opts opts = { .max_calls_per_conn = 2 };
+	start_server(f, &opts, NULL);
+	connect_client(f);
+	struct order o = { 0 };
+	struct tagged t[2] = { { &o, 0 }, { &o, 1 } };
+	start_bytes(f, "Block", "", NULL, &t[0]);
+	start_bytes(f, "Block", "", NULL, &t[1]);
+	struct ttrpc_status st;
+	assert_int_equal(call_str(f, "Echo", "x", &st), TTRPC_RESOURCE_EXHAUSTED);
+	assert_non_null(strstr(st.message, "limit 2"));
+	/* Freeing the client completes what is still pending, at once. */
+	ttrpc_client_free(f->client);
+	f->client = NULL;
+	assert_int_equal(o.n, 2);
+	assert_int_equal(o.codes[0], TTRPC_CANCELLED);
+	assert_int_equal(o.codes[1], TTRPC_CANCELLED);
+}
+
+static void forgetful(struct ttrpc_call *call, const ProtobufCMessage *req, void *data)
+{
+	(void)call;
+	(void)req;
+	(void)data;
+}
+
+static void test_handler_without_reply(void **state)
+{
+	struct fixture *f = *state;
+	static const ttrpc_method_fn handlers[6] = { forgetful };
+	start_server(f, NULL, handlers);
+	connect_client(f);
+	struct ttrpc_status st;
+	assert_int_equal(call_str(f, "Echo", "x", &st), TTRPC_INTERNAL);
+	assert_non_null(strstr(st.message, "without a reply"));
+	assert_int_equal(call_str(f, "Sleep", "1", &st), TTRPC_UNIMPLEMENTED);
+}
+
+static void test_peer_uid_check(void **state)
+{
+	struct fixture *f = *state;
+	if (getuid() != 0)
+		skip(); /* needs root to connect as another uid */
+	struct ttrpc_server_opts opts = { .require_same_uid = true };
+	start_server(f, &opts, NULL);
+	connect_client(f);
+	assert_echo_works(f); /* same uid: served */
+	assert_int_equal(chmod(f->dir, 0755), 0);
+	assert_int_equal(chmod(f->path, 0777), 0);
+	uint8_t frame[512];
+	size_t frame_len = build_request(frame, sizeof(frame), 1, "Echo", "x", 0);
+	pid_t pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		if (setgid(65534) < 0 || setuid(65534) < 0)
+			_exit(10);
+		struct husk_err err = { 0 };
+		int fd = husk_unix_connect(f->path, &err);
+		if (fd < 0)
+			_exit(11);
+		/* The server may close before or after our write lands. */
+		if (send(fd, frame, frame_len, MSG_NOSIGNAL) < 0 && errno != EPIPE && errno != ECONNRESET)
+			_exit(12);
+		_exit(peer_closed(fd) ? 0 : 13);
+	}
+	int status;
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	assert_true(WIFEXITED(status));
+	assert_int_equal(WEXITSTATUS(status), 0);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_setup_teardown(test_echo, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_out_of_order, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_many_concurrent, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_error_codes, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_unimplemented, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_undecodable_payload, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_metadata, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_payload_just_under_cap, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_client_refuses_oversized, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_server_oversized_frame_keeps_connection, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_malformed_header_closes_only_that_connection,
+						setup, teardown),
+		cmocka_unit_test_setup_teardown(test_even_stream_id, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_duplicate_stream_id_closes, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_server_deadline, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_client_deadline, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_disconnect_cancels_deferred_calls, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_pending_fail_when_connection_drops, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_call_limit_per_connection, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_handler_without_reply, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_peer_uid_check, setup, teardown),
+	};
+	return cmocka_run_group_tests_name("ttrpc-rpc", tests, NULL, NULL);
+}
