@@ -11,7 +11,14 @@ for p in $pkgs; do
 		missing="$missing $p"
 	fi
 done
-[ -n "$missing" ] || exit 0
+here=$(dirname "$0")
+if [ -z "$missing" ]; then
+	# Source packages (the musl sysroot) need a deb-src entry; add one once.
+	if [ "$(id -u)" = 0 ] && ! apt-get source --print-uris libcap2 >/dev/null 2>&1; then
+		"$here/musl-sysroot.sh" --ensure-deb-src
+	fi
+	exit 0
+fi
 
 if [ "$(id -u)" != 0 ]; then
 	echo "deps: missing Debian packages:$missing" >&2
@@ -23,3 +30,4 @@ export DEBIAN_FRONTEND=noninteractive
 apt-get update -q >/dev/null
 # shellcheck disable=SC2086
 apt-get install -y -q --no-install-recommends $missing >/dev/null
+"$here/musl-sysroot.sh" --ensure-deb-src

@@ -35,7 +35,7 @@ PROG=sysroot
 die() { printf '%s: error: %s\n' "$PROG" "$*" >&2; exit 1; }
 say() { printf '%s: %s\n' "$PROG" "$*"; }
 
-[ $# -eq 1 ] && [ -n "$1" ] || { echo "usage: $0 OUTDIR" >&2; exit 2; }
+[ $# -eq 1 ] && [ -n "$1" ] || { echo "usage: $0 OUTDIR | --ensure-deb-src" >&2; exit 2; }
 OUTDIR=$1
 case $OUTDIR in /*) ;; *) OUTDIR=$PWD/$OUTDIR ;; esac
 
@@ -469,6 +469,11 @@ cleanup() {
 # ----------------------------------------------------------------- main --
 WORK= OUT_TMP=
 main() {
+	if [ "$OUTDIR" = "$PWD/--ensure-deb-src" ]; then
+		# `make deps`: only make sure apt can fetch Debian source packages.
+		apt-get source --print-uris libcap2 >/dev/null 2>&1 || ensure_deb_src
+		return 0
+	fi
 	mkdir -p "$CACHE_ROOT" 2>/dev/null || die "cannot create cache dir $CACHE_ROOT (set HUSK_CACHE?)"
 	ensure_tools key
 	resolve_versions

@@ -26,6 +26,10 @@ $(TEST_DIR)/unit-spec: $(call objs,asan,tests/unit/test_spec.c) $(BUILD)/asan/li
 $(TEST_DIR)/unit-rootfs: $(call objs,asan,tests/unit/test_rootfs.c) $(BUILD)/asan/libjail.a
 	$(call link,asan,-lcmocka $(JAIL_LIBS_asan))
 
+# Receives the pty of `husk-jail create --console-socket` for tests/jail.
+$(TEST_DIR)/recv-console: $(call objs,host,tests/jail/recv_console.c)
+	$(call link,host)
+
 # The interop peers of containerd's Go ttrpc, built under ASan/UBSan so the
 # Go side exercises the C code with the sanitizers watching.
 $(TEST_DIR)/ttrpc-echo-server: $(call objs,asan,tests/interop/echo_server.c $(ECHO_SRC),$(TEST_GEN)) $(BUILD)/asan/libttrpc.a
@@ -49,6 +53,7 @@ $(GO_STAMP): $(GO_INTEROP_SRC) | $(DEPS_STAMP)
 	$(Q)touch $@
 
 TEST_BINS := $(UNIT_BINS) $(TEST_DIR)/ttrpc-echo-server $(TEST_DIR)/ttrpc-interop-client \
+	$(TEST_DIR)/recv-console \
 	$(GO_STAMP)
 BENCH_BINS := $(TEST_DIR)/ttrpc-echo-server-musl $(TEST_DIR)/ttrpc-bench $(GO_STAMP)
 

@@ -249,6 +249,44 @@ for _ in $(seq 50); do [ "$(J state life | jq -r .status)" = stopped ] && break;
 [ "$(J state life | jq -r .status)" = stopped ] && pass kill-stops || fail kill-stops "$(J state life | jq -r .status)"
 J delete life && nothing_left life && pass delete-cleans-up || fail delete-cleans-up "$(ls "$root")"
 
+# ---- joining namespaces by path (how pods share them) ----
+b=$(bundle "$(args 'sleep 1000; : husk-jail-test-marker-poda') | .hostname=\"pod-a\"")
+J create --bundle "$b" poda </dev/null >/dev/null 2>"$tmp/err" && J start poda
+apid=$(J state poda | jq -r .pid)
+jrun podb "$(args 'hostname; readlink /proc/self/ns/net; readlink /proc/self/ns/ipc') | del(.hostname) | .linux.namespaces=[{type:\"pid\"},{type:\"mount\"},{type:\"uts\",path:\"/proc/$apid/ns/uts\"},{type:\"network\",path:\"/proc/$apid/ns/net\"},{type:\"ipc\",path:\"/proc/$apid/ns/ipc\"}]"
+want="pod-a $(readlink /proc/$apid/ns/net) $(readlink /proc/$apid/ns/ipc) "
+[ $rc -eq 0 ] && [ "$(tr '\n' ' ' <"$tmp/out")" = "$want" ] && pass join-namespaces-by-path ||
+	fail join-namespaces-by-path "got '$(tr '\n' ' ' <"$tmp/out")' want '$want'"
+J delete --force poda
+
+# ---- hook timeout ----
+jrun hooktimeout "$(args 'echo must-not-run') | .hooks.createRuntime=[{path:\"/bin/sleep\",args:[\"sleep\",\"30\"],timeout:1}]"
+[ $rc -ne 0 ] && grep -q "timed out after 1 s" "$tmp/err" && nothing_left hooktimeout &&
+	pass hook-timeout || fail hook-timeout "rc=$rc"
+
+# ---- AppArmor/SELinux fields: accepted, ignored with a warning ----
+jrun apparmor "$(args 'echo ran') | .process.apparmorProfile=\"docker-default\" | .process.selinuxLabel=\"system_u:system_r:container_t:s0\""
+[ $rc -eq 0 ] && grep -q ran "$tmp/out" && grep -q "apparmorProfile docker-default ignored" "$tmp/err" &&
+	grep -q "selinuxLabel ignored" "$tmp/err" && pass apparmor-selinux-warn || fail apparmor-selinux-warn "rc=$rc"
+
+# ---- terminal sent over --console-socket ----
+b=$(bundle "$(args 'tty; echo console-ok') | .process.terminal=true")
+"$build/test/recv-console" "$tmp/console.sock" >"$tmp/console.out" 2>"$tmp/console.err" &
+recv=$!
+for _ in $(seq 100); do grep -q ready "$tmp/console.err" 2>/dev/null && break; sleep 0.05; done
+J create --bundle "$b" --console-socket "$tmp/console.sock" cons </dev/null >/dev/null 2>"$tmp/err" &&
+	J start cons
+wait $recv
+if grep -q "^/dev/pts/0" "$tmp/console.out" && grep -q console-ok "$tmp/console.out"; then
+	pass console-socket
+else
+	fail console-socket "$(cat "$tmp/console.out" "$tmp/err")"
+fi
+J delete --force cons
+J create --bundle "$b" nocons </dev/null >/dev/null 2>"$tmp/err"
+[ $? -ne 0 ] && grep -q -- "--console-socket is required" "$tmp/err" && nothing_left nocons &&
+	pass terminal-needs-console-socket || fail terminal-needs-console-socket "$(cat "$tmp/err")"
+
 # ---- cgroup v2 (this host's v2 mount has no controllers: freeze, kill, ps) ----
 if grep -q "cgroup2 $CG2 " /proc/self/mounts 2>/dev/null || mount | grep -q " $CG2 type cgroup2"; then
 	C() { "$JAIL" --root "$root" --cgroup-mount "$CG2" "$@"; }
