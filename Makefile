@@ -28,7 +28,8 @@ CLANG ?= clang
 SYSROOT := $(BUILD)/sysroot
 
 WARN := -Wall -Wextra -Werror -Wshadow -Wformat=2 -Wno-missing-field-initializers
-INCLUDES := -D_GNU_SOURCE -Icommon/include -Ittrpc/include -Ijail/include -I$(BUILD)/gen
+INCLUDES := -D_GNU_SOURCE -Icommon/include -Ittrpc/include -Ijail/include -Iinit/include \
+	-I$(BUILD)/gen
 CFLAGS_host := -std=gnu17 -O2 -g $(WARN) -D_FORTIFY_SOURCE=2 -fstack-protector-strong -fPIC \
 	$(INCLUDES)
 CFLAGS_asan := -std=gnu17 -O1 -g $(WARN) -fsanitize=address,undefined \
@@ -69,6 +70,11 @@ TEST_GEN := test/echo.pb-c.c
 # libjail: OCI spec to a jailed process (docs/jail.md).
 JAIL_SRC := $(sort $(wildcard jail/*.c))
 JAIL_CLI_SRC := $(sort $(wildcard jail/cli/*.c))
+# libinit: PID-1 duties of the guest (mounts, reaper, power, ...).
+INIT_SRC := $(sort $(wildcard init/*.c))
+# husk-agent: the guest agent.
+AGENT_SRC := $(sort $(wildcard agent/*.c))
+AGENT_GEN := husk/sandbox.pb-c.c
 
 # $(call objs,VARIANT,SOURCES,GENERATED)
 objs = $(patsubst %.c,$(BUILD)/$(1)/src/%.o,$(2)) $(patsubst %.c,$(BUILD)/$(1)/gen/%.o,$(3))
@@ -128,6 +134,10 @@ $(BUILD)/$(1)/libhuskproto.a: $(call objs,$(1),,$(CONTAINERD_GEN))
 $(BUILD)/$(1)/libjail.a: $(call objs,$(1),$(JAIL_SRC))
 	$$(call quiet,AR.$(1),$$@)
 	$(Q)rm -f $$@ && ar rcs $$@ $$^
+
+$(BUILD)/$(1)/libinit.a: $(call objs,$(1),$(INIT_SRC))
+	$$(call quiet,AR.$(1),$$@)
+	$(Q)rm -f $$@ && ar rcs $$@ $$^
 endef
 $(foreach v,$(VARIANTS),$(eval $(call variant_rules,$(v))))
 
@@ -153,6 +163,7 @@ endef
 # Every link also pulls in libcommon.
 $(foreach v,$(VARIANTS),$(eval $(BUILD)/$(v)/libttrpc.a: | $(BUILD)/$(v)/libcommon.a))
 $(foreach v,$(VARIANTS),$(eval $(BUILD)/$(v)/libjail.a: | $(BUILD)/$(v)/libcommon.a))
+$(foreach v,$(VARIANTS),$(eval $(BUILD)/$(v)/libinit.a: | $(BUILD)/$(v)/libcommon.a))
 
 LIBS := $(BUILD)/host/libttrpc.a $(BUILD)/host/libhuskproto.a $(BUILD)/musl/libttrpc.a \
 	$(BUILD)/musl/libhuskproto.a $(BUILD)/host/libjail.a $(BUILD)/musl/libjail.a
@@ -160,9 +171,23 @@ LIBS := $(BUILD)/host/libttrpc.a $(BUILD)/host/libhuskproto.a $(BUILD)/musl/libt
 # husk-jail: the OCI runtime CLI over libjail (host build; tests run it as root).
 $(BUILD)/bin/husk-jail: $(call objs,host,$(JAIL_CLI_SRC)) $(BUILD)/host/libjail.a
 	$(call link,host,$(JAIL_LIBS_host))
-BINS := $(if $(JAIL_CLI_SRC),$(BUILD)/bin/husk-jail)
+
+# husk-agent: static musl, the guest's /init. Tests on the host run the same
+# code built with ASan/UBSan (build/test/husk-agent).
+AGENT_LIBS_musl := -ljson-c -lseccomp -lcap -lkmod
+AGENT_LIBS_asan := -ljson-c -lseccomp -lcap -lkmod
+$(BUILD)/bin/husk-agent: $(call objs,musl,$(AGENT_SRC),$(AGENT_GEN)) $(BUILD)/musl/libjail.a \
+		$(BUILD)/musl/libinit.a $(BUILD)/musl/libttrpc.a $(BUILD)/musl/libhuskproto.a
+	$(call link,musl,$(AGENT_LIBS_musl))
+$(BUILD)/test/husk-agent: $(call objs,asan,$(AGENT_SRC),$(AGENT_GEN)) $(BUILD)/asan/libjail.a \
+		$(BUILD)/asan/libinit.a $(BUILD)/asan/libttrpc.a $(BUILD)/asan/libhuskproto.a
+	$(call link,asan,$(AGENT_LIBS_asan))
+
+BINS := $(if $(JAIL_CLI_SRC),$(BUILD)/bin/husk-jail) $(if $(INIT_SRC),$(BUILD)/bin/husk-agent)
 
 include tests/tests.mk
+include host-connector/vsockd/vsockd.mk
+UNIT_TESTS += vsockd-virtq vsockd-conn vsockd-device
 
 .PHONY: all
 all: $(LIBS) $(BINS) $(TEST_BINS)

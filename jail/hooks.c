@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "husk/cleanup.h"
+#include "internal.h"
 
 static int pidfd_open_compat(pid_t pid)
 {
@@ -84,6 +85,7 @@ static int run_one(const char *stage, size_t i, const struct jail_hook *h, const
 		return husk_err_sys(err, r, "hooks.%s[%zu] %s: fork", stage, i, h->path);
 	}
 	if (pid == 0) {
+		jail_reset_signals();
 		dup2(in[0], 0);
 		char *const default_argv[] = { (char *)h->path, NULL };
 		char *const empty_env[] = { NULL };

@@ -341,9 +341,36 @@ __attribute__((noreturn)) static void exec_process(struct init_args *a)
 	fail(a->sync_fd, &err);
 }
 
+/* A container starts with every signal deliverable and at its default
+ * action: blocked masks and SIG_IGN survive fork and execve, and callers
+ * (the agent's signalfd, an ignored SIGPIPE) set both. */
+void jail_reset_signals(void)
+{
+	sigset_t none;
+	sigemptyset(&none);
+	sigprocmask(SIG_SETMASK, &none, NULL);
+	/* Only SIG_IGN survives execve (handlers are reset). The raw syscall
+	 * reaches the signals libc reserves for itself (32..34), which its
+	 * wrappers refuse to touch but a caller may still have ignored. */
+	struct k_sigaction {
+		void (*handler)(int);
+		unsigned long flags;
+		void (*restorer)(void);
+		uint64_t mask;
+	} cur, dfl = { .handler = SIG_DFL };
+	for (int sig = 1; sig <= 64; sig++) {
+		if (sig == SIGKILL || sig == SIGSTOP)
+			continue;
+		if (syscall(SYS_rt_sigaction, sig, NULL, &cur, sizeof(uint64_t)) == 0 &&
+		    cur.handler == SIG_IGN)
+			syscall(SYS_rt_sigaction, sig, &dfl, NULL, sizeof(uint64_t));
+	}
+}
+
 void jail_stage1(struct init_args *a)
 {
 	struct husk_err err = { 0 };
+	jail_reset_signals();
 	const struct jail_stdio *io = a->create ? &a->create->stdio : &a->exec->stdio;
 	if (install_stdio(io, &err) < 0)
 		fail(a->sync_fd, &err);

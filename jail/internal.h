@@ -49,6 +49,9 @@ struct init_args {
  * CLONE_PARENT, reports its pid. Never returns. */
 __attribute__((noreturn)) void jail_stage1(struct init_args *a);
 
+/* Unblocks every signal and sets every disposition to SIG_DFL. */
+void jail_reset_signals(void);
+
 /* Executable lookup as execvp does, with the process's own PATH, inside the
  * current root. Returns a malloc'd path. */
 int jail_find_executable(const struct jail_process *p, char **out, struct husk_err *err);

@@ -53,6 +53,10 @@ run_lines() { # name command...
 for t in ${UNIT_TESTS:?set by make check}; do
 	run_cmocka "unit-$t" "$build/test/unit-$t"
 done
+# AGENT_TEST=1 from tests/tests.mk once the agent is built: a missing binary fails.
+if [ -n "${AGENT_TEST:-}" ]; then
+	HUSK_AGENT=$build/test/husk-agent run_cmocka agent "$build/test/agent-test"
+fi
 run_lines ttrpc-interop tests/interop/run.sh "$build"
 run_lines jail tests/jail/run.sh "$build"
 

@@ -26,6 +26,11 @@ $(TEST_DIR)/unit-spec: $(call objs,asan,tests/unit/test_spec.c) $(BUILD)/asan/li
 $(TEST_DIR)/unit-rootfs: $(call objs,asan,tests/unit/test_rootfs.c) $(BUILD)/asan/libjail.a
 	$(call link,asan,-lcmocka $(JAIL_LIBS_asan))
 
+# husk-agent driven through libttrpc on the host (--listen unix:).
+$(TEST_DIR)/agent-test: $(call objs,asan,tests/agent/test_agent.c,$(AGENT_GEN)) \
+		$(BUILD)/asan/libttrpc.a $(BUILD)/asan/libhuskproto.a | $(TEST_DIR)/husk-agent
+	$(call link,asan,-lcmocka -ljson-c)
+
 # Receives the pty of `husk-jail create --console-socket` for tests/jail.
 $(TEST_DIR)/recv-console: $(call objs,host,tests/jail/recv_console.c)
 	$(call link,host)
@@ -53,13 +58,13 @@ $(GO_STAMP): $(GO_INTEROP_SRC) | $(DEPS_STAMP)
 	$(Q)touch $@
 
 TEST_BINS := $(UNIT_BINS) $(TEST_DIR)/ttrpc-echo-server $(TEST_DIR)/ttrpc-interop-client \
-	$(TEST_DIR)/recv-console \
+	$(TEST_DIR)/recv-console $(if $(INIT_SRC),$(TEST_DIR)/agent-test $(TEST_DIR)/husk-agent) \
 	$(GO_STAMP)
 BENCH_BINS := $(TEST_DIR)/ttrpc-echo-server-musl $(TEST_DIR)/ttrpc-bench $(GO_STAMP)
 
 .PHONY: check
 check: all
-	$(Q)UNIT_TESTS="$(UNIT_TESTS)" tests/run.sh $(BUILD)
+	$(Q)UNIT_TESTS="$(UNIT_TESTS)" AGENT_TEST="$(if $(INIT_SRC),1)" tests/run.sh $(BUILD)
 
 .PHONY: bench
 bench: all $(BENCH_BINS)

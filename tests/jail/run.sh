@@ -179,6 +179,16 @@ else
 	fail user-namespace "$(cat "$tmp/out")"
 fi
 
+# ---- the container starts with no blocked or ignored signal ----
+# grep is the container's init itself: busybox sh as PID 1 ignores SIGQUIT.
+b=$(bundle '.process.args=["grep","-E","^Sig(Blk|Ign):","/proc/self/status"]')
+(trap '' PIPE INT HUP; "$JAIL" --root "$root" --no-cgroups run --bundle "$b" sigs </dev/null >"$tmp/out" 2>"$tmp/err")
+if grep -q "^SigBlk:	0000000000000000" "$tmp/out" && grep -q "^SigIgn:	0000000000000000" "$tmp/out"; then
+	pass signals-reset
+else
+	fail signals-reset "$(tr '\n' ' ' <"$tmp/out")"
+fi
+
 # ---- symlinks in the image cannot reach the host ----
 jrun escape "$(args 'grep -q " /escaped " /proc/self/mountinfo && grep -q " /escaped2 " /proc/self/mountinfo && echo inside')"' | .mounts+=[{destination:"/evil/escaped",type:"tmpfs",source:"tmpfs"},{destination:"/up/escaped2",type:"tmpfs",source:"tmpfs"}]'
 if [ $rc -eq 0 ] && grep -q inside "$tmp/out" && [ ! -e /escaped ] && [ ! -e /escaped2 ] &&

@@ -1,0 +1,170 @@
+/* husk-agent internals: the container table, processes and their stdio,
+ * shared by the Task and Sandbox services. Single-threaded: everything runs
+ * on the agent's ev_loop. */
+#ifndef HUSK_AGENT_H
+#define HUSK_AGENT_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+#include <time.h>
+
+#include "husk/error.h"
+#include "jail/container.h"
+#include "jail/spec.h"
+#include "ttrpc/loop.h"
+#include "ttrpc/server.h"
+
+#define HUSK_AGENT_VERSION "0.1.0"
+
+struct agent;
+struct container;
+struct process;
+struct init_reaper;
+
+/* ---- stdio relays (stdio.c) ---- */
+
+/* One direction of a process's stdio between a local fd (pipe end or pty
+ * master) and the host's connection on a port the agent listens on. */
+struct relay {
+	struct process *proc;
+	bool to_host;	   /* out/err: local -> host; in: host -> local */
+	int local;	   /* pipe end or pty master (shared for a tty); -1 when done */
+	bool local_shared; /* the pty master belongs to the process, not the relay */
+	int listen_fd;	   /* until the host connects; -1 after */
+	int conn;	   /* the host connection; -1 before/after */
+	struct ev_io *local_io, *listen_io, *conn_io;
+	char *buf;
+	size_t len, off;
+	bool local_eof; /* no more input from the source side */
+	bool done;	/* finished: all delivered (or abandoned) */
+	unsigned port;
+};
+
+struct proc_io {
+	struct relay in, out, err;
+	int container_fds[3]; /* handed to the process, closed once it runs */
+	int pty_master;	      /* -1 without a terminal */
+};
+
+/* Parses "vsock://PORT" (or "" for none) and prepares pipes and listeners.
+ * For a terminal, the pty arrives later: stdio_attach_pty(). */
+int stdio_setup(struct agent *a, struct process *p, const char *in, const char *out,
+		const char *err_uri, bool terminal, struct husk_err *err);
+void stdio_attach_pty(struct process *p, int master);
+/* After the process got its copies of the fds. */
+void stdio_close_container_fds(struct process *p);
+/* CloseIO: the process's stdin ends once buffered input is delivered. */
+void stdio_close_stdin(struct process *p);
+/* Delete: stop waiting for the host, drop what is undelivered. */
+void stdio_abandon(struct process *p);
+bool stdio_drained(const struct process *p);
+void stdio_free(struct process *p);
+
+/* ---- processes and containers (process.c) ---- */
+
+enum proc_status { PROC_CREATED, PROC_RUNNING, PROC_STOPPED };
+
+struct waiter {
+	struct ttrpc_call *call;
+	struct waiter *next;
+};
+
+struct process {
+	struct container *c;
+	char *exec_id; /* NULL for the container's init */
+	struct jail_process *exec_spec; /* exec processes only */
+	pid_t pid;
+	enum proc_status status;
+	bool exited;  /* reaped */
+	bool reported; /* exited and stdio drained: now visible as stopped */
+	uint32_t exit_status;
+	struct timespec exited_at;
+	bool terminal;
+	char *stdin_uri, *stdout_uri, *stderr_uri;
+	struct proc_io io;
+	struct waiter *waiters;
+	struct process *next;
+};
+
+struct container {
+	struct agent *agent;
+	char *id;
+	char *bundle;
+	char *state_dir;
+	struct jail_spec *spec;
+	struct jail_container *jc;
+	struct process init;
+	struct process *execs;
+	bool paused;
+	uint64_t oom_kills;
+	int events_fd; /* cgroup inotify (OOM, populated); -1 without cgroups */
+	struct ev_io *events_io;
+	struct container *next;
+};
+
+/* ---- events (events.c) ---- */
+
+enum agent_event_type { AGENT_EVENT_EXIT = 0, AGENT_EVENT_OOM = 1 };
+
+struct agent_event {
+	uint64_t seq;
+	enum agent_event_type type;
+	char *container_id, *exec_id;
+	uint32_t pid, exit_status;
+	struct timespec at;
+	struct agent_event *next;
+};
+
+void events_push(struct agent *a, enum agent_event_type type, const struct container *c,
+		 const struct process *p);
+void events_free(struct agent *a);
+
+/* ---- the agent ---- */
+
+struct agent_options {
+	const char *listen_unix; /* --listen unix:PATH, or NULL for vsock */
+	unsigned vsock_port;
+	const char *cgroup_mount; /* NULL: no cgroups */
+	const char *run_dir;	  /* state and bundles, "/run/husk" */
+	bool pid1;
+};
+
+struct agent {
+	struct agent_options opt;
+	struct ev_loop *loop;
+	struct ttrpc_server *server;
+	struct init_reaper *reaper;
+	struct container *containers;
+	uint64_t started_ns;
+	/* events for GetEvents: a bounded queue plus deferred long polls */
+	struct agent_event *ev_head, *ev_tail;
+	size_t ev_count;
+	uint64_t ev_seq;
+	struct ev_waiter *ev_waiters;
+	bool shutting_down;
+	bool poweroff_requested;
+};
+
+struct container *agent_find(struct agent *a, const char *id);
+struct process *container_find_process(struct container *c, const char *exec_id);
+/* Called by the reaper. */
+void process_on_exit(struct process *p, int status);
+/* Called when a process has exited and its stdio is drained. */
+void process_maybe_report(struct process *p);
+void container_free(struct container *c);
+/* Frees an exec process (already unlinked from its container). */
+void process_destroy(struct process *p);
+
+/* Listens for the host on `port`: AF_VSOCK in the guest, or the unix
+ * socket "<listen path>_<port>" with --listen unix:. */
+int agent_listen_port(struct agent *a, unsigned port, struct husk_err *err);
+
+int task_service_register(struct agent *a, struct husk_err *err);
+int sandbox_service_register(struct agent *a, struct husk_err *err);
+void sandbox_events_wake(struct agent *a);
+
+/* Validates a container or exec id: 1..128 of [A-Za-z0-9_.-], not . or .. */
+int agent_check_id(const char *what, const char *id, struct husk_err *err);
+
+#endif

@@ -1,0 +1,512 @@
+/* husk.sandbox.v1.Sandbox: guest setup, bundles, events, details. */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <json-c/json.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <sys/sysinfo.h>
+#include <sys/utsname.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "agent.h"
+#include "husk/cleanup.h"
+#include "husk/path.h"
+#include "husk/sandbox.pb-c.h"
+#include "init/entropy.h"
+
+#define DEFAULT_OVERLAY_SIZE (256ull << 20)
+#define MAX_SPEC_BYTES (16u << 20)
+
+struct ev_waiter {
+	struct ttrpc_call *call;
+	struct agent *agent;
+	uint64_t after;
+	uint32_t max;
+	struct ev_waiter *next;
+};
+
+static int fail_err(struct ttrpc_call *call, const struct husk_err *err)
+{
+	int code;
+	switch (err->code) {
+	case -EINVAL:
+	case -ENAMETOOLONG:
+		code = TTRPC_INVALID_ARGUMENT;
+		break;
+	case -ENOENT:
+		code = TTRPC_NOT_FOUND;
+		break;
+	case -EEXIST:
+		code = TTRPC_ALREADY_EXISTS;
+		break;
+	case -EPERM:
+	case -EACCES:
+		code = TTRPC_PERMISSION_DENIED;
+		break;
+	default:
+		code = TTRPC_INTERNAL;
+	}
+	return ttrpc_call_fail(call, code, "%s", err->msg);
+}
+
+/* ---- Check, GuestDetails ---- */
+
+static void on_check(struct ttrpc_call *call, const ProtobufCMessage *req, void *data)
+{
+	(void)req;
+	struct agent *a = data;
+	Husk__Sandbox__V1__CheckResponse resp = HUSK__SANDBOX__V1__CHECK_RESPONSE__INIT;
+	resp.version = HUSK_AGENT_VERSION;
+	resp.uptime_ns = ev_now_ns() - a->started_ns;
+	ttrpc_call_reply(call, &resp.base);
+}
+
+static void on_guest_details(struct ttrpc_call *call, const ProtobufCMessage *req, void *data)
+{
+	(void)req;
+	(void)data;
+	struct utsname u;
+	uname(&u);
+	struct sysinfo si;
+	sysinfo(&si);
+	static char *features[] = { "erofs", "overlay", "cgroup2", "seccomp", "vsock-stdio" };
+	Husk__Sandbox__V1__GuestDetailsResponse resp = HUSK__SANDBOX__V1__GUEST_DETAILS_RESPONSE__INIT;
+	resp.kernel_release = u.release;
+	resp.mem_total_bytes = (uint64_t)si.totalram * si.mem_unit;
+	resp.cpus = (uint32_t)sysconf(_SC_NPROCESSORS_ONLN);
+	resp.agent_version = HUSK_AGENT_VERSION;
+	resp.n_features = ARRAY_SIZE(features);
+	resp.features = features;
+	ttrpc_call_reply(call, &resp.base);
+}
+
+/* ---- CreateSandbox ---- */
+
+static int write_text(const char *path, const char *text, struct husk_err *err)
+{
+	_cleanup_fd_ int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	size_t len = strlen(text);
+	if (fd < 0 || write(fd, text, len) != (ssize_t)len)
+		return husk_err_sys(err, -errno, "write %s", path);
+	return 0;
+}
+
+static void on_create_sandbox(struct ttrpc_call *call, const ProtobufCMessage *req, void *data)
+{
+	struct agent *a = data;
+	const Husk__Sandbox__V1__CreateSandboxRequest *r =
+		(const Husk__Sandbox__V1__CreateSandboxRequest *)req;
+	struct husk_err err = { 0 };
+	size_t hlen = strlen(r->hostname);
+	if (hlen > 64) {
+		ttrpc_call_fail(call, TTRPC_INVALID_ARGUMENT, "hostname: %zu characters, at most 64", hlen);
+		return;
+	}
+	if (r->entropy_seed.len > 4096) {
+		ttrpc_call_fail(call, TTRPC_INVALID_ARGUMENT, "entropy_seed: %zu bytes, at most 4096",
+				r->entropy_seed.len);
+		return;
+	}
+	for (size_t i = 0; i < r->n_sysctls; i++) {
+		const char *k = r->sysctls[i]->key;
+		if (!*k || strstr(k, "..") || strchr(k, '/')) {
+			ttrpc_call_fail(call, TTRPC_INVALID_ARGUMENT, "sysctls: invalid key \"%s\"", k);
+			return;
+		}
+	}
+	/* Only PID 1 of a guest changes machine-wide state; with --listen on a
+	 * host the request is validated and recorded under the run dir. */
+	char path[4096];
+	if (*r->resolv_conf) {
+		if (a->opt.pid1)
+			husk_path_fmt(path, sizeof(path), "/etc/resolv.conf");
+		else
+			husk_path_fmt(path, sizeof(path), "%s/resolv.conf", a->opt.run_dir);
+		if (a->opt.pid1)
+			mkdir("/etc", 0755);
+		if (write_text(path, r->resolv_conf, &err) < 0) {
+			fail_err(call, &err);
+			return;
+		}
+	}
+	if (!a->opt.pid1) {
+		ttrpc_call_reply(call, &((Google__Protobuf__Empty)GOOGLE__PROTOBUF__EMPTY__INIT).base);
+		return;
+	}
+	if (hlen && sethostname(r->hostname, hlen) < 0) {
+		ttrpc_call_fail(call, TTRPC_INTERNAL, "hostname %s: %s", r->hostname, strerror(errno));
+		return;
+	}
+	for (size_t i = 0; i < r->n_sysctls; i++) {
+		husk_path_fmt(path, sizeof(path), "/proc/sys/%s", r->sysctls[i]->key);
+		for (char *c = path + 10; *c; c++)
+			if (*c == '.')
+				*c = '/';
+		if (write_text(path, r->sysctls[i]->value, &err) < 0) {
+			fail_err(call, &err);
+			return;
+		}
+	}
+	if (r->host_time) {
+		struct timespec ts = { .tv_sec = r->host_time->seconds, .tv_nsec = r->host_time->nanos };
+		if (clock_settime(CLOCK_REALTIME, &ts) < 0) {
+			ttrpc_call_fail(call, TTRPC_INTERNAL, "host_time: %s", strerror(errno));
+			return;
+		}
+	}
+	if (r->entropy_seed.len &&
+	    init_seed_entropy(r->entropy_seed.data, r->entropy_seed.len, &err) < 0) {
+		fail_err(call, &err);
+		return;
+	}
+	ttrpc_call_reply(call, &((Google__Protobuf__Empty)GOOGLE__PROTOBUF__EMPTY__INIT).base);
+}
+
+/* ---- CreateBundle ---- */
+
+/* /dev/<name> of the virtio-blk disk whose serial is `serial`. */
+static int find_disk(const char *serial, char *dev, size_t size, struct husk_err *err)
+{
+	DIR *d = opendir("/sys/block");
+	if (!d)
+		return husk_err_sys(err, -errno, "open /sys/block");
+	int r = husk_err_set(err, -ENOENT, "no disk with serial \"%s\"", serial);
+	for (struct dirent *e; (e = readdir(d));) {
+		if (e->d_name[0] == '.')
+			continue;
+		char path[512], buf[128];
+		husk_path_fmt(path, sizeof(path), "/sys/block/%s/serial", e->d_name);
+		_cleanup_fd_ int fd = open(path, O_RDONLY | O_CLOEXEC);
+		if (fd < 0)
+			continue;
+		ssize_t n = read(fd, buf, sizeof(buf) - 1);
+		if (n <= 0)
+			continue;
+		buf[n] = '\0';
+		buf[strcspn(buf, "\n")] = '\0';
+		if (strcmp(buf, serial) == 0) {
+			r = husk_path_fmt(dev, size, "/dev/%s", e->d_name);
+			husk_err_clear(err);
+			break;
+		}
+	}
+	closedir(d);
+	return r;
+}
+
+struct bundle_paths {
+	char dir[512], lower[560], rw[560], upper[580], work[580], rootfs[560], config[560];
+};
+
+static void bundle_undo(const struct bundle_paths *b)
+{
+	umount2(b->rootfs, MNT_DETACH);
+	umount2(b->rw, MNT_DETACH);
+	umount2(b->lower, MNT_DETACH);
+	rmdir(b->work);
+	rmdir(b->upper);
+	rmdir(b->rootfs);
+	rmdir(b->rw);
+	rmdir(b->lower);
+	unlink(b->config);
+	rmdir(b->dir);
+}
+
+/* Writes config.json with root.path pointing at the overlay. */
+static int write_spec(const char *json, size_t len, const char *path, struct husk_err *err)
+{
+	struct json_tokener *tok = json_tokener_new();
+	struct json_object *o = json_tokener_parse_ex(tok, json, (int)len);
+	enum json_tokener_error jerr = json_tokener_get_error(tok);
+	json_tokener_free(tok);
+	if (!o || jerr != json_tokener_success || !json_object_is_type(o, json_type_object)) {
+		json_object_put(o);
+		return husk_err_set(err, -EINVAL, "oci_spec: not a JSON object: %s",
+				    json_tokener_error_desc(jerr));
+	}
+	struct json_object *root = json_object_new_object();
+	json_object_object_add(root, "path", json_object_new_string("rootfs"));
+	struct json_object *old;
+	if (json_object_object_get_ex(o, "root", &old) && json_object_is_type(old, json_type_object)) {
+		struct json_object *ro;
+		if (json_object_object_get_ex(old, "readonly", &ro))
+			json_object_object_add(root, "readonly", json_object_get(ro));
+	}
+	json_object_object_add(o, "root", root);
+	int r = json_object_to_file_ext(path, o, JSON_C_TO_STRING_PLAIN);
+	json_object_put(o);
+	if (r < 0)
+		return husk_err_set(err, -EIO, "write %s: %s", path, json_util_get_last_err());
+	return 0;
+}
+
+static void on_create_bundle(struct ttrpc_call *call, const ProtobufCMessage *req, void *data)
+{
+	struct agent *a = data;
+	const Husk__Sandbox__V1__CreateBundleRequest *r =
+		(const Husk__Sandbox__V1__CreateBundleRequest *)req;
+	struct husk_err err = { 0 };
+	if (agent_check_id("container_id", r->container_id, &err) < 0) {
+		fail_err(call, &err);
+		return;
+	}
+	if (r->oci_spec.len == 0 || r->oci_spec.len > MAX_SPEC_BYTES) {
+		ttrpc_call_fail(call, TTRPC_INVALID_ARGUMENT, "oci_spec: %zu bytes, want 1..%u",
+				r->oci_spec.len, MAX_SPEC_BYTES);
+		return;
+	}
+	if (!*r->rootfs_serial == !*r->rootfs_dir) {
+		ttrpc_call_fail(call, TTRPC_INVALID_ARGUMENT,
+				"exactly one of rootfs_serial and rootfs_dir must be set");
+		return;
+	}
+	if (r->n_mounts) {
+		ttrpc_call_fail(call, TTRPC_UNIMPLEMENTED, "mounts: extra block mounts are not supported yet");
+		return;
+	}
+	struct bundle_paths b;
+	char bundles[512];
+	husk_path_fmt(bundles, sizeof(bundles), "%s/bundles", a->opt.run_dir);
+	mkdir(bundles, 0700);
+	if (husk_path_fmt(b.dir, sizeof(b.dir), "%s/%s", bundles, r->container_id) < 0) {
+		ttrpc_call_fail(call, TTRPC_INVALID_ARGUMENT, "container_id: path too long");
+		return;
+	}
+	snprintf(b.lower, sizeof(b.lower), "%s/lower", b.dir);
+	snprintf(b.rw, sizeof(b.rw), "%s/rw", b.dir);
+	snprintf(b.upper, sizeof(b.upper), "%s/upper", b.rw);
+	snprintf(b.work, sizeof(b.work), "%s/work", b.rw);
+	snprintf(b.rootfs, sizeof(b.rootfs), "%s/rootfs", b.dir);
+	snprintf(b.config, sizeof(b.config), "%s/config.json", b.dir);
+	if (mkdir(b.dir, 0700) < 0) {
+		if (errno == EEXIST)
+			ttrpc_call_fail(call, TTRPC_ALREADY_EXISTS, "bundle for %s already exists",
+					r->container_id);
+		else
+			ttrpc_call_fail(call, TTRPC_INTERNAL, "mkdir %s: %s", b.dir, strerror(errno));
+		return;
+	}
+	mkdir(b.lower, 0755);
+	mkdir(b.rw, 0755);
+	mkdir(b.rootfs, 0755);
+	const char *lower = b.lower;
+	int rc;
+	if (*r->rootfs_dir) {
+		struct stat st;
+		if (r->rootfs_dir[0] != '/' || stat(r->rootfs_dir, &st) < 0 || !S_ISDIR(st.st_mode)) {
+			rc = husk_err_set(&err, -EINVAL, "rootfs_dir %s: not an absolute directory",
+					  r->rootfs_dir);
+			goto fail;
+		}
+		lower = r->rootfs_dir;
+	} else {
+		char dev[300];
+		const char *fstype = *r->rootfs_fstype ? r->rootfs_fstype : "erofs";
+		if ((rc = find_disk(r->rootfs_serial, dev, sizeof(dev), &err)) < 0)
+			goto fail;
+		if (mount(dev, b.lower, fstype, MS_RDONLY | MS_NODEV, NULL) < 0) {
+			rc = husk_err_sys(&err, -errno, "rootfs_serial %s: mount %s (%s) read-only",
+					  r->rootfs_serial, dev, fstype);
+			goto fail;
+		}
+	}
+	char opts[1200];
+	unsigned long long size = r->overlay_size_bytes ? r->overlay_size_bytes : DEFAULT_OVERLAY_SIZE;
+	snprintf(opts, sizeof(opts), "size=%llu,mode=0755", size);
+	if (mount("tmpfs", b.rw, "tmpfs", MS_NODEV | MS_NOSUID, opts) < 0) {
+		rc = husk_err_sys(&err, -errno, "overlay_size_bytes %llu: mount tmpfs", size);
+		goto fail;
+	}
+	mkdir(b.upper, 0755);
+	mkdir(b.work, 0755);
+	if (husk_path_fmt(opts, sizeof(opts), "lowerdir=%s,upperdir=%s,workdir=%s", lower, b.upper,
+			  b.work) < 0 ||
+	    mount("overlay", b.rootfs, "overlay", MS_NODEV, opts) < 0) {
+		rc = husk_err_sys(&err, -errno, "mount overlay on %s", b.rootfs);
+		goto fail;
+	}
+	if ((rc = write_spec((const char *)r->oci_spec.data, r->oci_spec.len, b.config, &err)) < 0)
+		goto fail;
+	/* Refuse a spec Task.Create would refuse, while undoing is still easy. */
+	struct jail_spec *spec = NULL;
+	if ((rc = jail_spec_load(b.dir, &spec, &err)) < 0)
+		goto fail;
+	jail_spec_free(spec);
+	Husk__Sandbox__V1__CreateBundleResponse resp = HUSK__SANDBOX__V1__CREATE_BUNDLE_RESPONSE__INIT;
+	resp.bundle = b.dir;
+	ttrpc_call_reply(call, &resp.base);
+	return;
+fail:
+	bundle_undo(&b);
+	(void)rc;
+	fail_err(call, &err);
+}
+
+/* Called by Task.Delete: unmounts and removes what CreateBundle made. */
+void sandbox_remove_bundle(struct agent *a, const char *id);
+void sandbox_remove_bundle(struct agent *a, const char *id)
+{
+	struct bundle_paths b;
+	if (husk_path_fmt(b.dir, sizeof(b.dir), "%s/bundles/%s", a->opt.run_dir, id) < 0)
+		return;
+	snprintf(b.lower, sizeof(b.lower), "%s/lower", b.dir);
+	snprintf(b.rw, sizeof(b.rw), "%s/rw", b.dir);
+	snprintf(b.upper, sizeof(b.upper), "%s/upper", b.rw);
+	snprintf(b.work, sizeof(b.work), "%s/work", b.rw);
+	snprintf(b.rootfs, sizeof(b.rootfs), "%s/rootfs", b.dir);
+	snprintf(b.config, sizeof(b.config), "%s/config.json", b.dir);
+	bundle_undo(&b);
+}
+
+/* ---- GetEvents ---- */
+
+static void reply_events(struct ttrpc_call *call, struct agent *a, uint64_t after, uint32_t max)
+{
+	size_t n = 0;
+	for (struct agent_event *e = a->ev_head; e; e = e->next)
+		if (e->seq > after && (!max || n < max))
+			n++;
+	Husk__Sandbox__V1__Event *evs = calloc(n ? n : 1, sizeof(*evs));
+	Husk__Sandbox__V1__Event **ptrs = calloc(n ? n : 1, sizeof(*ptrs));
+	Google__Protobuf__Timestamp *ts = calloc(n ? n : 1, sizeof(*ts));
+	if (!evs || !ptrs || !ts) {
+		free(evs);
+		free(ptrs);
+		free(ts);
+		ttrpc_call_fail(call, TTRPC_RESOURCE_EXHAUSTED, "out of memory");
+		return;
+	}
+	size_t i = 0;
+	for (struct agent_event *e = a->ev_head; e && i < n; e = e->next) {
+		if (e->seq <= after)
+			continue;
+		husk__sandbox__v1__event__init(&evs[i]);
+		google__protobuf__timestamp__init(&ts[i]);
+		ts[i].seconds = e->at.tv_sec;
+		ts[i].nanos = (int32_t)e->at.tv_nsec;
+		evs[i].seq = e->seq;
+		evs[i].type = e->type == AGENT_EVENT_OOM ? HUSK__SANDBOX__V1__EVENT__TYPE__OOM
+							 : HUSK__SANDBOX__V1__EVENT__TYPE__EXIT;
+		evs[i].container_id = e->container_id;
+		evs[i].exec_id = e->exec_id;
+		evs[i].pid = e->pid;
+		evs[i].exit_status = e->exit_status;
+		evs[i].at = &ts[i];
+		ptrs[i] = &evs[i];
+		i++;
+	}
+	Husk__Sandbox__V1__GetEventsResponse resp = HUSK__SANDBOX__V1__GET_EVENTS_RESPONSE__INIT;
+	resp.n_events = n;
+	resp.events = ptrs;
+	ttrpc_call_reply(call, &resp.base);
+	free(evs);
+	free(ptrs);
+	free(ts);
+}
+
+static bool have_events(const struct agent *a, uint64_t after)
+{
+	return a->ev_tail && a->ev_tail->seq > after;
+}
+
+static void unlink_waiter(struct agent *a, struct ev_waiter *w)
+{
+	for (struct ev_waiter **pp = &a->ev_waiters; *pp; pp = &(*pp)->next)
+		if (*pp == w) {
+			*pp = w->next;
+			return;
+		}
+}
+
+static void on_events_cancel(struct ttrpc_call *call, void *data)
+{
+	(void)call;
+	struct ev_waiter *w = data;
+	unlink_waiter(w->agent, w);
+	free(w);
+}
+
+void sandbox_events_wake(struct agent *a)
+{
+	struct ev_waiter **pp = &a->ev_waiters;
+	while (*pp) {
+		struct ev_waiter *w = *pp;
+		if (!have_events(a, w->after)) {
+			pp = &w->next;
+			continue;
+		}
+		*pp = w->next;
+		reply_events(w->call, a, w->after, w->max);
+		free(w);
+	}
+}
+
+static void on_get_events(struct ttrpc_call *call, const ProtobufCMessage *req, void *data)
+{
+	struct agent *a = data;
+	const Husk__Sandbox__V1__GetEventsRequest *r = (const Husk__Sandbox__V1__GetEventsRequest *)req;
+	if (have_events(a, r->after_seq)) {
+		reply_events(call, a, r->after_seq, r->max_events);
+		return;
+	}
+	struct ev_waiter *w = calloc(1, sizeof(*w));
+	if (!w) {
+		ttrpc_call_fail(call, TTRPC_RESOURCE_EXHAUSTED, "out of memory");
+		return;
+	}
+	*w = (struct ev_waiter){ .call = call, .agent = a, .after = r->after_seq,
+				 .max = r->max_events, .next = a->ev_waiters };
+	a->ev_waiters = w;
+	ttrpc_call_defer(call, on_events_cancel, w);
+}
+
+/* ---- DestroySandbox ---- */
+
+static void on_destroy_sandbox(struct ttrpc_call *call, const ProtobufCMessage *req, void *data)
+{
+	(void)req;
+	struct agent *a = data;
+	for (struct container *c = a->containers; c; c = c->next) {
+		if (c->init.pid > 0 && !c->init.exited)
+			kill(c->init.pid, SIGKILL);
+		for (struct process *p = c->execs; p; p = p->next)
+			if (p->pid > 0 && !p->exited)
+				kill(p->pid, SIGKILL);
+	}
+	ttrpc_call_reply(call, &((Google__Protobuf__Empty)GOOGLE__PROTOBUF__EMPTY__INIT).base);
+	/* Power off (or, with --listen, exit) once the reply is on its way. */
+	a->poweroff_requested = true;
+	ev_stop(a->loop);
+}
+
+int sandbox_service_register(struct agent *a, struct husk_err *err)
+{
+	static const struct {
+		const char *name;
+		ttrpc_method_fn fn;
+	} methods[] = {
+		{ "Check", on_check },
+		{ "CreateSandbox", on_create_sandbox },
+		{ "CreateBundle", on_create_bundle },
+		{ "GetEvents", on_get_events },
+		{ "GuestDetails", on_guest_details },
+		{ "DestroySandbox", on_destroy_sandbox },
+	};
+	const ProtobufCServiceDescriptor *d = &husk__sandbox__v1__sandbox__descriptor;
+	static ttrpc_method_fn handlers[16];
+	if (d->n_methods > ARRAY_SIZE(handlers))
+		return husk_err_set(err, -E2BIG, "sandbox: too many methods");
+	for (unsigned i = 0; i < d->n_methods; i++) {
+		handlers[i] = NULL;
+		for (size_t k = 0; k < ARRAY_SIZE(methods); k++)
+			if (strcmp(d->methods[i].name, methods[k].name) == 0)
+				handlers[i] = methods[k].fn;
+	}
+	return ttrpc_server_add_service(a->server, d, handlers, a, err);
+}
