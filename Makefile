@@ -187,6 +187,7 @@ BINS := $(if $(JAIL_CLI_SRC),$(BUILD)/bin/husk-jail) $(if $(INIT_SRC),$(BUILD)/b
 
 include tests/tests.mk
 include host-connector/vsockd/vsockd.mk
+include initramfs/initramfs.mk
 UNIT_TESTS += vsockd-virtq vsockd-conn vsockd-device
 
 .PHONY: all

@@ -31,6 +31,11 @@ $(TEST_DIR)/agent-test: $(call objs,asan,tests/agent/test_agent.c,$(AGENT_GEN)) 
 		$(BUILD)/asan/libttrpc.a $(BUILD)/asan/libhuskproto.a | $(TEST_DIR)/husk-agent
 	$(call link,asan,-lcmocka -ljson-c)
 
+# Talks to husk-agent in a VM through husk-vsockd's hybrid socket (tests/vm).
+$(TEST_DIR)/guest-client: $(call objs,host,tests/vm/guest_client.c,$(AGENT_GEN)) \
+		$(BUILD)/host/libttrpc.a $(BUILD)/host/libhuskproto.a
+	$(call link,host)
+
 # Receives the pty of `husk-jail create --console-socket` for tests/jail.
 $(TEST_DIR)/recv-console: $(call objs,host,tests/jail/recv_console.c)
 	$(call link,host)
@@ -58,7 +63,7 @@ $(GO_STAMP): $(GO_INTEROP_SRC) | $(DEPS_STAMP)
 	$(Q)touch $@
 
 TEST_BINS := $(UNIT_BINS) $(TEST_DIR)/ttrpc-echo-server $(TEST_DIR)/ttrpc-interop-client \
-	$(TEST_DIR)/recv-console $(if $(INIT_SRC),$(TEST_DIR)/agent-test $(TEST_DIR)/husk-agent) \
+	$(TEST_DIR)/recv-console $(TEST_DIR)/guest-client $(if $(INIT_SRC),$(TEST_DIR)/agent-test $(TEST_DIR)/husk-agent) \
 	$(GO_STAMP)
 BENCH_BINS := $(TEST_DIR)/ttrpc-echo-server-musl $(TEST_DIR)/ttrpc-bench $(GO_STAMP)
 

@@ -106,3 +106,22 @@ else
 		"$(echo "$j $r" | awk '{print $1/$2}')"
 	echo "   target: husk-jail <= 0.25x runc (husk-jail without cgroups; runc uses this host's v1 cgroups)"
 fi
+
+# ---- husk-agent footprint ---------------------------------------------------------
+echo
+echo "== husk-agent footprint (static musl build)"
+strip -o "$tmp/husk-agent.stripped" "$build/bin/husk-agent"
+agent_size=$(stat -c %s "$tmp/husk-agent.stripped")
+"$build/bin/husk-agent" --listen "unix:$tmp/agent.sock" --run-dir "$tmp/agent-run" --no-cgroups \
+	>"$tmp/agent.out" 2>&1 &
+pids+=($!)
+for _ in $(seq 100); do grep -q '^ready$' "$tmp/agent.out" && break; sleep 0.05; done
+agent_rss=$(rss_kib "${pids[-1]}")
+stop_server
+printf '%-34s %12s %12s\n' "figure" "husk-agent" "target"
+printf '%-34s %8s KiB %8s KiB\n' "stripped size" "$((agent_size / 1024))" 1536
+printf '%-34s %8s KiB %8s KiB\n' "RSS after start (--listen)" "$agent_rss" 2048
+if [ -f "$build/initramfs.cpio.gz" ]; then
+	printf '%-34s %8s KiB %8s KiB\n' "initramfs.cpio.gz" \
+		"$(($(stat -c %s "$build/initramfs.cpio.gz") / 1024))" 1024
+fi
