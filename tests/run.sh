@@ -59,6 +59,9 @@ if [ -n "${AGENT_TEST:-}" ]; then
 fi
 run_lines ttrpc-interop tests/interop/run.sh "$build"
 run_lines jail tests/jail/run.sh "$build"
+if [ -n "${AGENT_TEST:-}" ]; then
+	run_lines go-task-client tests/agent/go-lifecycle.sh "$build"
+fi
 
 echo
 echo "check: $passed passed, $failed failed, $skipped skipped"

@@ -62,8 +62,16 @@ $(GO_STAMP): $(GO_INTEROP_SRC) | $(DEPS_STAMP)
 	$(Q)tests/interop/go/build.sh $(TEST_DIR)/go
 	$(Q)touch $@
 
+# containerd's own Go task client against husk-agent (tests/agent/go-lifecycle.sh).
+GO_AGENT_SRC := $(shell find tests/agent/go -name '*.go' -o -name '*.sh' 2>/dev/null)
+GO_AGENT_STAMP := $(TEST_DIR)/go-agent/.stamp
+$(GO_AGENT_STAMP): $(GO_AGENT_SRC) | $(DEPS_STAMP)
+	$(call quiet,GO,$(TEST_DIR)/go-agent)
+	$(Q)tests/agent/go/build.sh $(TEST_DIR)/go-agent
+	$(Q)touch $@
+
 TEST_BINS := $(UNIT_BINS) $(TEST_DIR)/ttrpc-echo-server $(TEST_DIR)/ttrpc-interop-client \
-	$(TEST_DIR)/recv-console $(TEST_DIR)/guest-client $(if $(INIT_SRC),$(TEST_DIR)/agent-test $(TEST_DIR)/husk-agent) \
+	$(TEST_DIR)/recv-console $(TEST_DIR)/guest-client $(if $(INIT_SRC),$(TEST_DIR)/agent-test $(TEST_DIR)/husk-agent $(GO_AGENT_STAMP)) \
 	$(GO_STAMP)
 BENCH_BINS := $(TEST_DIR)/ttrpc-echo-server-musl $(TEST_DIR)/ttrpc-bench $(GO_STAMP)
 

@@ -57,6 +57,8 @@ make_bundle() { # dir script
 		jq --arg s "$2" '.process.args = ["sh", "-c", $s]' \
 			"$root/tests/jail/base-config.json" >"$1/config.json"
 }
+# The script's $((6*7)) is for the container's shell to expand.
+# shellcheck disable=SC2016
 if ! make_bundle "$tmp/go1" 'echo out-$((6*7)); echo err >&2; exit 3' ||
 	! make_bundle "$tmp/go2" 'exec sleep 1000'; then
 	echo "FAIL go-task-client: making the bundles failed"
