@@ -128,6 +128,7 @@ struct agent_options {
 	const char *cgroup_mount; /* NULL: no cgroups */
 	const char *run_dir;	  /* state and bundles, "/run/husk" */
 	bool pid1;
+	bool debug_console; /* husk.debug_console=1: a shell on port 1026 */
 };
 
 struct agent {
@@ -161,6 +162,8 @@ void process_destroy(struct process *p);
 int agent_listen_port(struct agent *a, unsigned port, struct husk_err *err);
 
 int task_service_register(struct agent *a, struct husk_err *err);
+/* Starts listening for debug console connections (console.c). */
+int console_start(struct agent *a, struct husk_err *err);
 int sandbox_service_register(struct agent *a, struct husk_err *err);
 void sandbox_events_wake(struct agent *a);
 

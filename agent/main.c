@@ -86,6 +86,7 @@ static void guest_init(struct agent *a)
 		fprintf(stderr, "husk-agent: warning: %s\n", err.msg);
 	init_seed_from_hwrng(NULL);
 	a->opt.vsock_port = cfg.agent_port;
+	a->opt.debug_console = cfg.debug_console;
 }
 
 static int parse_args(int argc, char **argv, struct agent_options *o)
@@ -95,6 +96,7 @@ static int parse_args(int argc, char **argv, struct agent_options *o)
 		{ "run-dir", required_argument, NULL, 'r' },
 		{ "cgroup-mount", required_argument, NULL, 'c' },
 		{ "no-cgroups", no_argument, NULL, 'n' },
+		{ "debug-console", no_argument, NULL, 'd' },
 		{ "help", no_argument, NULL, 'h' },
 		{ 0 },
 	};
@@ -120,9 +122,10 @@ static int parse_args(int argc, char **argv, struct agent_options *o)
 		case 'r': o->run_dir = optarg; break;
 		case 'c': o->cgroup_mount = optarg; break;
 		case 'n': o->cgroup_mount = NULL; break;
+		case 'd': o->debug_console = true; break;
 		case 'h':
 			printf("usage: husk-agent [--listen unix:PATH|vsock:PORT] [--run-dir DIR]\n"
-			       "                  [--cgroup-mount DIR | --no-cgroups]\n");
+			       "                  [--cgroup-mount DIR | --no-cgroups] [--debug-console]\n");
 			return 1;
 		default: return 2;
 		}
@@ -175,6 +178,8 @@ int main(int argc, char **argv)
 	else
 		lfd = agent_listen_port(&a, a.opt.vsock_port, &err);
 	if (lfd < 0 || ttrpc_server_add_listener(a.server, lfd, &err) < 0)
+		goto fatal;
+	if (a.opt.debug_console && console_start(&a, &err) < 0)
 		goto fatal;
 	if (!a.opt.pid1 && (sfd < 0 || ev_io_add(a.loop, sfd, EPOLLIN, on_signal, &a, &sig_io,
 						 &err) < 0))

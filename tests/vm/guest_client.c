@@ -243,6 +243,31 @@ static int cmd_simple(const char *uds, const char *method)
 	return 0;
 }
 
+/* Sends `text` to the debug console and prints what comes back until the
+ * shell exits (EOF) or 20 s pass. */
+static int cmd_console(const char *uds, const char *text)
+{
+	int fd = vsock_connect(uds, 1026);
+	if (fd < 0)
+		return die("console", "port 1026 refused (is husk.debug_console=1 set?)");
+	size_t len = strlen(text);
+	if (write(fd, text, len) != (ssize_t)len)
+		return die("console", strerror(errno));
+	char buf[4096];
+	for (;;) {
+		struct pollfd p = { .fd = fd, .events = POLLIN };
+		if (poll(&p, 1, 20000) != 1)
+			break;
+		ssize_t n = read(fd, buf, sizeof(buf));
+		if (n <= 0)
+			break;
+		if (write(1, buf, (size_t)n) < 0)
+			break;
+	}
+	close(fd);
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	const char *uds = NULL, *serial = NULL, *spec = NULL, *id = "c1";
@@ -272,6 +297,8 @@ int main(int argc, char **argv)
 			return die("run", "--serial and --spec are required");
 		return cmd_run(uds, serial, spec, id);
 	}
+	if (strcmp(cmd, "console") == 0 && optind + 1 < argc)
+		return cmd_console(uds, argv[optind + 1]);
 	if (strcmp(cmd, "details") == 0 || strcmp(cmd, "destroy") == 0)
 		return cmd_simple(uds, cmd);
 	return die("usage", "unknown command");

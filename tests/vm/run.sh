@@ -106,6 +106,13 @@ else
 	fail vm-memory-limit-oom "rc=$rc out=$(tr '\n' '|' <"$tmp/c2.out") err=$(tr '\n' '|' <"$tmp/c2.err")"
 fi
 
+# Without husk.debug_console=1 there is no console port.
+if ! "$client" --uds "$tmp/v.sock" console 'echo x' >/dev/null 2>&1; then
+	pass debug-console-off-by-default
+else
+	fail debug-console-off-by-default "port 1026 answered"
+fi
+
 "$client" --uds "$tmp/v.sock" destroy >/dev/null 2>&1
 for _ in $(seq 300); do kill -0 "$qemu_pid" 2>/dev/null || break; sleep 0.1; done
 if ! kill -0 "$qemu_pid" 2>/dev/null; then
@@ -123,3 +130,28 @@ if ! kill -0 "$vsockd_pid" 2>/dev/null; then
 else
 	fail vsockd-exits-with-vm "husk-vsockd still running"
 fi
+
+# ---- the debug console: a DEBUG=1 initramfs and husk.debug_console=1 ----
+"$here/../../initramfs/build.sh" "$tmp/debug.cpio.gz" --init "$build/bin/husk-agent" --busybox \
+	>/dev/null 2>&1 || { echo "FAIL debug-console: building the DEBUG initramfs failed"; exit 1; }
+"$build/bin/husk-vsockd" --socket "$tmp/vu2.sock" --uds "$tmp/v2.sock" --guest-cid 4 --foreground \
+	>"$tmp/vsockd2.log" 2>&1 &
+vsockd_pid=$!
+for _ in $(seq 100); do grep -q ready "$tmp/vsockd2.log" && break; sleep 0.05; done
+qemu-system-x86_64 -M microvm,memory-backend=mem -accel tcg -cpu max -m 256 -smp 1 \
+	-nodefaults -no-user-config -nographic -no-reboot \
+	-object memory-backend-memfd,id=mem,size=256M,share=on \
+	-global virtio-mmio.force-legacy=false \
+	-chardev socket,id=vs,path="$tmp/vu2.sock" -device vhost-user-vsock-device,chardev=vs \
+	-serial file:"$tmp/console.log" -kernel "$kernel" -initrd "$tmp/debug.cpio.gz" \
+	-append "console=ttyS0 quiet panic=-1 reboot=t ${khz:+tsc_early_khz=$khz} husk.debug_console=1" &
+qemu_pid=$!
+if "$client" --uds "$tmp/v2.sock" --timeout-ms 120000 wait-ready >/dev/null 2>&1 &&
+	out=$("$client" --uds "$tmp/v2.sock" console 'echo console-$((40+2)); cat /proc/1/comm; exit
+' 2>&1) && echo "$out" | grep -q "console-42" && echo "$out" | grep -q "^init"; then
+	pass debug-console
+else
+	fail debug-console "${out:-no answer}"
+fi
+"$client" --uds "$tmp/v2.sock" destroy >/dev/null 2>&1
+for _ in $(seq 300); do kill -0 "$qemu_pid" 2>/dev/null || break; sleep 0.1; done
