@@ -188,6 +188,9 @@ BINS := $(if $(JAIL_CLI_SRC),$(BUILD)/bin/husk-jail) $(if $(INIT_SRC),$(BUILD)/b
 include tests/tests.mk
 include host-connector/vsockd/vsockd.mk
 include initramfs/initramfs.mk
+include kernel-config/kernel.mk
+# The in-VM suites boot the kernel with the initramfs.
+check: $(INITRAMFS)
 UNIT_TESTS += vsockd-virtq vsockd-conn vsockd-device
 
 .PHONY: all

@@ -13,6 +13,7 @@
 #include "husk/path.h"
 #include "init/console.h"
 
+__attribute__((format(printf, 6, 0)))
 static void kmod_log_fn(void *data, int priority, const char *file, int line, const char *fn,
 			const char *format, va_list args)
 {

@@ -36,7 +36,7 @@ die() {
 	exit 1
 }
 
-out= init= busybox=0 busybox_bin= kmods= release= moddir=
+out='' init='' busybox=0 busybox_bin='' kmods='' release='' moddir=''
 [ $# -ge 1 ] || die "usage: $0 OUT.cpio.gz --init AGENT [--busybox] [--kmods \"a b\" --kernel-release REL [--modules-dir DIR]]"
 out=$1
 shift

@@ -21,9 +21,13 @@ FRAGMENT=$HERE/husk.config
 SRC_PKG=linux-source-6.1
 SRC_TAR=/usr/src/$SRC_PKG.tar.xz
 # Debian package names of everything the kernel build runs (mk/packages.txt).
-BUILD_PKGS="build-essential bc bison flex libelf-dev libssl-dev xz-utils cpio"
+BUILD_PKGS="build-essential bc bison flex libelf-dev xz-utils"
 CACHE_ROOT=${HUSK_CACHE:-/var/cache/husk}/kernel
 OUTDIR=build/kernel
+# Called from husk's make: its flags and command-line variables (V=, CC=,
+# -j with a jobserver) and kbuild's own knobs must not steer this build.
+unset MAKEFLAGS MFLAGS MAKELEVEL MAKEOVERRIDES GNUMAKEFLAGS ARCH SUBARCH CROSS_COMPILE LLVM \
+	KBUILD_OUTPUT KCFLAGS KCPPFLAGS KAFLAGS LOCALVERSION || true
 
 say() { echo "kernel: $*"; }
 die() { echo "kernel: error: $*" >&2; exit 1; }

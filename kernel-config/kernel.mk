@@ -7,6 +7,8 @@
 KERNEL_IMAGE := $(BUILD)/kernel/bzImage
 # Static PID 1 that prints a marker and powers the VM off (tests/boot).
 BOOT_INIT := $(BUILD)/test/boot-init
+# Host TSC rate for the guest's tsc_early_khz= under TCG (kernel-config/README.md).
+TSC_KHZ := $(BUILD)/test/tsc-khz
 
 $(KERNEL_IMAGE): kernel-config/husk.config kernel-config/build.sh | $(DEPS_STAMP)
 	$(call quiet,KERNEL,$@)
@@ -21,5 +23,11 @@ $(BOOT_INIT): tests/boot/poweroff_init.c | $(DEPS_STAMP)
 	$(Q)mkdir -p $(@D)
 	$(Q)$(MUSL_CC) -std=gnu17 -Os $(WARN) -static -o $@ $<
 
-# tests/boot/boot-test.sh (run by tests/run.sh) boots both.
-check: $(KERNEL_IMAGE) $(BOOT_INIT)
+$(TSC_KHZ): tests/boot/tsc_khz.c
+	$(call quiet,CC.host,$<)
+	$(Q)mkdir -p $(@D)
+	$(Q)$(HOST_CC) $(CFLAGS_host) $(LDFLAGS_host) -o $@ $<
+
+# What tests/boot/boot-test.sh (run by tests/run.sh) needs.
+BOOT_TEST_DEPS := $(KERNEL_IMAGE) $(BOOT_INIT) $(TSC_KHZ)
+check: $(BOOT_TEST_DEPS)

@@ -58,6 +58,9 @@ if [ -n "${AGENT_TEST:-}" ]; then
 	HUSK_AGENT=$build/test/husk-agent run_cmocka agent "$build/test/agent-test"
 fi
 run_lines ttrpc-interop tests/interop/run.sh "$build"
+run_lines boot tests/boot/boot-test.sh "$build"
+run_lines vsock tests/vsock/run.sh "$build"
+run_lines vm tests/vm/run.sh "$build"
 run_lines jail tests/jail/run.sh "$build"
 if [ -n "${AGENT_TEST:-}" ]; then
 	run_lines go-task-client tests/agent/go-lifecycle.sh "$build"

@@ -158,8 +158,8 @@ measure() {
 	done
 	[ "$ok" = 1 ] || return 0
 	echo "PASS $name"
-	echo "$metric $(printf '%s\n' "${times[@]}" | sort -n | sed -n "$(((runs + 1) / 2))p")" \
-		"(runs: ${times[*]})"
+	echo "$metric $(printf '%s\n' "${times[@]}" | sort -n | sed -n "$(((runs + 1) / 2))p")"
+	echo "# $metric runs: ${times[*]}"
 }
 
 measure boot-poweroff boot_poweroff_ms "${plain[@]}"

@@ -28,7 +28,7 @@ mk() {
 	local name=$1 exp=$2 use=$3 extra=${4:-}
 	{
 		echo "/* fake module $name */"
-		echo "const char __ksymtab_strings_$name[] __attribute__((section(\"__ksymtab_strings\"), used)) = \"$exp\";"
+		echo "const char __ksymtab_strings_${name}[] __attribute__((section(\"__ksymtab_strings\"), used)) = \"$exp\";"
 		echo "int $exp(void);"
 		echo "int __ksymtab_$exp __attribute__((used)) = 0;"
 		echo "static const char modinfo[] __attribute__((section(\".modinfo\"), used)) = \"license=GPL\\0name=$name\\0$extra\";"

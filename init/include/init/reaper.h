@@ -19,8 +19,9 @@
  * out of that table, forgotten.
  *
  * Signal state: SIGCHLD stays blocked while the reaper exists (children
- * inherit the mask: whoever execs must reset it, as libjail does for
- * containers) and its disposition is set to SIG_DFL (SIG_IGN would make the
+ * inherit the mask across fork and exec: whatever a child execs must have
+ * its mask reset first, container processes included) and its disposition
+ * is set to SIG_DFL (SIG_IGN would make the
  * kernel reap children itself). Both are restored by init_reaper_free().
  * When not PID 1, the process becomes a child subreaper, so that orphans of
  * its descendants are reparented to it rather than to the host's init. */
@@ -41,6 +42,7 @@ struct init_reaper;
  * free the reaper. */
 typedef void (*init_reaper_fn)(pid_t pid, int status, void *data);
 
+/* One per process (the signal mask is shared). Free it before the loop. */
 int init_reaper_new(struct ev_loop *loop, struct init_reaper **out, struct husk_err *err);
 
 /* Calls `on_exit` once, from the loop, when `pid` exits, or on the next
