@@ -24,6 +24,7 @@
 #include "husk/path.h"
 #include "husk/sock.h"
 #include "init/cmdline.h"
+#include "init/console.h"
 #include "init/entropy.h"
 #include "init/kmod.h"
 #include "init/mounts.h"
@@ -73,9 +74,16 @@ static void guest_init(struct agent *a)
 		init_poweroff(err.msg);
 	char cmdline[4096] = "";
 	struct init_config cfg;
-	if (init_read_cmdline(cmdline, sizeof(cmdline), &err) < 0 ||
-	    init_parse_cmdline(cmdline, &cfg, &err) < 0)
+	init_config_defaults(&cfg);
+	if (init_read_cmdline(cmdline, sizeof(cmdline), &err) < 0)
 		init_poweroff(err.msg);
+	/* A bad value is reported and skipped: every good key still applies. */
+	if (init_parse_cmdline(cmdline, &cfg, &err) < 0)
+		fprintf(stderr, "husk-agent: warning: kernel command line: %s\n", err.msg);
+	init_log_set_level(cfg.log_level);
+	for (size_t i = 0; i < cfg.n_unknown && i < INIT_MAX_UNKNOWN; i++)
+		fprintf(stderr, "husk-agent: warning: unknown kernel command line key %s\n",
+			cfg.unknown[i]);
 	const char *modules[INIT_MAX_MODULES];
 	size_t n_modules = init_config_module_names(&cfg, modules);
 	if (n_modules && init_load_modules(modules, n_modules, &err) < 0)
@@ -164,6 +172,9 @@ int main(int argc, char **argv)
 	sigemptyset(&mask);
 	sigaddset(&mask, SIGTERM);
 	sigaddset(&mask, SIGINT);
+	/* The guest kernel turns the ACPI power button (QMP system_powerdown)
+	 * into SIGPWR for PID 1: an orderly poweroff. */
+	sigaddset(&mask, SIGPWR);
 	sigprocmask(SIG_BLOCK, &mask, NULL);
 	signal(SIGPIPE, SIG_IGN);
 	_cleanup_fd_ int sfd = signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK);
@@ -181,8 +192,7 @@ int main(int argc, char **argv)
 		goto fatal;
 	if (a.opt.debug_console && console_start(&a, &err) < 0)
 		goto fatal;
-	if (!a.opt.pid1 && (sfd < 0 || ev_io_add(a.loop, sfd, EPOLLIN, on_signal, &a, &sig_io,
-						 &err) < 0))
+	if (sfd < 0 || ev_io_add(a.loop, sfd, EPOLLIN, on_signal, &a, &sig_io, &err) < 0)
 		goto fatal;
 	if (!a.opt.pid1) {
 		printf("ready\n");
@@ -193,7 +203,7 @@ int main(int argc, char **argv)
 		a.opt.listen_unix ? a.opt.listen_unix : "1024");
 	int r = ev_run(a.loop);
 	if (a.opt.pid1)
-		init_poweroff(a.poweroff_requested ? "DestroySandbox" : "agent stopped");
+		init_poweroff(a.poweroff_requested ? "DestroySandbox" : "power button or signal");
 
 	/* --listen: leave nothing behind. */
 	while (a.containers) {

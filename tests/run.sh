@@ -59,6 +59,7 @@ if [ -n "${AGENT_TEST:-}" ]; then
 fi
 run_lines ttrpc-interop tests/interop/run.sh "$build"
 run_lines boot tests/boot/boot-test.sh "$build"
+run_lines initramfs tests/initramfs/run.sh "$build"
 run_lines vsock tests/vsock/run.sh "$build"
 run_lines vm tests/vm/run.sh "$build"
 run_lines jail tests/jail/run.sh "$build"

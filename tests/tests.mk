@@ -3,7 +3,7 @@
 TEST_DIR := $(BUILD)/test
 ECHO_SRC := tests/interop/echo_service.c
 
-UNIT_TESTS := frame loop rpc spec cgroup security rootfs
+UNIT_TESTS := frame loop rpc spec cgroup security rootfs init-cmdline init-reaper init-sys
 UNIT_BINS := $(addprefix $(TEST_DIR)/unit-,$(UNIT_TESTS))
 
 $(TEST_DIR)/unit-frame: $(call objs,asan,tests/unit/test_frame.c) $(BUILD)/asan/libttrpc.a
@@ -40,6 +40,20 @@ $(TEST_DIR)/guest-client: $(call objs,host,tests/vm/guest_client.c,$(AGENT_GEN))
 $(TEST_DIR)/recv-console: $(call objs,host,tests/jail/recv_console.c)
 	$(call link,host)
 
+# libinit: command line, SIGCHLD reaper, system pieces in throwaway namespaces.
+INIT_LIBS_asan := -lkmod
+$(TEST_DIR)/unit-init-cmdline: $(call objs,asan,tests/unit/test_init_cmdline.c) $(BUILD)/asan/libinit.a
+	$(call link,asan,-lcmocka $(INIT_LIBS_asan))
+$(TEST_DIR)/unit-init-reaper: $(call objs,asan,tests/unit/test_init_reaper.c) $(BUILD)/asan/libinit.a \
+		$(BUILD)/asan/libttrpc.a
+	$(call link,asan,-lcmocka $(INIT_LIBS_asan))
+$(TEST_DIR)/unit-init-sys: $(call objs,asan,tests/unit/test_init_sys.c) $(BUILD)/asan/libinit.a
+	$(call link,asan,-lcmocka $(INIT_LIBS_asan))
+# Static musl stand-in /init for tests/initramfs (libinit as PID 1).
+$(TEST_DIR)/init-smoke-musl: $(call objs,musl,tests/initramfs/smoke_init.c) $(BUILD)/musl/libinit.a \
+		$(BUILD)/musl/libttrpc.a
+	$(call link,musl,-lkmod)
+
 # The interop peers of containerd's Go ttrpc, built under ASan/UBSan so the
 # Go side exercises the C code with the sanitizers watching.
 $(TEST_DIR)/ttrpc-echo-server: $(call objs,asan,tests/interop/echo_server.c $(ECHO_SRC),$(TEST_GEN)) $(BUILD)/asan/libttrpc.a
@@ -71,7 +85,7 @@ $(GO_AGENT_STAMP): $(GO_AGENT_SRC) | $(DEPS_STAMP)
 	$(Q)touch $@
 
 TEST_BINS := $(UNIT_BINS) $(TEST_DIR)/ttrpc-echo-server $(TEST_DIR)/ttrpc-interop-client \
-	$(TEST_DIR)/recv-console $(TEST_DIR)/guest-client $(if $(INIT_SRC),$(TEST_DIR)/agent-test $(TEST_DIR)/husk-agent $(GO_AGENT_STAMP)) \
+	$(TEST_DIR)/recv-console $(TEST_DIR)/guest-client $(TEST_DIR)/init-smoke-musl $(if $(INIT_SRC),$(TEST_DIR)/agent-test $(TEST_DIR)/husk-agent $(GO_AGENT_STAMP)) \
 	$(GO_STAMP)
 BENCH_BINS := $(TEST_DIR)/ttrpc-echo-server-musl $(TEST_DIR)/ttrpc-bench $(GO_STAMP)
 
