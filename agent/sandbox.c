@@ -487,10 +487,7 @@ static void on_destroy_sandbox(struct ttrpc_call *call, const ProtobufCMessage *
 
 int sandbox_service_register(struct agent *a, struct husk_err *err)
 {
-	static const struct {
-		const char *name;
-		ttrpc_method_fn fn;
-	} methods[] = {
+	static const struct ttrpc_named_method methods[] = {
 		{ "Check", on_check },
 		{ "CreateSandbox", on_create_sandbox },
 		{ "CreateBundle", on_create_bundle },
@@ -498,15 +495,6 @@ int sandbox_service_register(struct agent *a, struct husk_err *err)
 		{ "GuestDetails", on_guest_details },
 		{ "DestroySandbox", on_destroy_sandbox },
 	};
-	const ProtobufCServiceDescriptor *d = &husk__sandbox__v1__sandbox__descriptor;
-	static ttrpc_method_fn handlers[16];
-	if (d->n_methods > ARRAY_SIZE(handlers))
-		return husk_err_set(err, -E2BIG, "sandbox: too many methods");
-	for (unsigned i = 0; i < d->n_methods; i++) {
-		handlers[i] = NULL;
-		for (size_t k = 0; k < ARRAY_SIZE(methods); k++)
-			if (strcmp(d->methods[i].name, methods[k].name) == 0)
-				handlers[i] = methods[k].fn;
-	}
-	return ttrpc_server_add_service(a->server, d, handlers, a, err);
+	return ttrpc_server_add_service_named(a->server, &husk__sandbox__v1__sandbox__descriptor,
+					      methods, ARRAY_SIZE(methods), a, err);
 }

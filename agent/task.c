@@ -807,10 +807,7 @@ static void on_shutdown(struct ttrpc_call *call, const ProtobufCMessage *req, vo
 
 int task_service_register(struct agent *a, struct husk_err *err)
 {
-	static const struct {
-		const char *name;
-		ttrpc_method_fn fn;
-	} methods[] = {
+	static const struct ttrpc_named_method methods[] = {
 		{ "State", on_state },	   { "Create", on_create },	  { "Start", on_start },
 		{ "Delete", on_delete },   { "Pids", on_pids },		  { "Pause", on_pause },
 		{ "Resume", on_resume },   { "Kill", on_kill },		  { "Exec", on_exec },
@@ -819,15 +816,6 @@ int task_service_register(struct agent *a, struct husk_err *err)
 		{ "Shutdown", on_shutdown },
 		/* Checkpoint: no handler, answered UNIMPLEMENTED */
 	};
-	const ProtobufCServiceDescriptor *d = &containerd__task__v2__task__descriptor;
-	static ttrpc_method_fn handlers[32];
-	if (d->n_methods > ARRAY_SIZE(handlers))
-		return husk_err_set(err, -E2BIG, "task: too many methods");
-	for (unsigned i = 0; i < d->n_methods; i++) {
-		handlers[i] = NULL;
-		for (size_t k = 0; k < ARRAY_SIZE(methods); k++)
-			if (strcmp(d->methods[i].name, methods[k].name) == 0)
-				handlers[i] = methods[k].fn;
-	}
-	return ttrpc_server_add_service(a->server, d, handlers, a, err);
+	return ttrpc_server_add_service_named(a->server, &containerd__task__v2__task__descriptor,
+					      methods, ARRAY_SIZE(methods), a, err);
 }

@@ -60,7 +60,7 @@ static void warn(const struct jail_create_opts *opts, const char *fmt, ...)
 		fprintf(stderr, "husk-jail: warning: %s\n", msg);
 }
 
-static unsigned long long proc_start_time(pid_t pid)
+unsigned long long jail_proc_start_time(pid_t pid)
 {
 	char path[64], buf[1024];
 	snprintf(path, sizeof(path), "/proc/%d/stat", pid);
@@ -71,18 +71,19 @@ static unsigned long long proc_start_time(pid_t pid)
 	if (n <= 0)
 		return 0;
 	buf[n] = '\0';
-	/* Field 22; the command (field 2) may contain spaces, skip past ')'. */
+	/* The command (field 2) may hold spaces: start after the last ')'.
+	 * Field 3 is the state, field 22 the start time. */
 	char *p = strrchr(buf, ')');
 	if (!p)
 		return 0;
-	unsigned long long start = 0;
+	if (p[1] == ' ' && (p[2] == 'Z' || p[2] == 'X'))
+		return 0; /* exited, not yet reaped: gone for our purposes */
 	int field = 2;
-	for (char *tok = strtok(p + 1, " "); tok; tok = strtok(NULL, " "))
-		if (++field == 22) {
-			start = strtoull(tok, NULL, 10);
-			break;
-		}
-	return start;
+	char *save = NULL;
+	for (char *tok = strtok_r(p + 1, " ", &save); tok; tok = strtok_r(NULL, " ", &save))
+		if (++field == 22)
+			return strtoull(tok, NULL, 10);
+	return 0;
 }
 
 static int write_id_map(pid_t pid, const char *file, const struct jail_id_map *m, size_t n,
@@ -320,7 +321,7 @@ int jail_container_create(const struct jail_spec *spec, const struct jail_create
 	close(a.fifo_fd);
 	jail_seccomp_free(a.seccomp);
 	c->pidfd = (int)syscall(SYS_pidfd_open, c->pid, 0);
-	c->start_time = proc_start_time(c->pid);
+	c->start_time = jail_proc_start_time(c->pid);
 	*out = c;
 	return 0;
 

@@ -21,6 +21,7 @@
 struct service {
 	const ProtobufCServiceDescriptor *desc;
 	const ttrpc_method_fn *handlers;
+	ttrpc_method_fn *owned; /* handlers built by add_service_named, freed with the server */
 	void *data;
 };
 
@@ -497,7 +498,33 @@ int ttrpc_server_add_service(struct ttrpc_server *srv, const ProtobufCServiceDes
 	if (!s)
 		return husk_err_set(err, -ENOMEM, "ttrpc: out of memory");
 	srv->services = s;
-	srv->services[srv->nservices++] = (struct service){ desc, handlers, data };
+	srv->services[srv->nservices++] = (struct service){ desc, handlers, NULL, data };
+	return 0;
+}
+
+int ttrpc_server_add_service_named(struct ttrpc_server *srv, const ProtobufCServiceDescriptor *desc,
+				   const struct ttrpc_named_method *methods, size_t n, void *data,
+				   struct husk_err *err)
+{
+	ttrpc_method_fn *handlers = calloc(desc->n_methods ? desc->n_methods : 1, sizeof(*handlers));
+	if (!handlers)
+		return husk_err_set(err, -ENOMEM, "ttrpc: out of memory");
+	for (size_t i = 0; i < n; i++) {
+		const ProtobufCMethodDescriptor *m =
+			protobuf_c_service_descriptor_get_method_by_name(desc, methods[i].name);
+		if (!m) {
+			free(handlers);
+			return husk_err_set(err, -EINVAL, "ttrpc: service %s has no method %s",
+					    desc->name, methods[i].name);
+		}
+		handlers[m - desc->methods] = methods[i].fn;
+	}
+	int r = ttrpc_server_add_service(srv, desc, handlers, data, err);
+	if (r < 0) {
+		free(handlers);
+		return r;
+	}
+	srv->services[srv->nservices - 1].owned = handlers;
 	return 0;
 }
 
@@ -531,6 +558,8 @@ void ttrpc_server_free(struct ttrpc_server *srv)
 		ttrpc_conn_close(sc->conn);
 		srv_conn_free(sc);
 	}
+	for (size_t i = 0; i < srv->nservices; i++)
+		free(srv->services[i].owned);
 	free(srv->services);
 	free(srv);
 }

@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "husk/cleanup.h"
+#include "jail/container.h"
 #include "husk/path.h"
 
 int jail_state_check_id(const char *id, struct husk_err *err)
@@ -149,36 +150,11 @@ int jail_state_remove(const char *dir, struct husk_err *err)
 	return 0;
 }
 
-static unsigned long long start_time_of(pid_t pid)
-{
-	char path[64], buf[1024];
-	snprintf(path, sizeof(path), "/proc/%d/stat", pid);
-	_cleanup_fd_ int fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return 0;
-	ssize_t n = read(fd, buf, sizeof(buf) - 1);
-	if (n <= 0)
-		return 0;
-	buf[n] = '\0';
-	char *p = strrchr(buf, ')');
-	if (!p)
-		return 0;
-	/* After ')': state is field 3, starttime field 22. Zombies count as
-	 * gone: the container has exited. */
-	if (p[1] == ' ' && (p[2] == 'Z' || p[2] == 'X'))
-		return 0;
-	int field = 2;
-	for (char *tok = strtok(p + 1, " "); tok; tok = strtok(NULL, " "))
-		if (++field == 22)
-			return strtoull(tok, NULL, 10);
-	return 0;
-}
-
 bool jail_state_alive(const struct jail_state *st)
 {
 	if (st->pid <= 0)
 		return false;
-	unsigned long long t = start_time_of(st->pid);
+	unsigned long long t = jail_proc_start_time(st->pid);
 	return t != 0 && t == st->start_time;
 }
 

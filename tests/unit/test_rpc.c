@@ -750,6 +750,30 @@ static void test_peer_uid_check(void **state)
 	assert_int_equal(WEXITSTATUS(status), 0);
 }
 
+static void test_register_by_name(void **state)
+{
+	(void)state;
+	struct husk_err err = { 0 };
+	struct ev_loop *loop;
+	struct ttrpc_server *srv;
+	assert_int_equal(ev_loop_new(&loop, &err), 0);
+	assert_int_equal(ttrpc_server_new(loop, NULL, &srv, &err), 0);
+	static const struct ttrpc_named_method typo[] = { { "Echo", forgetful }, { "Ehco", forgetful } };
+	assert_int_equal(ttrpc_server_add_service_named(srv, &husk__test__echo__descriptor, typo, 2,
+							NULL, &err),
+			 -EINVAL);
+	assert_non_null(strstr(err.msg, "Ehco"));
+	static const struct ttrpc_named_method ok[] = { { "Size", forgetful } };
+	assert_int_equal(ttrpc_server_add_service_named(srv, &husk__test__echo__descriptor, ok, 1, NULL,
+							&err),
+			 0);
+	assert_int_equal(ttrpc_server_add_service_named(srv, &husk__test__echo__descriptor, ok, 1, NULL,
+							&err),
+			 -EEXIST);
+	ttrpc_server_free(srv);
+	ev_loop_free(loop);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -777,6 +801,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_call_limit_per_connection, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_handler_without_reply, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_peer_uid_check, setup, teardown),
+		cmocka_unit_test(test_register_by_name),
 	};
 	return cmocka_run_group_tests_name("ttrpc-rpc", tests, NULL, NULL);
 }

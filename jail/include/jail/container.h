@@ -76,6 +76,10 @@ struct jail_exec_opts {
 int jail_exec(const struct jail_process *proc, const struct jail_exec_opts *opts, pid_t *pid,
 	      int *console_fd, struct husk_err *err);
 
+/* Start time of `pid` (field 22 of /proc/PID/stat), telling a process from
+ * a later one that reuses its pid; 0 when it is gone or a zombie. */
+unsigned long long jail_proc_start_time(pid_t pid);
+
 /* The OCI state JSON for hooks and `state` ("created", "running", ...). */
 char *jail_state_json(const char *id, const char *status, pid_t pid, const char *bundle,
 		      const struct jail_spec *spec);

@@ -46,6 +46,18 @@ void ttrpc_server_free(struct ttrpc_server *srv);
 int ttrpc_server_add_service(struct ttrpc_server *srv, const ProtobufCServiceDescriptor *desc,
 			     const ttrpc_method_fn *handlers, void *data, struct husk_err *err);
 
+struct ttrpc_named_method {
+	const char *name; /* as in the .proto service ("Create") */
+	ttrpc_method_fn fn;
+};
+
+/* Like ttrpc_server_add_service, with handlers given by method name; methods
+ * not listed answer UNIMPLEMENTED. A name the descriptor lacks is an error
+ * (a typo would otherwise silently leave a method unserved). */
+int ttrpc_server_add_service_named(struct ttrpc_server *srv, const ProtobufCServiceDescriptor *desc,
+				   const struct ttrpc_named_method *methods, size_t n, void *data,
+				   struct husk_err *err);
+
 /* Accepts connections on a listening socket; takes ownership of the fd. */
 int ttrpc_server_add_listener(struct ttrpc_server *srv, int listen_fd, struct husk_err *err);
 /* Serves one already-connected stream; takes ownership of the fd. */
