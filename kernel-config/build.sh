@@ -89,22 +89,28 @@ config_lines() {
 		-e 's/^# (CONFIG_[A-Za-z0-9_]+) is not set$/\1=n/p' "$1"
 }
 
-# verify_config FRAGMENT DOTCONFIG: every line of the fragment must hold in
-# the final .config; kconfig silently drops a =y whose dependencies are off.
+# verify_config FRAGMENT DOTCONFIG: every setting of the fragment (the last
+# one, where it repeats, as in merge_config.sh) must hold in the final
+# .config; kconfig silently drops a =y whose dependencies are off.
 verify_config() {
-	local frag=$1 cfg=$2 line name want got bad=0
-	declare -A have=()
+	local frag=$1 cfg=$2 line name got bad=0
+	local -A have=() want=()
+	local -a order=()
 	while IFS= read -r line; do
 		have[${line%%=*}]=${line#*=}
 	done < <(config_lines "$cfg")
 	while IFS= read -r line; do
-		name=${line%%=*} want=${line#*=}
+		name=${line%%=*}
+		[ -n "${want[$name]+set}" ] || order+=("$name")
+		want[$name]=${line#*=}
+	done < <(config_lines "$frag")
+	for name in "${order[@]}"; do
 		got=${have[$name]:-n}
-		if [ "$got" != "$want" ]; then
-			echo "  $name: fragment says $want, .config has $got" >&2
+		if [ "$got" != "${want[$name]}" ]; then
+			echo "  $name: fragment says ${want[$name]}, .config has $got" >&2
 			bad=$((bad + 1))
 		fi
-	done < <(config_lines "$frag")
+	done
 	if [ "$bad" -gt 0 ]; then
 		echo "  ($bad settings did not take: a dependency is off; see 'make menuconfig', search with /)" >&2
 		return 1
@@ -168,8 +174,6 @@ build_kernel() {
 	if [ -n "${KERNEL_SRC:-}" ]; then
 		SRC=$(readlink -f "$KERNEL_SRC")
 		BUILD_TIMESTAMP="husk"
-		[ ! -e "$SRC/.config" ] && [ ! -e "$SRC/include/config" ] \
-			|| die "KERNEL_SRC=$SRC has been configured or built in place; run 'make mrproper' there"
 		say "source: $SRC ($(make -s -C "$SRC" kernelversion 2>/dev/null))"
 	else
 		SRC=$WORK/src
@@ -221,6 +225,10 @@ main() {
 	if [ -z "${KERNEL_SRC:-}" ] && [ ! -f "$SRC_TAR" ]; then
 		apt_install "$SRC_PKG"
 		[ -f "$SRC_TAR" ] || die "$SRC_PKG is installed but $SRC_TAR is missing"
+	fi
+	if [ -n "${KERNEL_SRC:-}" ] && { [ -e "$KERNEL_SRC/.config" ] || [ -e "$KERNEL_SRC/include/config" ]; }; then
+		# kbuild refuses to build out of tree from a configured tree
+		die "KERNEL_SRC=$KERNEL_SRC has been configured or built in place; run 'make mrproper' there"
 	fi
 	mkdir -p "$CACHE_ROOT" 2>/dev/null || die "cannot create cache dir $CACHE_ROOT (set HUSK_CACHE?)"
 	SRC_ID=$(source_identity)

@@ -103,6 +103,7 @@ common=(-accel tcg -cpu max -m 256 -smp 1 -nodefaults -no-user-config
 plain=(-M microvm)
 # The form husk's VMs use: memory QEMU can share with vhost-user backends,
 # and modern virtio-mmio, the only one vhost-user accepts.
+# shellcheck disable=SC2054 # commas inside QEMU option values
 memfd=(-M microvm,memory-backend=mem
 	-object memory-backend-memfd,id=mem,size=256M,share=on
 	-global virtio-mmio.force-legacy=false)

@@ -1,4 +1,5 @@
 #!/bin/busybox sh
+# shellcheck shell=sh disable=SC2016 # the sh -c scripts expand in the child
 # PID 1 of the kernel feature boot (tests/boot/boot-test.sh): checks from
 # inside the guest that what husk.config promises is really there, prints
 # one "husk-check PASS|FAIL name[: why]" line per check, then powers off.

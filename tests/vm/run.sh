@@ -11,7 +11,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 kernel=${VM_KERNEL:-$build/kernel/bzImage}
 initrd=${VM_INITRD:-$build/initramfs.cpio.gz}
 client=$build/test/guest-client
-for f in "$kernel" "$initrd" "$client" "$build/bin/husk-vsockd"; do
+for f in "$kernel" "$initrd" "$client" "$build/bin/husk-vsockd" "$build/test/tsc-khz"; do
 	if [ ! -e "$f" ]; then
 		echo "FAIL vm-prerequisites: $f is missing (run 'make')"
 		exit 1
@@ -51,7 +51,9 @@ for _ in $(seq 100); do grep -q ready "$tmp/vsockd.log" && break; sleep 0.05; do
 
 # Under TCG the guest's TSC runs at the host's rate; telling the kernel
 # avoids a PIT calibration that can hang on a loaded host.
-khz=$(awk -F: '/^cpu MHz/ {printf "%d", $2 * 1000; exit}' /proc/cpuinfo)
+# The measured TSC rate (build/test/tsc-khz), not "cpu MHz", which is the
+# current clock on real hardware.
+khz=$("$build/test/tsc-khz" 2>/dev/null || true)
 t0=$(date +%s%N)
 qemu-system-x86_64 -M microvm,memory-backend=mem -accel tcg -cpu max -m 512 -smp 2 \
 	-nodefaults -no-user-config -nographic -no-reboot \
@@ -62,7 +64,7 @@ qemu-system-x86_64 -M microvm,memory-backend=mem -accel tcg -cpu max -m 512 -smp
 	-device virtio-blk-device,drive=d0,serial=rootfs0 \
 	-serial file:"$tmp/console.log" \
 	-kernel "$kernel" -initrd "$initrd" \
-	-append "console=ttyS0 quiet panic=-1 reboot=t ${khz:+tsc_early_khz=$khz} husk.log_level=6" &
+	-append "console=ttyS0 quiet panic=-1 reboot=t ${khz:+tsc_early_khz=$khz no_timer_check tsc=reliable} husk.log_level=6" &
 qemu_pid=$!
 
 if out=$("$client" --uds "$tmp/v.sock" --timeout-ms 120000 wait-ready 2>&1); then
@@ -144,7 +146,7 @@ qemu-system-x86_64 -M microvm,memory-backend=mem -accel tcg -cpu max -m 256 -smp
 	-global virtio-mmio.force-legacy=false \
 	-chardev socket,id=vs,path="$tmp/vu2.sock" -device vhost-user-vsock-device,chardev=vs \
 	-serial file:"$tmp/console.log" -kernel "$kernel" -initrd "$tmp/debug.cpio.gz" \
-	-append "console=ttyS0 quiet panic=-1 reboot=t ${khz:+tsc_early_khz=$khz} husk.debug_console=1" &
+	-append "console=ttyS0 quiet panic=-1 reboot=t ${khz:+tsc_early_khz=$khz no_timer_check tsc=reliable} husk.debug_console=1" &
 qemu_pid=$!
 if "$client" --uds "$tmp/v2.sock" --timeout-ms 120000 wait-ready >/dev/null 2>&1 &&
 	out=$("$client" --uds "$tmp/v2.sock" console 'echo console-$((40+2)); cat /proc/1/comm; exit
