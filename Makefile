@@ -29,7 +29,7 @@ SYSROOT := $(BUILD)/sysroot
 
 WARN := -Wall -Wextra -Werror -Wshadow -Wformat=2 -Wno-missing-field-initializers
 INCLUDES := -D_GNU_SOURCE -Icommon/include -Ittrpc/include -Ijail/include -Iinit/include \
-	-I$(BUILD)/gen
+	-Ihost-connector/include -I$(BUILD)/gen
 CFLAGS_host := -std=gnu17 -O2 -g $(WARN) -D_FORTIFY_SOURCE=2 -fstack-protector-strong -fPIC \
 	$(INCLUDES)
 CFLAGS_asan := -std=gnu17 -O1 -g $(WARN) -fsanitize=address,undefined \
@@ -187,8 +187,14 @@ BINS := $(if $(JAIL_CLI_SRC),$(BUILD)/bin/husk-jail) $(if $(INIT_SRC),$(BUILD)/b
 
 include tests/tests.mk
 include host-connector/vsockd/vsockd.mk
+include host-connector/lib/lib.mk
+include host-connector/huskctl/huskctl.mk
+include host-connector/lib/image.mk
+include host-connector/huskctl/spec.mk
+UNIT_TESTS += huskctl-spec
 include initramfs/initramfs.mk
 include kernel-config/kernel.mk
+include kernel-config/stock.mk
 # The in-VM suites boot the kernel with the initramfs.
 check: $(INITRAMFS)
 UNIT_TESTS += vsockd-virtq vsockd-conn vsockd-device
@@ -207,11 +213,20 @@ help:
 	@echo "make check    build and run every test (unit under ASan/UBSan, interop)"
 	@echo "make bench    print performance figures against peers measured in the same run"
 	@echo "make fuzz     run the libFuzzer targets (FUZZ_SECONDS=60 each by default)"
-	@echo "make demo     boot a VM and run a container in it (arrives with the host connector)"
+	@echo "make demo     boot a VM and run a container in it (huskctl run)"
 
+# Boots a VM from the kernel and initramfs built here and runs a container
+# from a busybox rootfs (Debian's busybox-static) in it.
+DEMO_ROOTFS := $(BUILD)/demo/rootfs
 .PHONY: demo
-demo:
-	@echo "make demo: the microVM host connector is not built yet; see README.md (Status)." >&2
-	@exit 1
+demo: all $(KERNEL_IMAGE) $(INITRAMFS)
+	$(Q)rm -rf $(DEMO_ROOTFS) && tests/jail/make-rootfs.sh $(DEMO_ROOTFS)
+	$(Q)echo "demo: huskctl run --rootfs $(DEMO_ROOTFS) -- sh -c '...'"
+	$(Q)$(BUILD)/bin/huskctl run --rootfs $(DEMO_ROOTFS) --hostname husk-demo --cpus 2 \
+		-- sh -c 'echo "hello from a container in a husk microVM"; uname -a; \
+			echo "hostname: $$(hostname)"; echo "id: $$(id)"; \
+			echo "/proc/1/cgroup: $$(cat /proc/1/cgroup)"; \
+			echo "cpus: $$(grep -c ^processor /proc/cpuinfo)"; \
+			echo "mounts:"; grep -E " / | /proc " /proc/self/mounts'
 
 -include $(shell find $(BUILD) -name '*.d' 2>/dev/null)

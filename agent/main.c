@@ -67,6 +67,25 @@ static void on_signal(struct ev_io *io, int fd, uint32_t events, void *data)
 
 /* PID-1 duties before serving; any failure powers the VM off with the
  * reason on the console rather than leaving a hung guest. */
+/* One module name a line; returns how many were read into names[]. */
+static size_t read_module_list(const char *path, char list[][64], const char **names)
+{
+	FILE *f = fopen(path, "re");
+	size_t n = 0;
+	char line[64];
+	while (f && n < INIT_MAX_MODULES && fgets(line, sizeof(line), f)) {
+		line[strcspn(line, "\n")] = '\0';
+		if (!line[0])
+			continue;
+		memcpy(list[n], line, sizeof(line));
+		names[n] = list[n];
+		n++;
+	}
+	if (f)
+		fclose(f);
+	return n;
+}
+
 static void guest_init(struct agent *a)
 {
 	struct husk_err err = { 0 };
@@ -86,6 +105,10 @@ static void guest_init(struct agent *a)
 			cfg.unknown[i]);
 	const char *modules[INIT_MAX_MODULES];
 	size_t n_modules = init_config_module_names(&cfg, modules);
+	/* Without husk.modules=, the list initramfs/build.sh --kmods packed. */
+	char list[INIT_MAX_MODULES][64];
+	if (n_modules == 0)
+		n_modules = read_module_list("/etc/husk/modules", list, modules);
 	if (n_modules && init_load_modules(modules, n_modules, &err) < 0)
 		init_poweroff(err.msg);
 	if (init_loopback_up(&err) < 0)

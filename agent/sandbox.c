@@ -67,10 +67,35 @@ static void on_check(struct ttrpc_call *call, const ProtobufCMessage *req, void 
 	ttrpc_call_reply(call, &resp.base);
 }
 
+/* VmRSS of this process in bytes, 0 if unknown. */
+static uint64_t self_rss_bytes(void)
+{
+	_cleanup_fclose_ FILE *f = fopen("/proc/self/status", "re");
+	char line[128];
+	unsigned long long kib = 0;
+	while (f && fgets(line, sizeof(line), f))
+		if (sscanf(line, "VmRSS: %llu kB", &kib) == 1)
+			break;
+	return kib * 1024;
+}
+
+static uint32_t self_fd_count(void)
+{
+	DIR *d = opendir("/proc/self/fd");
+	uint32_t n = 0;
+	if (!d)
+		return 0;
+	for (struct dirent *e; (e = readdir(d));)
+		if (e->d_name[0] != '.')
+			n++;
+	closedir(d);
+	return n ? n - 1 : 0; /* not the directory fd itself */
+}
+
 static void on_guest_details(struct ttrpc_call *call, const ProtobufCMessage *req, void *data)
 {
 	(void)req;
-	(void)data;
+	struct agent *a = data;
 	struct utsname u;
 	uname(&u);
 	struct sysinfo si;
@@ -83,6 +108,12 @@ static void on_guest_details(struct ttrpc_call *call, const ProtobufCMessage *re
 	resp.agent_version = HUSK_AGENT_VERSION;
 	resp.n_features = ARRAY_SIZE(features);
 	resp.features = features;
+	resp.agent_rss_bytes = self_rss_bytes();
+	resp.agent_fds = self_fd_count();
+	uint32_t n = 0;
+	for (struct container *c = a->containers; c; c = c->next)
+		n++;
+	resp.containers = n;
 	ttrpc_call_reply(call, &resp.base);
 }
 

@@ -16,6 +16,7 @@
 #include "agent.h"
 #include "husk/cleanup.h"
 #include "husk/path.h"
+#include "init/console.h"
 
 #define RELAY_BUF (64u * 1024)
 
@@ -153,20 +154,30 @@ static void relay_update(struct relay *r)
 	struct ev_loop *loop = r->proc->c->agent->loop;
 	struct ev_io **src_io = r->to_host ? &r->local_io : &r->conn_io;
 	struct ev_io **dst_io = r->to_host ? &r->conn_io : &r->local_io;
+	struct husk_err err = { 0 };
 	if (s >= 0) {
 		uint32_t ev = want_src ? EPOLLIN : 0;
-		if (!*src_io)
-			ev_io_add(loop, s, ev, on_relay_io, r, src_io, NULL);
-		else
+		if (!*src_io) {
+			if (ev_io_add(loop, s, ev, on_relay_io, r, src_io, &err) < 0)
+				goto broken;
+		} else {
 			ev_io_set_events(*src_io, ev);
+		}
 	}
 	if (d >= 0 && d != s) {
 		uint32_t ev = want_src ? 0 : EPOLLOUT;
-		if (!*dst_io)
-			ev_io_add(loop, d, ev, on_relay_io, r, dst_io, NULL);
-		else
+		if (!*dst_io) {
+			if (ev_io_add(loop, d, ev, on_relay_io, r, dst_io, &err) < 0)
+				goto broken;
+		} else {
 			ev_io_set_events(*dst_io, ev);
+		}
 	}
+	return;
+broken:
+	/* Unwatched, the stream would hang its process's exit report. */
+	init_log(INIT_LOG_ERR, "stdio port %u: %s; closing the stream", r->port, err.msg);
+	relay_finish(r);
 }
 
 static void on_accept(struct ev_io *io, int fd, uint32_t events, void *data)
@@ -290,8 +301,20 @@ void stdio_attach_pty(struct process *p, int master)
 	for (int i = 0; i < 2; i++) {
 		if (rel[i]->done)
 			continue;
-		rel[i]->local = master;
-		rel[i]->local_shared = true;
+		/* stdin gets its own descriptor of the master: one epoll set
+		 * cannot watch the same fd for two relays. */
+		if (i == 0) {
+			int fd = fcntl(master, F_DUPFD_CLOEXEC, 3);
+			if (fd < 0) {
+				relay_finish(rel[i]);
+				continue;
+			}
+			rel[i]->local = fd;
+			rel[i]->local_shared = false;
+		} else {
+			rel[i]->local = master;
+			rel[i]->local_shared = true;
+		}
 		if (rel[i]->conn >= 0)
 			relay_update(rel[i]);
 	}

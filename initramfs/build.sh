@@ -214,6 +214,13 @@ if [ -n "${kmods// /}" ]; then
 		fi
 	done
 	"$depmod_bin" -b "$stage" "$release" || die "--kmods: depmod -b $stage $release failed"
+	# What init loads at boot when the command line names no husk.modules
+	# (the requested ones; libkmod brings their dependencies).
+	mkdir -p "$stage/etc/husk"
+	for m in $kmods; do
+		n=$(norm "$m")
+		[ -n "${staged[$n]:-}" ] && printf '%s\n' "$n"
+	done >"$stage/etc/husk/modules"
 fi
 
 # ---- archive ------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <json-c/json.h>
+#include <limits.h>
 #include <poll.h>
 #include <sched.h>
 #include <signal.h>
@@ -16,6 +17,7 @@
 #include <unistd.h>
 
 #include "husk/cleanup.h"
+#include "husk/path.h"
 #include "internal.h"
 #include "jail/cgroup.h"
 #include "jail/container.h"
@@ -415,6 +417,15 @@ static bool same_ns(pid_t target, const char *name)
 	       sa.st_dev == sb.st_dev;
 }
 
+static bool cgroup_dir_frozen(const char *dir)
+{
+	char path[PATH_MAX], c = '0';
+	if (husk_path_fmt(path, sizeof(path), "%s/cgroup.freeze", dir) < 0)
+		return false;
+	_cleanup_fd_ int fd = open(path, O_RDONLY | O_CLOEXEC);
+	return fd >= 0 && read(fd, &c, 1) == 1 && c == '1';
+}
+
 int jail_exec(const struct jail_process *proc, const struct jail_exec_opts *opts, pid_t *pid,
 	      int *console_fd, struct husk_err *err)
 {
@@ -426,6 +437,11 @@ int jail_exec(const struct jail_process *proc, const struct jail_exec_opts *opts
 	int k = 0, r = 0;
 	for (int i = 0; i < 8; i++)
 		a.ns_fds[i] = -1;
+	/* A process joining a frozen cgroup freezes before it can report
+	 * back, and we would wait for it forever (runc refuses too). */
+	if (opts->cgroup_dir && cgroup_dir_frozen(opts->cgroup_dir))
+		return husk_err_set(err, -EBUSY, "exec: the container is paused (%s/cgroup.freeze "
+				    "is 1); resume it first", opts->cgroup_dir);
 	for (size_t t = 0; t < ARRAY_SIZE(ns_names); t++) {
 		if (same_ns(opts->target, ns_names[t].proc_name))
 			continue;

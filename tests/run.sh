@@ -9,6 +9,9 @@ build=$1
 log_dir=$build/test-logs
 mkdir -p "$log_dir"
 passed=0 failed=0 skipped=0
+# CI shows only the end of the output, so every failure is repeated there.
+failures=$log_dir/failures.txt
+: >"$failures"
 
 # cmocka suites: one "[       OK ] name" / "[  FAILED  ] name" line per test.
 run_cmocka() { # name binary
@@ -24,7 +27,13 @@ run_cmocka() { # name binary
 		fail=1
 		echo "  $name exited with status $rc:"
 	fi
-	[ "$fail" -gt 0 ] && grep -v '^\[       OK \]\|^\[ RUN' "$log" | sed 's/^/  /' | head -80
+	if [ "$fail" -gt 0 ]; then
+		grep -v '^\[       OK \]\|^\[ RUN' "$log" | sed 's/^/  /' | head -80
+		[ "$rc" -ne 0 ] && echo "$name: exited with status $rc" >>"$failures"
+		# cmocka prints the failed assertion just before "[  FAILED  ] test".
+		grep -B2 -E '^\[  (FAILED|ERROR) +\] [A-Za-z_]' "$log" | grep -v 'test(s)\|^--' |
+			sed "s/^/$name: /" | head -12 >>"$failures"
+	fi
 	echo "  $ok passed, $fail failed, $skip skipped"
 	passed=$((passed + ok)) failed=$((failed + fail)) skipped=$((skipped + skip))
 }
@@ -45,6 +54,8 @@ run_lines() { # name command...
 		echo "  $name exited with status $rc"
 	fi
 	grep -E '^(FAIL|SKIP) ' -A40 "$log" | sed 's/^/  /' | head -120
+	[ "$rc" -ne 0 ] && [ "$(grep -c '^FAIL ' "$log")" -eq 0 ] && echo "$name: exited with status $rc" >>"$failures"
+	grep -E '^FAIL ' "$log" | cut -c1-200 | sed "s/^/$name: /" | head -12 >>"$failures"
 	echo "  $ok passed, $fail failed, $skip skipped"
 	passed=$((passed + ok)) failed=$((failed + fail)) skipped=$((skipped + skip))
 }
@@ -62,11 +73,17 @@ run_lines boot tests/boot/boot-test.sh "$build"
 run_lines initramfs tests/initramfs/run.sh "$build"
 run_lines vsock tests/vsock/run.sh "$build"
 run_lines vm tests/vm/run.sh "$build"
+run_lines e2e tests/e2e/run.sh "$build"
+run_lines e2e-stock-kernel tests/e2e/stock.sh "$build"
 run_lines jail tests/jail/run.sh "$build"
 if [ -n "${AGENT_TEST:-}" ]; then
 	run_lines go-task-client tests/agent/go-lifecycle.sh "$build"
 fi
 
 echo
+if [ -s "$failures" ]; then
+	echo "failures (full logs in $log_dir):"
+	head -40 "$failures" | sed 's/^/  /'
+fi
 echo "check: $passed passed, $failed failed, $skipped skipped"
 [ "$failed" -eq 0 ] && [ "$passed" -gt 0 ]

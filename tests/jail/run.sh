@@ -307,6 +307,10 @@ if grep -q "cgroup2 $CG2 " /proc/self/mounts 2>/dev/null || mount | grep -q " $C
 		fail cgroup-created-and-joined "$(cat "$tmp/err")"
 	C pause cg && [ "$(C state cg | jq -r .status)" = paused ] && grep -q "frozen 1" "$CG2/husk-jail-test/cg/cgroup.events" &&
 		pass pause || fail pause "$(C state cg | jq -r .status)"
+	# Exec into a frozen cgroup would hang: it is refused at once.
+	C exec cg true >/dev/null 2>"$tmp/err"
+	[ $? -ne 0 ] && grep -q "paused" "$tmp/err" && pass exec-refused-while-paused ||
+		fail exec-refused-while-paused "$(cat "$tmp/err")"
 	C resume cg && [ "$(C state cg | jq -r .status)" = running ] && pass resume || fail resume "$(C state cg)"
 	before=$(C ps --format json cg | jq length)
 	C exec --detach cg sleep 999 && [ "$(C ps --format json cg | jq length)" = $((before + 1)) ] && pass exec-joins-cgroup ||

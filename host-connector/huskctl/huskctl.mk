@@ -1,0 +1,6 @@
+# huskctl: the host CLI over libhusk. Included by the top-level Makefile.
+HUSKCTL_SRC := $(sort $(wildcard host-connector/huskctl/*.c))
+
+$(BUILD)/bin/huskctl: $(call objs,host,$(HUSKCTL_SRC)) $(BUILD)/lib/libhusk.a
+	$(call link,host,$(LIBHUSK_DEPS_LIBS))
+BINS += $(BUILD)/bin/huskctl

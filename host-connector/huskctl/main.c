@@ -1,0 +1,99 @@
+/* huskctl: run a command in a container in a husk microVM, and look after
+ * running ones. `huskctl --help` lists the commands; docs/huskctl.md. */
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "huskctl.h"
+
+int fail(const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	fputs("huskctl: ", stderr);
+	vfprintf(stderr, fmt, ap);
+	fputc('\n', stderr);
+	va_end(ap);
+	return EXIT_HUSK;
+}
+
+static void usage(FILE *f)
+{
+	fprintf(f,
+		"usage: huskctl [--state-dir DIR] COMMAND ...\n"
+		"\n"
+		"  run [OPTIONS] -- CMD [ARG...]   boot a VM, run CMD in a container, tear down\n"
+		"      --rootfs DIR | --image FILE  root filesystem (directory or erofs image)\n"
+		"      -t, --tty                    allocate a terminal\n"
+		"      -i, --interactive            pass our stdin to the container\n"
+		"      -e, --env K=V                environment (repeatable)\n"
+		"      -w, --cwd DIR                working directory (default /)\n"
+		"      -u, --user USER[:GROUP]      numeric or from the rootfs's /etc/passwd\n"
+		"      --hostname NAME              container hostname (default husk)\n"
+		"      --cpus N, --memory MIB       VM size (default 1, 256)\n"
+		"      --limit-memory SIZE          container memory limit (e.g. 64M)\n"
+		"      --limit-pids N               container pids limit\n"
+		"      -n, --name NAME              VM name for exec/kill/console (default random)\n"
+		"      --kernel K, --initrd I       guest kernel and initramfs\n"
+		"      --accel auto|kvm|tcg         accelerator (default auto)\n"
+		"      --transport auto|vhost|hybrid vsock transport (default auto)\n"
+		"      --debug-console              enable the guest's debug shell (port 1026)\n"
+		"      --boot-timeout MS            give up booting after MS (default 120000 on tcg)\n"
+		"      --image-cache DIR            where rootfs images are cached\n"
+		"  exec [-t] [-i] [-e K=V] [-w DIR] [-u USER] NAME -- CMD [ARG...]\n"
+		"                                   run CMD in the running container of VM NAME\n"
+		"  kill NAME [SIGNAL]               signal the container (default TERM)\n"
+		"  pause NAME | resume NAME         freeze or thaw the container\n"
+		"  stats NAME                       the container's cgroup figures\n"
+		"  ps NAME                          the container's processes (guest pids)\n"
+		"  ping NAME                        ask the agent if it is alive\n"
+		"  console NAME                     attach to the debug console (--debug-console)\n"
+		"  info [NAME]                      accelerator, transport, versions; guest details\n"
+		"  ls                               VMs started by huskctl run\n");
+}
+
+int main(int argc, char **argv)
+{
+	struct global_opts g = { 0 };
+	/* A closed stdout is an error on write, not a silent death. */
+	signal(SIGPIPE, SIG_IGN);
+	int i = 1;
+	for (; i < argc && argv[i][0] == '-'; i++) {
+		if (strcmp(argv[i], "--state-dir") == 0 && i + 1 < argc) {
+			g.state_dir = argv[++i];
+		} else if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+			usage(stdout);
+			return 0;
+		} else if (strcmp(argv[i], "--version") == 0) {
+			printf("huskctl %s\n", HUSKCTL_VERSION);
+			return 0;
+		} else {
+			usage(stderr);
+			return fail("unknown option %s", argv[i]);
+		}
+	}
+	if (i >= argc) {
+		usage(stderr);
+		return fail("no command given");
+	}
+	const char *cmd = argv[i];
+	int sub_argc = argc - i;
+	char **sub_argv = argv + i;
+	if (strcmp(cmd, "run") == 0)
+		return cmd_run(&g, sub_argc, sub_argv);
+	if (strcmp(cmd, "exec") == 0)
+		return cmd_exec(&g, sub_argc, sub_argv);
+	if (strcmp(cmd, "console") == 0)
+		return cmd_console(&g, sub_argc, sub_argv);
+	if (strcmp(cmd, "info") == 0)
+		return cmd_info(&g, sub_argc, sub_argv);
+	if (strcmp(cmd, "ls") == 0)
+		return cmd_ls(&g, sub_argc, sub_argv);
+	static const char *const simple[] = { "kill", "pause", "resume", "stats", "ps", "ping" };
+	for (size_t k = 0; k < sizeof(simple) / sizeof(simple[0]); k++)
+		if (strcmp(cmd, simple[k]) == 0)
+			return cmd_simple(&g, cmd, sub_argc, sub_argv);
+	usage(stderr);
+	return fail("unknown command \"%s\"", cmd);
+}

@@ -1,0 +1,235 @@
+/* libhusk: run husk microVMs from a host process.
+ *
+ *   husk_vm_start()     spawns husk-vsockd (or uses vhost-vsock) and QEMU,
+ *                       returns once the guest agent answers Check
+ *   husk_vm_connect()   a stream fd to a guest vsock port
+ *   husk_agent_*()      typed calls to the agent's Sandbox and Task services
+ *   husk_vm_stop()      DestroySandbox, then QMP quit, then SIGKILL
+ *   husk_image_*()      a rootfs directory as a cached erofs image
+ *
+ * Every function returns 0 (or an fd) on success and a negative errno on
+ * failure, with `err` naming what failed. Nothing here calls exit() or
+ * keeps global state; a struct husk_vm is not thread-safe. See
+ * docs/architecture.md and docs/configuration.md.
+ */
+#ifndef HUSK_H
+#define HUSK_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "husk/error.h"
+
+#define HUSK_AGENT_PORT 1024
+#define HUSK_LOG_PORT 1025
+#define HUSK_CONSOLE_PORT 1026
+
+/* ---- environment --------------------------------------------------------- */
+
+enum husk_accel { HUSK_ACCEL_AUTO, HUSK_ACCEL_KVM, HUSK_ACCEL_TCG };
+enum husk_transport { HUSK_TRANSPORT_AUTO, HUSK_TRANSPORT_VHOST, HUSK_TRANSPORT_HYBRID };
+
+const char *husk_accel_name(enum husk_accel a);
+const char *husk_transport_name(enum husk_transport t);
+/* Parses "auto", "kvm", "tcg" / "auto", "vhost", "hybrid". */
+int husk_accel_parse(const char *s, enum husk_accel *out, struct husk_err *err);
+int husk_transport_parse(const char *s, enum husk_transport *out, struct husk_err *err);
+
+/* What AUTO resolves to on this host, with the reason in `why` (may be NULL).
+ * KVM only when /dev/kvm opens and is hardware-backed (vmx/svm present, not
+ * PVM): a PVM-backed /dev/kvm cannot run a stock guest kernel. */
+enum husk_accel husk_accel_detect(char *why, size_t why_len);
+/* VHOST when /dev/vhost-vsock opens, else HYBRID (husk-vsockd). */
+enum husk_transport husk_transport_detect(char *why, size_t why_len);
+
+/* Default locations: the build tree next to the running executable
+ * (build/bin/../kernel/bzImage), then the installed share directory.
+ * Returns a malloc'd path that exists, or NULL with `err` listing where it
+ * looked. `what` is "kernel", "initrd" or "vsockd". */
+char *husk_default_path(const char *what, struct husk_err *err);
+
+/* The directory that holds per-VM state: $HUSK_STATE_DIR, else /run/husk
+ * for root, else $XDG_RUNTIME_DIR/husk, else /tmp/husk-$UID. */
+const char *husk_default_state_dir(char *buf, size_t len);
+
+/* ---- VM lifecycle ---------------------------------------------------------- */
+
+struct husk_disk {
+	const char *path;
+	const char *serial; /* /sys/block/vdX/serial in the guest (<= 20 bytes) */
+	bool readonly;
+};
+
+struct husk_vm_config {
+	const char *name;      /* NULL: generated; [A-Za-z0-9_.-], <= 32 bytes */
+	const char *state_dir; /* NULL: husk_default_state_dir() */
+	const char *kernel;    /* required */
+	const char *initrd;    /* required */
+	const char *cmdline_extra;
+	const char *qemu;   /* NULL: qemu-system-x86_64 from PATH */
+	const char *vsockd; /* NULL: husk_default_path("vsockd") */
+	unsigned vcpus;      /* 0: 1 */
+	unsigned memory_mib; /* 0: 256 */
+	enum husk_accel accel;
+	enum husk_transport transport;
+	const struct husk_disk *disks;
+	size_t n_disks;
+	bool debug_console;       /* husk.debug_console=1: a shell on port 1026 */
+	int log_level;            /* husk.log_level; 0: agent default */
+	unsigned boot_timeout_ms; /* 0: 60 s with KVM, 120 s with TCG */
+	bool die_with_parent;     /* QEMU and husk-vsockd get SIGKILL if we die */
+};
+
+struct husk_vm;
+
+/* Creates <state_dir>/<name>/, starts the VM and waits for the agent. On
+ * failure nothing is left: no process, socket or directory; the error
+ * carries the tail of the guest console when QEMU itself failed. */
+int husk_vm_start(const struct husk_vm_config *cfg, struct husk_vm **out, struct husk_err *err);
+
+/* Attaches to a VM started by another process (huskctl console, ping,
+ * exec). It cannot stop it; husk_vm_free() only forgets it. */
+int husk_vm_open(const char *state_dir, const char *name, struct husk_vm **out,
+		 struct husk_err *err);
+
+/* Stops the VM: DestroySandbox (the guest powers off), QMP quit after
+ * `grace_ms`, SIGKILL after another bounded wait; reaps QEMU and
+ * husk-vsockd and removes the state directory. Idempotent. */
+int husk_vm_stop(struct husk_vm *vm, unsigned grace_ms, struct husk_err *err);
+
+/* Stops the VM if this process started it, then frees. NULL is ignored. */
+void husk_vm_free(struct husk_vm *vm);
+
+/* A connected stream to guest `port`: AF_VSOCK with vhost-vsock, else the
+ * hybrid socket's CONNECT handshake. Retries refused connections until
+ * `timeout_ms` passes (0: one attempt). -ECONNREFUSED when nobody listens. */
+int husk_vm_connect(struct husk_vm *vm, uint32_t port, unsigned timeout_ms,
+		    struct husk_err *err);
+
+/* A listening socket for guest-initiated connections to host `port`. */
+int husk_vm_listen(struct husk_vm *vm, uint32_t port, struct husk_err *err);
+
+/* A pidfd for QEMU that turns readable when it exits, or -1 for a VM this
+ * process did not start. Owned by the VM. */
+int husk_vm_pidfd(const struct husk_vm *vm);
+/* Non-zero once QEMU has exited (reaped); *status gets its wait status. */
+bool husk_vm_exited(struct husk_vm *vm, int *status);
+
+const char *husk_vm_name(const struct husk_vm *vm);
+const char *husk_vm_dir(const struct husk_vm *vm);
+const char *husk_vm_console_log(const struct husk_vm *vm);
+enum husk_accel husk_vm_accel(const struct husk_vm *vm);
+enum husk_transport husk_vm_transport(const struct husk_vm *vm);
+pid_t husk_vm_qemu_pid(const struct husk_vm *vm);
+pid_t husk_vm_vsockd_pid(const struct husk_vm *vm);
+/* Nanoseconds from QEMU's launch to the first successful Check. */
+uint64_t husk_vm_boot_ns(const struct husk_vm *vm);
+/* The last `max` bytes of the console log, NUL-terminated, into buf. */
+void husk_vm_console_tail(const struct husk_vm *vm, char *buf, size_t max);
+
+/* ---- agent client ------------------------------------------------------------- */
+
+struct husk_agent;
+
+/* A ttrpc connection to the agent (port 1024). Calls are synchronous; each
+ * fails with -ETIMEDOUT after `timeout_ms` (0: none) and with -EPIPE when
+ * the VM goes away. */
+int husk_agent_open(struct husk_vm *vm, unsigned timeout_ms, struct husk_agent **out,
+		    struct husk_err *err);
+void husk_agent_close(struct husk_agent *a);
+/* The connected fd (to poll for hang-ups next to stdio). */
+int husk_agent_fd(const struct husk_agent *a);
+
+/* Any method of either service with protobuf-c messages; *resp (when
+ * resp_desc is given) is freed with protobuf_c_message_free_unpacked().
+ * ttrpc status codes map to errno: NOT_FOUND -ENOENT, FAILED_PRECONDITION
+ * -EBUSY, INVALID_ARGUMENT -EINVAL, ALREADY_EXISTS -EEXIST, DEADLINE
+ * -ETIMEDOUT, UNAVAILABLE -EPIPE, others -EIO. */
+struct ProtobufCMessage;
+struct ProtobufCMessageDescriptor;
+int husk_agent_call(struct husk_agent *a, const char *service, const char *method,
+		    const struct ProtobufCMessage *req,
+		    const struct ProtobufCMessageDescriptor *resp_desc,
+		    struct ProtobufCMessage **resp, struct husk_err *err);
+
+struct husk_guest_details {
+	char kernel_release[65];
+	char agent_version[64];
+	uint64_t mem_total_bytes;
+	uint32_t cpus;
+	uint64_t agent_rss_bytes; /* VmRSS of the agent (PID 1) */
+	uint32_t agent_fds;       /* its open file descriptors */
+	uint32_t containers;      /* containers it tracks */
+};
+
+int husk_agent_check(struct husk_agent *a, char *version, size_t len, struct husk_err *err);
+int husk_agent_guest_details(struct husk_agent *a, struct husk_guest_details *out,
+			     struct husk_err *err);
+int husk_agent_create_sandbox(struct husk_agent *a, const char *hostname, struct husk_err *err);
+/* Mounts the disk with `serial` (erofs) plus a tmpfs overlay as the
+ * container's rootfs; *bundle (malloc'd) goes to husk_task_create. */
+int husk_agent_create_bundle(struct husk_agent *a, const char *id, const char *spec_json,
+			     const char *rootfs_serial, char **bundle, struct husk_err *err);
+int husk_agent_destroy(struct husk_agent *a, struct husk_err *err);
+
+/* stdio ports: 0 means "none". With a terminal, stderr is unused. */
+struct husk_stdio {
+	uint32_t in, out, err;
+	bool terminal;
+};
+
+int husk_task_create(struct husk_agent *a, const char *id, const char *bundle,
+		     const struct husk_stdio *io, uint32_t *pid, struct husk_err *err);
+/* exec_id NULL or "" means the container's init process. */
+int husk_task_start(struct husk_agent *a, const char *id, const char *exec_id, uint32_t *pid,
+		    struct husk_err *err);
+int husk_task_exec(struct husk_agent *a, const char *id, const char *exec_id,
+		   const char *process_json, const struct husk_stdio *io, struct husk_err *err);
+/* Blocks until the process exits: *status is its exit code (128+signal). */
+int husk_task_wait(struct husk_agent *a, const char *id, const char *exec_id, uint32_t *status,
+		   struct husk_err *err);
+int husk_task_kill(struct husk_agent *a, const char *id, const char *exec_id, int sig, bool all,
+		   struct husk_err *err);
+int husk_task_pause(struct husk_agent *a, const char *id, struct husk_err *err);
+int husk_task_resume(struct husk_agent *a, const char *id, struct husk_err *err);
+int husk_task_resize_pty(struct husk_agent *a, const char *id, const char *exec_id,
+			 uint32_t width, uint32_t height, struct husk_err *err);
+int husk_task_close_io(struct husk_agent *a, const char *id, const char *exec_id,
+		       struct husk_err *err);
+/* "created", "running", "stopped", "paused"; *status when stopped. */
+int husk_task_state(struct husk_agent *a, const char *id, const char *exec_id, char *state,
+		    size_t len, uint32_t *pid, uint32_t *status, struct husk_err *err);
+int husk_task_pids(struct husk_agent *a, const char *id, uint32_t *pids, size_t max,
+		   size_t *n, struct husk_err *err);
+
+struct husk_stats {
+	uint64_t cpu_usage_usec, cpu_user_usec, cpu_system_usec;
+	uint64_t memory_usage, memory_limit;
+	uint64_t pids_current, pids_limit;
+	uint64_t oom_kills; /* memory.events oom_kill */
+	uint64_t io_read_bytes, io_write_bytes;
+};
+int husk_task_stats(struct husk_agent *a, const char *id, struct husk_stats *out,
+		    struct husk_err *err);
+int husk_task_delete(struct husk_agent *a, const char *id, const char *exec_id,
+		     uint32_t *status, struct husk_err *err);
+
+/* ---- images --------------------------------------------------------------------- */
+
+/* The directory erofs images are cached in: $HUSK_IMAGE_CACHE, else
+ * /var/cache/husk/images for root, else $XDG_CACHE_HOME/husk/images
+ * (~/.cache/husk/images). */
+const char *husk_default_image_cache(char *buf, size_t len);
+
+/* Returns (malloc'd, in *image) the path of an erofs image of `rootfs_dir`
+ * in `cache_dir` (NULL: the default), building it with mkfs.erofs when no
+ * image of the same content identity exists. The identity hashes every
+ * entry's path, type, mode, owner, size, mtime, device number and link
+ * target, so an unchanged tree is converted once. Concurrent callers build
+ * an image once (flock); a failed build leaves no partial file. */
+int husk_image_from_dir(const char *cache_dir, const char *rootfs_dir, char **image,
+			struct husk_err *err);
+
+#endif

@@ -1,0 +1,418 @@
+/* Typed, synchronous calls to the guest agent's two ttrpc services. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "github.com/containerd/cgroups/v2/stats/metrics.pb-c.h"
+#include "github.com/containerd/containerd/runtime/v2/task/shim.pb-c.h"
+#include "husk/sandbox.pb-c.h"
+#include "internal.h"
+#include "ttrpc/client.h"
+
+/* The generated structs name fields stdin/stdout/stderr; stdio.h's macros
+ * (musl) would rewrite them. */
+#undef stdin
+#undef stdout
+#undef stderr
+
+#define TASK "containerd.task.v2.Task"
+#define SANDBOX "husk.sandbox.v1.Sandbox"
+
+struct husk_agent {
+	struct ev_loop *loop;
+	struct ttrpc_client *client;
+	int fd;
+	unsigned timeout_ms;
+};
+
+int husk_agent_open(struct husk_vm *vm, unsigned timeout_ms, struct husk_agent **out,
+		    struct husk_err *err)
+{
+	struct husk_agent *a = calloc(1, sizeof(*a));
+	if (!a)
+		return husk_err_set(err, -ENOMEM, "agent client");
+	a->timeout_ms = timeout_ms;
+	int r = ev_loop_new(&a->loop, err);
+	if (r < 0)
+		goto fail;
+	int fd = husk_vm_connect(vm, HUSK_AGENT_PORT, 0, err);
+	if (fd < 0) {
+		r = fd;
+		goto fail;
+	}
+	a->fd = fd;
+	if ((r = ttrpc_client_new(a->loop, fd, &a->client, err)) < 0)
+		goto fail;
+	*out = a;
+	return 0;
+fail:
+	husk_agent_close(a);
+	return husk_err_wrap(err, "agent of VM %s", husk_vm_name(vm));
+}
+
+void husk_agent_close(struct husk_agent *a)
+{
+	if (!a)
+		return;
+	ttrpc_client_free(a->client);
+	ev_loop_free(a->loop);
+	free(a);
+}
+
+int husk_agent_fd(const struct husk_agent *a)
+{
+	return a->fd;
+}
+
+static int code_to_errno(int code)
+{
+	switch (code) {
+	case TTRPC_OK: return 0;
+	case TTRPC_NOT_FOUND: return -ENOENT;
+	case TTRPC_FAILED_PRECONDITION: return -EBUSY;
+	case TTRPC_INVALID_ARGUMENT: return -EINVAL;
+	case TTRPC_ALREADY_EXISTS: return -EEXIST;
+	case TTRPC_DEADLINE_EXCEEDED: return -ETIMEDOUT;
+	case TTRPC_UNAVAILABLE: return -EPIPE;
+	case TTRPC_CANCELLED: return -ECANCELED;
+	case TTRPC_UNIMPLEMENTED: return -ENOSYS;
+	case TTRPC_RESOURCE_EXHAUSTED: return -ENOSPC;
+	case TTRPC_PERMISSION_DENIED: return -EPERM;
+	default: return -EIO;
+	}
+}
+
+static int call_timeout(struct husk_agent *a, const char *service, const char *method,
+			const ProtobufCMessage *req, const ProtobufCMessageDescriptor *resp_desc,
+			ProtobufCMessage **resp, unsigned timeout_ms, struct husk_err *err)
+{
+	struct ttrpc_call_opts opts = { .timeout_ns = (uint64_t)timeout_ms * 1000000u };
+	struct ttrpc_status st = { 0 };
+	ProtobufCMessage *r = NULL;
+	int code = ttrpc_client_call(a->client, service, method, req, resp_desc, &opts, &r, &st);
+	if (code != TTRPC_OK) {
+		const char *svc = strrchr(service, '.');
+		if (code == TTRPC_UNAVAILABLE)
+			return husk_err_set(err, -EPIPE, "%s.%s: the VM's agent connection is gone%s%s",
+					    svc ? svc + 1 : service, method, st.message[0] ? ": " : "",
+					    st.message);
+		return husk_err_set(err, code_to_errno(code), "%s.%s: %s: %s", svc ? svc + 1 : service,
+				    method, ttrpc_code_name(code), st.message);
+	}
+	if (resp)
+		*resp = r;
+	else if (r)
+		protobuf_c_message_free_unpacked(r, NULL);
+	return 0;
+}
+
+int husk_agent_call(struct husk_agent *a, const char *service, const char *method,
+		    const ProtobufCMessage *req, const ProtobufCMessageDescriptor *resp_desc,
+		    ProtobufCMessage **resp, struct husk_err *err)
+{
+	/* Wait and GetEvents block by design: no deadline of ours. */
+	bool blocking = strcmp(method, "Wait") == 0 || strcmp(method, "GetEvents") == 0;
+	return call_timeout(a, service, method, req, resp_desc, resp, blocking ? 0 : a->timeout_ms,
+			    err);
+}
+
+#define CALL(svc, m, req, desc, resp)                                                             \
+	husk_agent_call(a, svc, m, &(req).base, desc, (ProtobufCMessage **)(resp), err)
+
+int husk_agent_check(struct husk_agent *a, char *version, size_t len, struct husk_err *err)
+{
+	Husk__Sandbox__V1__CheckRequest req = HUSK__SANDBOX__V1__CHECK_REQUEST__INIT;
+	Husk__Sandbox__V1__CheckResponse *resp = NULL;
+	int r = CALL(SANDBOX, "Check", req, &husk__sandbox__v1__check_response__descriptor, &resp);
+	if (r == 0) {
+		if (version)
+			snprintf(version, len, "%s", resp->version);
+		protobuf_c_message_free_unpacked(&resp->base, NULL);
+	}
+	return r;
+}
+
+int husk_agent_guest_details(struct husk_agent *a, struct husk_guest_details *out,
+			     struct husk_err *err)
+{
+	Husk__Sandbox__V1__GuestDetailsRequest req = HUSK__SANDBOX__V1__GUEST_DETAILS_REQUEST__INIT;
+	Husk__Sandbox__V1__GuestDetailsResponse *resp = NULL;
+	int r = CALL(SANDBOX, "GuestDetails", req,
+		     &husk__sandbox__v1__guest_details_response__descriptor, &resp);
+	if (r < 0)
+		return r;
+	memset(out, 0, sizeof(*out));
+	snprintf(out->kernel_release, sizeof(out->kernel_release), "%s", resp->kernel_release);
+	snprintf(out->agent_version, sizeof(out->agent_version), "%s", resp->agent_version);
+	out->mem_total_bytes = resp->mem_total_bytes;
+	out->cpus = resp->cpus;
+	out->agent_rss_bytes = resp->agent_rss_bytes;
+	out->agent_fds = resp->agent_fds;
+	out->containers = resp->containers;
+	protobuf_c_message_free_unpacked(&resp->base, NULL);
+	return 0;
+}
+
+int husk_agent_create_sandbox(struct husk_agent *a, const char *hostname, struct husk_err *err)
+{
+	Husk__Sandbox__V1__CreateSandboxRequest req = HUSK__SANDBOX__V1__CREATE_SANDBOX_REQUEST__INIT;
+	req.hostname = (char *)(hostname ? hostname : "");
+	/* The guest has no RTC worth trusting under microvm: give it ours. */
+	struct timespec now;
+	clock_gettime(CLOCK_REALTIME, &now);
+	Google__Protobuf__Timestamp ts = GOOGLE__PROTOBUF__TIMESTAMP__INIT;
+	ts.seconds = now.tv_sec;
+	ts.nanos = (int32_t)now.tv_nsec;
+	req.host_time = &ts;
+	return CALL(SANDBOX, "CreateSandbox", req, NULL, NULL);
+}
+
+int husk_agent_create_bundle(struct husk_agent *a, const char *id, const char *spec_json,
+			     const char *rootfs_serial, char **bundle, struct husk_err *err)
+{
+	Husk__Sandbox__V1__CreateBundleRequest req = HUSK__SANDBOX__V1__CREATE_BUNDLE_REQUEST__INIT;
+	req.container_id = (char *)id;
+	req.oci_spec.data = (uint8_t *)spec_json;
+	req.oci_spec.len = strlen(spec_json);
+	req.rootfs_serial = (char *)rootfs_serial;
+	Husk__Sandbox__V1__CreateBundleResponse *resp = NULL;
+	int r = CALL(SANDBOX, "CreateBundle", req,
+		     &husk__sandbox__v1__create_bundle_response__descriptor, &resp);
+	if (r < 0)
+		return r;
+	*bundle = strdup(resp->bundle);
+	protobuf_c_message_free_unpacked(&resp->base, NULL);
+	return *bundle ? 0 : husk_err_set(err, -ENOMEM, "CreateBundle");
+}
+
+int husk_agent_destroy(struct husk_agent *a, struct husk_err *err)
+{
+	Husk__Sandbox__V1__DestroySandboxRequest req = HUSK__SANDBOX__V1__DESTROY_SANDBOX_REQUEST__INIT;
+	return CALL(SANDBOX, "DestroySandbox", req, NULL, NULL);
+}
+
+/* "vsock://PORT", or "" for none. */
+static char *port_uri(char buf[32], uint32_t port)
+{
+	if (!port)
+		buf[0] = '\0';
+	else
+		snprintf(buf, 32, "vsock://%u", port);
+	return buf;
+}
+
+int husk_task_create(struct husk_agent *a, const char *id, const char *bundle,
+		     const struct husk_stdio *io, uint32_t *pid, struct husk_err *err)
+{
+	char in[32], out[32], er[32];
+	Containerd__Task__V2__CreateTaskRequest req = CONTAINERD__TASK__V2__CREATE_TASK_REQUEST__INIT;
+	req.id = (char *)id;
+	req.bundle = (char *)bundle;
+	req.terminal = io->terminal;
+	req.stdin = port_uri(in, io->in);
+	req.stdout = port_uri(out, io->out);
+	req.stderr = port_uri(er, io->terminal ? 0 : io->err);
+	Containerd__Task__V2__CreateTaskResponse *resp = NULL;
+	int r = CALL(TASK, "Create", req, &containerd__task__v2__create_task_response__descriptor,
+		     &resp);
+	if (r == 0) {
+		if (pid)
+			*pid = resp->pid;
+		protobuf_c_message_free_unpacked(&resp->base, NULL);
+	}
+	return r;
+}
+
+int husk_task_start(struct husk_agent *a, const char *id, const char *exec_id, uint32_t *pid,
+		    struct husk_err *err)
+{
+	Containerd__Task__V2__StartRequest req = CONTAINERD__TASK__V2__START_REQUEST__INIT;
+	req.id = (char *)id;
+	req.exec_id = (char *)(exec_id ? exec_id : "");
+	Containerd__Task__V2__StartResponse *resp = NULL;
+	int r = CALL(TASK, "Start", req, &containerd__task__v2__start_response__descriptor, &resp);
+	if (r == 0) {
+		if (pid)
+			*pid = resp->pid;
+		protobuf_c_message_free_unpacked(&resp->base, NULL);
+	}
+	return r;
+}
+
+int husk_task_exec(struct husk_agent *a, const char *id, const char *exec_id,
+		   const char *process_json, const struct husk_stdio *io, struct husk_err *err)
+{
+	char in[32], out[32], er[32];
+	Google__Protobuf__Any spec = GOOGLE__PROTOBUF__ANY__INIT;
+	spec.type_url = "types.containerd.io/opencontainers/runtime-spec/1/Process";
+	spec.value.data = (uint8_t *)process_json;
+	spec.value.len = strlen(process_json);
+	Containerd__Task__V2__ExecProcessRequest req = CONTAINERD__TASK__V2__EXEC_PROCESS_REQUEST__INIT;
+	req.id = (char *)id;
+	req.exec_id = (char *)exec_id;
+	req.terminal = io->terminal;
+	req.stdin = port_uri(in, io->in);
+	req.stdout = port_uri(out, io->out);
+	req.stderr = port_uri(er, io->terminal ? 0 : io->err);
+	req.spec = &spec;
+	return CALL(TASK, "Exec", req, NULL, NULL);
+}
+
+int husk_task_wait(struct husk_agent *a, const char *id, const char *exec_id, uint32_t *status,
+		   struct husk_err *err)
+{
+	Containerd__Task__V2__WaitRequest req = CONTAINERD__TASK__V2__WAIT_REQUEST__INIT;
+	req.id = (char *)id;
+	req.exec_id = (char *)(exec_id ? exec_id : "");
+	Containerd__Task__V2__WaitResponse *resp = NULL;
+	int r = CALL(TASK, "Wait", req, &containerd__task__v2__wait_response__descriptor, &resp);
+	if (r == 0) {
+		*status = resp->exit_status;
+		protobuf_c_message_free_unpacked(&resp->base, NULL);
+	}
+	return r;
+}
+
+int husk_task_kill(struct husk_agent *a, const char *id, const char *exec_id, int sig, bool all,
+		   struct husk_err *err)
+{
+	Containerd__Task__V2__KillRequest req = CONTAINERD__TASK__V2__KILL_REQUEST__INIT;
+	req.id = (char *)id;
+	req.exec_id = (char *)(exec_id ? exec_id : "");
+	req.signal = (uint32_t)sig;
+	req.all = all;
+	return CALL(TASK, "Kill", req, NULL, NULL);
+}
+
+int husk_task_pause(struct husk_agent *a, const char *id, struct husk_err *err)
+{
+	Containerd__Task__V2__PauseRequest req = CONTAINERD__TASK__V2__PAUSE_REQUEST__INIT;
+	req.id = (char *)id;
+	return CALL(TASK, "Pause", req, NULL, NULL);
+}
+
+int husk_task_resume(struct husk_agent *a, const char *id, struct husk_err *err)
+{
+	Containerd__Task__V2__ResumeRequest req = CONTAINERD__TASK__V2__RESUME_REQUEST__INIT;
+	req.id = (char *)id;
+	return CALL(TASK, "Resume", req, NULL, NULL);
+}
+
+int husk_task_resize_pty(struct husk_agent *a, const char *id, const char *exec_id,
+			 uint32_t width, uint32_t height, struct husk_err *err)
+{
+	Containerd__Task__V2__ResizePtyRequest req = CONTAINERD__TASK__V2__RESIZE_PTY_REQUEST__INIT;
+	req.id = (char *)id;
+	req.exec_id = (char *)(exec_id ? exec_id : "");
+	req.width = width;
+	req.height = height;
+	return CALL(TASK, "ResizePty", req, NULL, NULL);
+}
+
+int husk_task_close_io(struct husk_agent *a, const char *id, const char *exec_id,
+		       struct husk_err *err)
+{
+	Containerd__Task__V2__CloseIORequest req = CONTAINERD__TASK__V2__CLOSE_IOREQUEST__INIT;
+	req.id = (char *)id;
+	req.exec_id = (char *)(exec_id ? exec_id : "");
+	req.stdin = true;
+	return CALL(TASK, "CloseIO", req, NULL, NULL);
+}
+
+int husk_task_state(struct husk_agent *a, const char *id, const char *exec_id, char *state,
+		    size_t len, uint32_t *pid, uint32_t *status, struct husk_err *err)
+{
+	static const char *const names[] = { "unknown", "created", "running",
+					     "stopped", "paused",  "pausing" };
+	Containerd__Task__V2__StateRequest req = CONTAINERD__TASK__V2__STATE_REQUEST__INIT;
+	req.id = (char *)id;
+	req.exec_id = (char *)(exec_id ? exec_id : "");
+	Containerd__Task__V2__StateResponse *resp = NULL;
+	int r = CALL(TASK, "State", req, &containerd__task__v2__state_response__descriptor, &resp);
+	if (r < 0)
+		return r;
+	unsigned s = (unsigned)resp->status;
+	if (state)
+		snprintf(state, len, "%s", s < 6 ? names[s] : "unknown");
+	if (pid)
+		*pid = resp->pid;
+	if (status)
+		*status = resp->exit_status;
+	protobuf_c_message_free_unpacked(&resp->base, NULL);
+	return 0;
+}
+
+int husk_task_pids(struct husk_agent *a, const char *id, uint32_t *pids, size_t max, size_t *n,
+		   struct husk_err *err)
+{
+	Containerd__Task__V2__PidsRequest req = CONTAINERD__TASK__V2__PIDS_REQUEST__INIT;
+	req.id = (char *)id;
+	Containerd__Task__V2__PidsResponse *resp = NULL;
+	int r = CALL(TASK, "Pids", req, &containerd__task__v2__pids_response__descriptor, &resp);
+	if (r < 0)
+		return r;
+	*n = resp->n_processes;
+	for (size_t i = 0; i < resp->n_processes && i < max; i++)
+		pids[i] = resp->processes[i]->pid;
+	protobuf_c_message_free_unpacked(&resp->base, NULL);
+	return 0;
+}
+
+int husk_task_stats(struct husk_agent *a, const char *id, struct husk_stats *out,
+		    struct husk_err *err)
+{
+	Containerd__Task__V2__StatsRequest req = CONTAINERD__TASK__V2__STATS_REQUEST__INIT;
+	req.id = (char *)id;
+	Containerd__Task__V2__StatsResponse *resp = NULL;
+	int r = CALL(TASK, "Stats", req, &containerd__task__v2__stats_response__descriptor, &resp);
+	if (r < 0)
+		return r;
+	memset(out, 0, sizeof(*out));
+	Io__Containerd__Cgroups__V2__Metrics *m = NULL;
+	if (resp->stats)
+		m = io__containerd__cgroups__v2__metrics__unpack(NULL, resp->stats->value.len,
+								 resp->stats->value.data);
+	protobuf_c_message_free_unpacked(&resp->base, NULL);
+	if (!m)
+		return husk_err_set(err, -EPROTO, "Task.Stats: no cgroup v2 metrics in the reply");
+	if (m->cpu) {
+		out->cpu_usage_usec = m->cpu->usage_usec;
+		out->cpu_user_usec = m->cpu->user_usec;
+		out->cpu_system_usec = m->cpu->system_usec;
+	}
+	if (m->memory) {
+		out->memory_usage = m->memory->usage;
+		out->memory_limit = m->memory->usage_limit;
+	}
+	if (m->pids) {
+		out->pids_current = m->pids->current;
+		out->pids_limit = m->pids->limit;
+	}
+	if (m->memory_events)
+		out->oom_kills = m->memory_events->oom_kill;
+	if (m->io)
+		for (size_t i = 0; i < m->io->n_usage; i++) {
+			out->io_read_bytes += m->io->usage[i]->rbytes;
+			out->io_write_bytes += m->io->usage[i]->wbytes;
+		}
+	io__containerd__cgroups__v2__metrics__free_unpacked(m, NULL);
+	return 0;
+}
+
+int husk_task_delete(struct husk_agent *a, const char *id, const char *exec_id,
+		     uint32_t *status, struct husk_err *err)
+{
+	Containerd__Task__V2__DeleteRequest req = CONTAINERD__TASK__V2__DELETE_REQUEST__INIT;
+	req.id = (char *)id;
+	req.exec_id = (char *)(exec_id ? exec_id : "");
+	Containerd__Task__V2__DeleteResponse *resp = NULL;
+	int r = CALL(TASK, "Delete", req, &containerd__task__v2__delete_response__descriptor, &resp);
+	if (r == 0) {
+		if (status)
+			*status = resp->exit_status;
+		protobuf_c_message_free_unpacked(&resp->base, NULL);
+	}
+	return r;
+}

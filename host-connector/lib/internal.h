@@ -1,0 +1,68 @@
+/* Private to libhusk: the VM object and helpers shared by its files. */
+#ifndef HUSK_INTERNAL_H
+#define HUSK_INTERNAL_H
+
+#include <limits.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "husk.h"
+
+#define HUSK_NAME_MAX 32
+
+struct husk_vm {
+	char name[HUSK_NAME_MAX + 1];
+	char dir[PATH_MAX];     /* <state_dir>/<name> */
+	char hybrid[PATH_MAX];  /* husk-vsockd's hybrid socket (HYBRID) */
+	char console[PATH_MAX]; /* guest serial console log */
+	enum husk_accel accel;
+	enum husk_transport transport;
+	uint32_t cid;
+	bool owner; /* started here: may stop it, removes the directory */
+	bool stopped;
+	int lock_fd; /* flock(LOCK_EX) on <dir>/lock while the owner lives */
+	int qmp_fd;  /* our end of QEMU's QMP socketpair (owner only) */
+	pid_t qemu_pid, vsockd_pid;
+	int qemu_pidfd, vsockd_pidfd;
+	bool qemu_reaped;
+	int qemu_status;
+	uint64_t boot_ns;
+};
+
+/* ---- spawn.c: child processes ---- */
+struct husk_spawn {
+	const char *const *argv;
+	int stdin_fd, stdout_fd, stderr_fd; /* -1: /dev/null */
+	const int *keep_fds; /* inherited at the same numbers */
+	size_t n_keep;
+	bool die_with_parent;
+};
+/* Fork+exec; an exec failure is reported here, not by the child's exit.
+ * Returns 0 with *pid and a pidfd in *pidfd. */
+int husk_spawn(const struct husk_spawn *s, pid_t *pid, int *pidfd, struct husk_err *err);
+/* Waits up to timeout_ms for the pidfd to turn readable, then reaps.
+ * Returns 0 with *status, -ETIMEDOUT when still running. */
+int husk_reap(pid_t pid, int pidfd, unsigned timeout_ms, int *status);
+
+/* ---- qmp.c ---- */
+/* Negotiates capabilities (once) and runs `command` (no arguments),
+ * waiting up to timeout_ms for its reply. */
+int husk_qmp_execute(int fd, const char *command, unsigned timeout_ms, struct husk_err *err);
+
+/* ---- detect.c ---- */
+/* The host TSC rate in kHz (for tsc_early_khz= under TCG), 0 if unknown. */
+unsigned long husk_tsc_khz(void);
+/* Reserves a free vhost-vsock CID on an open /dev/vhost-vsock fd. */
+int husk_vhost_vsock_alloc_cid(int fd, uint32_t *cid, struct husk_err *err);
+
+/* ---- vsock.c ---- */
+int husk_hybrid_connect(const char *uds, uint32_t port, unsigned timeout_ms,
+			struct husk_err *err);
+
+/* ---- util ---- */
+uint64_t husk_now_ns(void);
+/* Last `max` bytes of a file, NUL-terminated, into buf. */
+void husk_file_tail(const char *path, char *buf, size_t max);
+
+#endif

@@ -1,0 +1,28 @@
+# libhusk: the host library (host-connector/include/husk.h). Included by the
+# top-level Makefile. build/lib/libhusk.a carries everything it needs of
+# libcommon, libttrpc and the generated protocol code, so users link only
+# it (plus -lprotobuf-c -ljson-c); libhusk.so exports only husk_* symbols.
+
+LIBHUSK_SRC := $(sort $(wildcard host-connector/lib/*.c))
+LIBHUSK_GEN := husk/sandbox.pb-c.c
+LIBHUSK_DEPS_LIBS := -lprotobuf-c -ljson-c -lcrypto
+# Everything libhusk contains, per variant.
+libhusk_objs = $(call objs,$(1),$(LIBHUSK_SRC) $(COMMON_SRC) $(TTRPC_SRC),$(LIBHUSK_GEN) \
+	$(TTRPC_GEN) $(CONTAINERD_GEN))
+
+$(BUILD)/lib/libhusk.a: $(call libhusk_objs,host)
+	$(call quiet,AR,$@)
+	$(Q)mkdir -p $(@D)
+	$(Q)rm -f $@ && ar rcs $@ $^
+
+$(BUILD)/lib/libhusk.so: $(call libhusk_objs,host) host-connector/lib/libhusk.map
+	$(call quiet,LD,$@)
+	$(Q)mkdir -p $(@D)
+	$(Q)$(CC_host) -shared $(LDFLAGS_host) -Wl,--version-script=host-connector/lib/libhusk.map \
+		-Wl,-soname,libhusk.so.0 -o $@ $(filter %.o,$^) $(LIBHUSK_DEPS_LIBS)
+
+$(BUILD)/asan/libhusk.a: $(call libhusk_objs,asan)
+	$(call quiet,AR.asan,$@)
+	$(Q)rm -f $@ && ar rcs $@ $^
+
+LIBS += $(BUILD)/lib/libhusk.a $(BUILD)/lib/libhusk.so

@@ -1,0 +1,99 @@
+/* A minimal QMP client for the socketpair QEMU gets as its monitor: the
+ * greeting, qmp_capabilities, then one command, each reply one JSON line. */
+#include <errno.h>
+#include <poll.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <json-c/json.h>
+
+#include "internal.h"
+
+/* Reads JSON objects until one with "return" or "error" arrives; events
+ * ("event") and the greeting ("QMP") are skipped. */
+static int read_reply(int fd, uint64_t deadline, struct husk_err *err, const char *what)
+{
+	json_tokener *tok = json_tokener_new();
+	if (!tok)
+		return husk_err_set(err, -ENOMEM, "QMP %s", what);
+	int ret = -ETIMEDOUT;
+	char buf[4096];
+	for (;;) {
+		uint64_t now = husk_now_ns();
+		if (now >= deadline) {
+			husk_err_set(err, -ETIMEDOUT, "QMP %s: no reply", what);
+			break;
+		}
+		struct pollfd p = { .fd = fd, .events = POLLIN };
+		int r = poll(&p, 1, (int)((deadline - now) / 1000000u) + 1);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r <= 0)
+			continue;
+		ssize_t n = read(fd, buf, sizeof(buf));
+		if (n <= 0) {
+			/* QEMU closes the monitor as it exits: for quit, that is
+			 * the answer. */
+			ret = husk_err_set(err, -EPIPE, "QMP %s: monitor closed", what);
+			break;
+		}
+		size_t off = 0;
+		bool done = false;
+		while (off < (size_t)n && !done) {
+			json_object *obj = json_tokener_parse_ex(tok, buf + off, (int)((size_t)n - off));
+			enum json_tokener_error je = json_tokener_get_error(tok);
+			if (je == json_tokener_continue)
+				break;
+			off += json_tokener_get_parse_end(tok);
+			json_tokener_reset(tok);
+			if (!obj) {
+				while (off < (size_t)n && (buf[off] == '\r' || buf[off] == '\n'))
+					off++;
+				continue;
+			}
+			json_object *v;
+			if (json_object_object_get_ex(obj, "return", &v)) {
+				ret = 0;
+				done = true;
+			} else if (json_object_object_get_ex(obj, "error", &v)) {
+				json_object *desc = NULL;
+				json_object_object_get_ex(v, "desc", &desc);
+				ret = husk_err_set(err, -EIO, "QMP %s: %s", what,
+						   desc ? json_object_get_string(desc) : "error");
+				done = true;
+			}
+			json_object_put(obj);
+		}
+		if (done)
+			break;
+	}
+	json_tokener_free(tok);
+	return ret;
+}
+
+static int send_cmd(int fd, const char *cmd, struct husk_err *err)
+{
+	char line[128];
+	int n = snprintf(line, sizeof(line), "{\"execute\":\"%s\"}\n", cmd);
+	if (write(fd, line, (size_t)n) != n)
+		return husk_err_sys(err, -errno, "QMP %s: write", cmd);
+	return 0;
+}
+
+int husk_qmp_execute(int fd, const char *command, unsigned timeout_ms, struct husk_err *err)
+{
+	uint64_t deadline = husk_now_ns() + (uint64_t)timeout_ms * 1000000u;
+	int r = send_cmd(fd, "qmp_capabilities", err);
+	if (r == 0)
+		r = read_reply(fd, deadline, err, "qmp_capabilities");
+	/* A second negotiation in the same session is an error, which is fine:
+	 * it still means the monitor is in command mode. */
+	if (r < 0 && r != -EIO)
+		return r;
+	husk_err_clear(err);
+	r = send_cmd(fd, command, err);
+	if (r == 0)
+		r = read_reply(fd, deadline, err, command);
+	return r;
+}

@@ -1,0 +1,120 @@
+/* Child processes (QEMU, husk-vsockd): fork+exec with an exec-error pipe,
+ * a pidfd for event-driven waits, and bounded reaping. */
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <linux/close_range.h>
+
+#include "husk/cleanup.h"
+#include "internal.h"
+
+static int pidfd_open_(pid_t pid)
+{
+	return (int)syscall(SYS_pidfd_open, pid, 0);
+}
+
+/* In the child: only async-signal-safe calls until exec. */
+static void child(const struct husk_spawn *s, pid_t parent, int report)
+{
+	sigset_t none;
+	sigemptyset(&none);
+	sigprocmask(SIG_SETMASK, &none, NULL);
+	for (int sig = 1; sig < NSIG; sig++)
+		if (sig != SIGKILL && sig != SIGSTOP)
+			signal(sig, SIG_DFL);
+	if (s->die_with_parent) {
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		if (getppid() != parent)
+			_exit(127);
+	}
+	/* Our own process group: a terminal's ^C goes to the caller, which
+	 * then stops the VM in order. */
+	setpgid(0, 0);
+	int null = open("/dev/null", O_RDWR | O_CLOEXEC);
+	int fds[3] = { s->stdin_fd, s->stdout_fd, s->stderr_fd };
+	for (int i = 0; i < 3; i++) {
+		int src = fds[i] >= 0 ? fds[i] : null;
+		if (src < 0 || dup2(src, i) < 0)
+			goto fail;
+		if (src == i)
+			fcntl(i, F_SETFD, 0);
+	}
+	close_range(3, ~0u, CLOSE_RANGE_CLOEXEC);
+	for (size_t i = 0; i < s->n_keep; i++)
+		if (fcntl(s->keep_fds[i], F_SETFD, 0) < 0)
+			goto fail;
+	execvp(s->argv[0], (char *const *)s->argv);
+fail:;
+	int e = errno;
+	(void)!write(report, &e, sizeof(e));
+	_exit(127);
+}
+
+int husk_spawn(const struct husk_spawn *s, pid_t *pid_out, int *pidfd_out, struct husk_err *err)
+{
+	int p[2];
+	if (pipe2(p, O_CLOEXEC) < 0)
+		return husk_err_sys(err, -errno, "pipe for %s", s->argv[0]);
+	pid_t parent = getpid();
+	pid_t pid = fork();
+	if (pid < 0) {
+		int r = -errno;
+		close(p[0]);
+		close(p[1]);
+		return husk_err_sys(err, r, "fork for %s", s->argv[0]);
+	}
+	if (pid == 0)
+		child(s, parent, p[1]);
+	close(p[1]);
+	int e = 0;
+	ssize_t n;
+	do
+		n = read(p[0], &e, sizeof(e));
+	while (n < 0 && errno == EINTR);
+	close(p[0]);
+	if (n == sizeof(e)) {
+		waitpid(pid, NULL, 0);
+		return husk_err_sys(err, -e, "exec %s", s->argv[0]);
+	}
+	int pidfd = pidfd_open_(pid);
+	if (pidfd < 0) {
+		int r = -errno;
+		kill(pid, SIGKILL);
+		waitpid(pid, NULL, 0);
+		return husk_err_sys(err, r, "pidfd_open for %s", s->argv[0]);
+	}
+	*pid_out = pid;
+	*pidfd_out = pidfd;
+	return 0;
+}
+
+int husk_reap(pid_t pid, int pidfd, unsigned timeout_ms, int *status)
+{
+	struct pollfd p = { .fd = pidfd, .events = POLLIN };
+	uint64_t deadline = husk_now_ns() + (uint64_t)timeout_ms * 1000000u;
+	for (;;) {
+		uint64_t now = husk_now_ns();
+		int left = now >= deadline ? 0 : (int)((deadline - now) / 1000000u);
+		int r = poll(&p, 1, left);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r == 1)
+			break;
+		if (left == 0 || r == 0)
+			return -ETIMEDOUT;
+	}
+	int st = 0;
+	while (waitpid(pid, &st, 0) < 0)
+		if (errno != EINTR)
+			return -errno;
+	if (status)
+		*status = st;
+	return 0;
+}

@@ -1,0 +1,227 @@
+#!/bin/bash
+# huskctl end to end under QEMU (TCG here): boots VMs from our kernel and
+# initramfs (or VM_KERNEL / VM_INITRD, e.g. Debian's stock kernel with
+# modules) and checks what a user sees: output bytes, exit codes, stdin,
+# tty, exec, kill, pause/resume, stats, OOM, 20 containers in one VM with
+# the agent's footprint flat, a VM killed from outside, and that nothing is
+# left behind. Prints PASS/FAIL lines for tests/run.sh.
+# usage: tests/e2e/run.sh BUILD_DIR
+set -u
+build=$(cd "$1" && pwd)
+here=$(cd "$(dirname "$0")" && pwd)
+huskctl=$build/bin/huskctl
+client=$build/test/guest-client
+kernel=${VM_KERNEL:-$build/kernel/bzImage}
+initrd=${VM_INITRD:-$build/initramfs.cpio.gz}
+for f in "$huskctl" "$client" "$kernel" "$initrd" "$build/bin/husk-vsockd"; do
+	if [ ! -e "$f" ]; then
+		echo "FAIL e2e-prerequisites: $f is missing (run 'make')"
+		exit 1
+	fi
+done
+
+tmp=$(mktemp -d /tmp/husk-e2e-XXXXXX)
+state=$tmp/state
+bg_pids=
+cleanup() {
+	for p in $bg_pids; do kill -9 "$p" 2>/dev/null; done
+	# Whatever a failed test left: QEMU and husk-vsockd started for our state dir.
+	pkill -9 -f -- "$state/" 2>/dev/null
+	wait 2>/dev/null
+	rm -rf "$tmp"
+}
+trap cleanup EXIT
+pass() { echo "PASS $1"; }
+fail() { echo "FAIL $1: $2"; }
+H() { "$huskctl" --state-dir "$state" "$@"; }
+RUN() { H run --kernel "$kernel" --initrd "$initrd" --image-cache "$tmp/cache" "$@"; }
+
+rootfs=$tmp/rootfs
+"$here/../jail/make-rootfs.sh" "$rootfs"
+# 64 MiB of incompressible bytes to stream out of the VM.
+head -c $((64 << 20)) /dev/urandom >"$rootfs/blob"
+blob_sum=$(sha256sum <"$rootfs/blob" | cut -d' ' -f1)
+
+# ---- one-shot runs: output, exit codes, stdin ----
+out=$(RUN --rootfs "$rootfs" -- sh -c 'echo hello from the VM; echo to stderr >&2' 2>"$tmp/err")
+rc=$?
+[ $rc -eq 0 ] && [ "$out" = "hello from the VM" ] && [ "$(cat "$tmp/err")" = "to stderr" ] &&
+	pass run-echo || fail run-echo "rc=$rc out=$out err=$(cat "$tmp/err")"
+
+RUN --rootfs "$rootfs" -- sh -c 'exit 1' >/dev/null 2>"$tmp/err"
+rc=$?
+[ $rc -eq 1 ] && pass exit-code-1 || fail exit-code-1 "rc=$rc $(cat "$tmp/err")"
+
+head -c 1000000 /dev/urandom >"$tmp/stdin"
+in_sum=$(sha256sum <"$tmp/stdin" | cut -d' ' -f1)
+out=$(RUN -i --rootfs "$rootfs" -- sh -c 'sha256sum; exit 9' <"$tmp/stdin" 2>"$tmp/err")
+rc=$?
+[ $rc -eq 9 ] && [ "${out%% *}" = "$in_sum" ] && pass stdin-piped ||
+	fail stdin-piped "rc=$rc out=$out err=$(cat "$tmp/err")"
+
+sum=$(RUN --rootfs "$rootfs" -- cat /blob 2>"$tmp/err" | sha256sum | cut -d' ' -f1)
+[ "$sum" = "$blob_sum" ] && pass stdout-64mib-sha256 ||
+	fail stdout-64mib-sha256 "got $sum want $blob_sum; $(cat "$tmp/err")"
+
+RUN --rootfs "$rootfs" --limit-memory 32M -- \
+	sh -c 'cat /sys/fs/cgroup/memory.max; x=$(head -c 100000000 /dev/zero | tr "\0" x); echo survived' \
+	>"$tmp/oom.out" 2>"$tmp/oom.err"
+rc=$?
+[ $rc -eq 137 ] && grep -qx 33554432 "$tmp/oom.out" && ! grep -q survived "$tmp/oom.out" &&
+	grep -q "OOM killer" "$tmp/oom.err" && pass oom-killed-reported ||
+	fail oom-killed-reported "rc=$rc out=$(cat "$tmp/oom.out") err=$(cat "$tmp/oom.err")"
+
+# ---- a long-running container: exec, tty, pause/resume, stats, kill ----
+RUN -n e2e --rootfs "$rootfs" -- sh -c 'echo main started; while :; do sleep 1; done' \
+	>"$tmp/main.out" 2>"$tmp/main.err" &
+main_pid=$!
+bg_pids="$bg_pids $main_pid"
+for _ in $(seq 600); do
+	H ping e2e >/dev/null 2>&1 && break
+	kill -0 $main_pid 2>/dev/null || break
+	sleep 0.2
+done
+if out=$(H ping e2e 2>&1) && echo "$out" | grep -q "agent .* answered"; then
+	pass boot-and-check
+else
+	fail boot-and-check "$out $(cat "$tmp/main.err")"
+	exit 1
+fi
+
+out=$(H exec e2e -- sh -c 'echo in exec; cat /proc/1/cmdline | tr "\0" " "; exit 4' 2>&1)
+rc=$?
+[ $rc -eq 4 ] && echo "$out" | grep -q "^in exec$" && echo "$out" | grep -q "while :" &&
+	pass exec-in-running-container || fail exec-in-running-container "rc=$rc $out"
+
+# A process that writes and exits at once: its whole output arrives, every
+# time (the agent reports the exit only after the streams are drained).
+lost=0
+for i in $(seq 50); do
+	out=$(H exec e2e -- sh -c 'seq 1 3000; echo err-tail >&2' 2>"$tmp/tail.err")
+	if [ "$(echo "$out" | wc -l)" != 3000 ] || [ "${out##*$'\n'}" != 3000 ] ||
+		[ "$(cat "$tmp/tail.err")" != err-tail ]; then
+		lost=$((lost + 1))
+		echo "    run $i: $(echo "$out" | wc -l) lines, last '${out##*$'\n'}', err '$(cat "$tmp/tail.err")'"
+	fi
+done
+[ $lost -eq 0 ] && pass stdout-tail-50-runs || fail stdout-tail-50-runs "$lost of 50 runs lost output"
+
+out=$(script -qec "stty cols 123 rows 45; '$huskctl' --state-dir '$state' exec -t e2e -- sh -c 'tty; stty size; [ -t 0 ] && echo stdin-is-tty'" /dev/null 2>&1 </dev/null | tr -d '\r')
+echo "$out" | grep -q "^/dev/pts/" && echo "$out" | grep -q "^45 123$" &&
+	echo "$out" | grep -q "^stdin-is-tty$" && pass tty-exec-with-size ||
+	fail tty-exec-with-size "$out"
+
+out=$(echo 'echo typed-in-tty; exit 6' | script -qec "'$huskctl' --state-dir '$state' exec -t -i e2e -- sh" /dev/null 2>&1 | tr -d '\r')
+echo "$out" | grep -q "^typed-in-tty" && pass tty-interactive || fail tty-interactive "$out"
+
+if H stats e2e >"$tmp/stats" 2>&1 &&
+	[ "$(awk '$1=="cpu_usage_usec"{print $2}' "$tmp/stats")" -gt 0 ] &&
+	[ "$(awk '$1=="memory_usage_bytes"{print $2}' "$tmp/stats")" -gt 0 ] &&
+	[ "$(awk '$1=="pids_current"{print $2}' "$tmp/stats")" -ge 1 ]; then
+	pass stats
+else
+	fail stats "$(cat "$tmp/stats")"
+fi
+# Guest pids (the runtime's view, as runc's shim reports host pids).
+pids=$(H ps e2e 2>&1)
+[ -n "$pids" ] && ! echo "$pids" | grep -qv '^[0-9][0-9]*$' && pass ps || fail ps "$pids"
+
+H pause e2e 2>"$tmp/err" || fail pause "$(cat "$tmp/err")"
+H exec e2e -- true >/dev/null 2>"$tmp/err"
+rc=$?
+[ $rc -ne 0 ] && grep -q paused "$tmp/err" && pass exec-refused-while-paused ||
+	fail exec-refused-while-paused "rc=$rc $(cat "$tmp/err")"
+H resume e2e 2>"$tmp/err" && out=$(H exec e2e -- cat /sys/fs/cgroup/cgroup.freeze 2>&1) &&
+	[ "$out" = 0 ] && pass pause-resume || fail pause-resume "$out $(cat "$tmp/err")"
+
+# 20 containers one after another in the same VM: the agent's RSS and fd
+# count stay flat (measured after a warm-up).
+uds=$state/e2e/vsock.sock
+jq '.process.args=["sh","-c","echo container-ok; ls /proc/self/fd | wc -l"] | .root.path="rootfs"' \
+	"$here/../jail/base-config.json" >"$tmp/spec.json"
+info() { H info e2e | awk -v k="$1" '$1==k{print $2}'; }
+bad=0
+for i in $(seq 1 25); do
+	if [ $i -eq 6 ]; then
+		rss0=$(info agent_rss_bytes) fds0=$(info agent_fds)
+	fi
+	out=$("$client" --uds "$uds" run --serial rootfs0 --spec "$tmp/spec.json" --id "c$i" 2>&1)
+	[ $? -eq 0 ] && echo "$out" | grep -q container-ok || { bad=$((bad + 1)); echo "    c$i: $out"; }
+done
+rss1=$(info agent_rss_bytes) fds1=$(info agent_fds) n=$(info containers)
+echo "agent_rss_kib_before ${rss0:-?} after ${rss1:-?} (bytes); fds $fds0 -> $fds1; containers $n"
+[ $bad -eq 0 ] && [ -n "$rss0" ] && [ "$fds1" = "$fds0" ] && [ $((rss1 - rss0)) -le 131072 ] &&
+	[ "$n" = 1 ] && pass twenty-containers-flat-rss-fds ||
+	fail twenty-containers-flat-rss-fds "bad=$bad rss $rss0 -> $rss1, fds $fds0 -> $fds1, containers $n"
+
+H console e2e </dev/null >/dev/null 2>"$tmp/err"
+[ $? -ne 0 ] && grep -q "refused" "$tmp/err" && pass console-refused-without-debug-console ||
+	fail console-refused-without-debug-console "$(cat "$tmp/err")"
+
+H kill e2e KILL 2>"$tmp/err"
+wait $main_pid
+rc=$?
+[ $rc -eq 137 ] && grep -q "main started" "$tmp/main.out" && pass kill-reports-137 ||
+	fail kill-reports-137 "rc=$rc $(cat "$tmp/main.err")"
+[ ! -e "$state/e2e" ] && pass vm-state-removed-after-run || fail vm-state-removed-after-run "$(ls "$state")"
+
+# ---- the debug console of a VM started with it (needs a DEBUG initramfs) ----
+if [ -z "${VM_INITRD:-}" ]; then
+	"$here/../../initramfs/build.sh" "$tmp/debug.cpio.gz" --init "$build/bin/husk-agent" --busybox \
+		>/dev/null 2>&1
+	H run --kernel "$kernel" --initrd "$tmp/debug.cpio.gz" --image-cache "$tmp/cache" \
+		-n dbg --debug-console --rootfs "$rootfs" -- sleep 600 >/dev/null 2>&1 &
+	dbg_pid=$!
+	bg_pids="$bg_pids $dbg_pid"
+	for _ in $(seq 600); do H ping dbg >/dev/null 2>&1 && break; sleep 0.2; done
+	out=$(printf 'echo console-ok $(cat /proc/1/comm)\nexit\n' | H console dbg 2>&1)
+	echo "$out" | grep -q "console-ok init" && pass debug-console || fail debug-console "$out"
+	H kill dbg KILL >/dev/null 2>&1
+	wait $dbg_pid
+fi
+
+# ---- the VM dies under a running container ----
+RUN -n victim --rootfs "$rootfs" -- sleep 1000 >/dev/null 2>"$tmp/victim.err" &
+victim=$!
+bg_pids="$bg_pids $victim"
+# Wait for the container itself, not just the agent.
+for _ in $(seq 600); do H ps victim >/dev/null 2>&1 && break; sleep 0.2; done
+qpid=$(jq -r .qemu_pid "$state/victim/vm.json" 2>/dev/null)
+vpid=$(jq -r .vsockd_pid "$state/victim/vm.json" 2>/dev/null)
+kill -9 "$qpid"
+# Not a timing assertion: a hang detector with a generous bound.
+for _ in $(seq 300); do kill -0 $victim 2>/dev/null || break; sleep 0.1; done
+if kill -0 $victim 2>/dev/null; then
+	fail vm-killed-reported "huskctl still running 30 s after QEMU was killed"
+else
+	wait $victim
+	rc=$?
+	[ $rc -eq 125 ] && grep -q "VM exited" "$tmp/victim.err" && pass vm-killed-reported ||
+		fail vm-killed-reported "rc=$rc $(cat "$tmp/victim.err")"
+fi
+! kill -0 "$vpid" 2>/dev/null && [ ! -e "$state/victim" ] && pass vm-killed-nothing-left ||
+	fail vm-killed-nothing-left "vsockd $vpid alive or $(ls -A "$state/victim" 2>&1)"
+
+# ---- bad input ----
+H run --kernel "$kernel" --initrd "$initrd" -- true >/dev/null 2>"$tmp/err"
+rc=$?
+[ $rc -eq 125 ] && grep -q -- "--rootfs" "$tmp/err" && pass no-rootfs-refused ||
+	fail no-rootfs-refused "rc=$rc $(cat "$tmp/err")"
+RUN --rootfs "$tmp/nonexistent" -- true >/dev/null 2>"$tmp/err"
+rc=$?
+[ $rc -eq 125 ] && grep -q "$tmp/nonexistent" "$tmp/err" && pass missing-rootfs-named ||
+	fail missing-rootfs-named "rc=$rc $(cat "$tmp/err")"
+RUN --rootfs "$rootfs" --memory 12abc -- true >/dev/null 2>"$tmp/err"
+rc=$?
+[ $rc -eq 125 ] && grep -q -- "--memory" "$tmp/err" && pass bad-memory-refused ||
+	fail bad-memory-refused "rc=$rc $(cat "$tmp/err")"
+RUN --rootfs "$rootfs" -- /no/such/program >/dev/null 2>"$tmp/err"
+rc=$?
+[ $rc -ne 0 ] && grep -q "/no/such/program" "$tmp/err" && pass missing-program-named ||
+	fail missing-program-named "rc=$rc $(cat "$tmp/err")"
+
+left=$(ls -A "$state" 2>/dev/null)
+procs=$(pgrep -f -- "$state/" 2>/dev/null)
+[ -z "$left" ] && [ -z "$procs" ] && pass nothing-left-behind ||
+	fail nothing-left-behind "state: $left; processes: $procs"
+exit 0
