@@ -195,6 +195,7 @@ UNIT_TESTS += huskctl-spec
 include initramfs/initramfs.mk
 include kernel-config/kernel.mk
 include kernel-config/stock.mk
+include tests/bench/bench.mk
 # The in-VM suites boot the kernel with the initramfs.
 check: $(INITRAMFS)
 UNIT_TESTS += vsockd-virtq vsockd-conn vsockd-device

@@ -145,7 +145,15 @@ struct agent {
 	struct ev_waiter *ev_waiters;
 	bool shutting_down;
 	bool poweroff_requested;
+	/* the log stream to host port 1025 (logport.c); -1 when none */
+	int log_fd;
+	struct ev_io *log_io;
+	uint64_t log_dropped;
 };
+
+/* Connects the log stream to host `port` in the background (PID 1 only). */
+void logport_start(struct agent *a, unsigned port);
+void logport_stop(struct agent *a);
 
 struct container *agent_find(struct agent *a, const char *id);
 struct process *container_find_process(struct container *c, const char *exec_id);

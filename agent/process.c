@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include "agent.h"
+#include "init/console.h"
 #include "github.com/containerd/containerd/runtime/v2/task/shim.pb-c.h"
 #include "init/reaper.h"
 #include "jail/cgroup.h"
@@ -82,6 +83,9 @@ void process_on_exit(struct process *p, int status)
 		p->exit_status = 128u + (uint32_t)WTERMSIG(status);
 	else
 		p->exit_status = 255;
+	init_log(INIT_LOG_INFO, "container %s%s%s: pid %d exited with status %u", p->c->id,
+		 p == &p->c->init ? "" : " exec ", p == &p->c->init ? "" : p->exec_id, (int)p->pid,
+		 p->exit_status);
 	/* The init's exit takes its pid namespace down; the kernel kills the
 	 * rest, and each exec process reports its own exit. */
 	process_maybe_report(p);

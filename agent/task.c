@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "agent.h"
+#include "init/console.h"
 #include "github.com/containerd/cgroups/v2/stats/metrics.pb-c.h"
 #include "github.com/containerd/containerd/runtime/v2/task/shim.pb-c.h"
 #include "husk/cleanup.h"
@@ -224,6 +225,8 @@ static void on_create(struct ttrpc_call *call, const ProtobufCMessage *req, void
 	}
 	c->next = a->containers;
 	a->containers = c;
+	init_log(INIT_LOG_INFO, "container %s: created, pid %d, bundle %s", c->id, (int)c->init.pid,
+		 c->bundle);
 	Task(CreateTaskResponse) resp = CONTAINERD__TASK__V2__CREATE_TASK_RESPONSE__INIT;
 	resp.pid = (uint32_t)c->init.pid;
 	ttrpc_call_reply(call, &resp.base);

@@ -68,6 +68,8 @@ done
 if [ -n "${AGENT_TEST:-}" ]; then
 	HUSK_AGENT=$build/test/husk-agent run_cmocka agent "$build/test/agent-test"
 fi
+HUSK_KERNEL=$build/kernel/bzImage HUSK_INITRD=$build/initramfs.cpio.gz \
+	HUSK_VSOCKD=$build/bin/husk-vsockd run_cmocka libhusk-vm "$build/test/libhusk-vm"
 run_lines ttrpc-interop tests/interop/run.sh "$build"
 run_lines boot tests/boot/boot-test.sh "$build"
 run_lines initramfs tests/initramfs/run.sh "$build"

@@ -93,7 +93,7 @@ int relay_run(const struct relay_opts *o, struct husk_err *err)
 		resize(o);
 	}
 
-	_cleanup_free_ struct stream *s = calloc(3, sizeof(*s));
+	_cleanup_free_ struct stream *s = calloc(4, sizeof(*s));
 	if (!s)
 		return husk_err_set(err, -ENOMEM, "stdio buffers");
 	/* 0: our stdin -> guest; 1: guest stdout -> ours; 2: guest stderr. */
@@ -101,14 +101,17 @@ int relay_run(const struct relay_opts *o, struct husk_err *err)
 				.shut_to = true, .nonblock = true };
 	s[1] = (struct stream){ .from = o->out, .to = STDOUT_FILENO, .eof = o->out < 0 };
 	s[2] = (struct stream){ .from = o->err, .to = STDERR_FILENO, .eof = o->err < 0 };
+	/* 3: the agent's log; it lasts as long as the VM, so it never keeps
+	 * the relay going. */
+	s[3] = (struct stream){ .from = o->log, .to = STDERR_FILENO, .eof = o->log < 0 };
 	if (o->in >= 0)
 		fcntl(o->in, F_SETFL, fcntl(o->in, F_GETFL) | O_NONBLOCK);
 
 	int ret = 0;
 	while (!(s[1].eof && s[2].eof)) {
-		struct pollfd p[6];
-		int idx[3] = { -1, -1, -1 }, n = 0;
-		for (int i = 0; i < 3; i++) {
+		struct pollfd p[7];
+		int idx[4] = { -1, -1, -1, -1 }, n = 0;
+		for (int i = 0; i < 4; i++) {
 			if (s[i].len) {
 				idx[i] = n;
 				p[n++] = (struct pollfd){ .fd = s[i].to, .events = POLLOUT };
@@ -152,14 +155,14 @@ int relay_run(const struct relay_opts *o, struct husk_err *err)
 						       false, NULL);
 			}
 		}
-		for (int i = 0; i < 3 && ret == 0; i++) {
+		for (int i = 0; i < 4 && ret == 0; i++) {
 			if (idx[i] < 0 || !p[idx[i]].revents)
 				continue;
 			int r = pump(&s[i]);
 			/* The guest stopped reading stdin: drop the rest. */
-			if (r < 0 && i == 0) {
-				s[0].eof = true;
-				s[0].len = 0;
+			if (r < 0 && (i == 0 || i == 3)) {
+				s[i].eof = true;
+				s[i].len = 0;
 			} else if (r < 0) {
 				ret = husk_err_sys(err, r, "writing the container's %s",
 						   i == 1 ? "stdout" : "stderr");

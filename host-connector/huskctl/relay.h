@@ -11,6 +11,7 @@ struct relay_opts {
 	int in;  /* guest stdin stream, -1: none (our stdin is not read) */
 	int out; /* guest stdout (or the pty) stream */
 	int err; /* guest stderr stream, -1 with a terminal */
+	int log; /* the agent's log stream, copied to our stderr; -1: none */
 	int vm_pidfd;  /* readable when QEMU exits: -1 when not ours */
 	int agent_fd;  /* hang-up means the VM went away */
 	bool terminal; /* put our tty in raw mode, forward SIGWINCH */

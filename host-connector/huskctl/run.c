@@ -8,6 +8,7 @@
 #include <string.h>
 #include <poll.h>
 #include <sys/random.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -68,7 +69,8 @@ static int connect_streams(struct husk_vm *vm, const struct husk_stdio *io,
 
 /* Start, relay, Wait, Delete. Returns the exit status, or -errno. */
 static int run_process(struct husk_vm *vm, struct husk_agent *a, const char *id,
-		       const char *exec_id, const struct husk_stdio *io, struct husk_err *err)
+		       const char *exec_id, const struct husk_stdio *io, int log_fd,
+		       struct husk_err *err)
 {
 	struct proc_streams s;
 	int r = connect_streams(vm, io, &s, err);
@@ -78,7 +80,7 @@ static int run_process(struct husk_vm *vm, struct husk_agent *a, const char *id,
 		close_streams(&s);
 		return r;
 	}
-	struct relay_opts ro = { .in = s.in, .out = s.out, .err = s.err,
+	struct relay_opts ro = { .in = s.in, .out = s.out, .err = s.err, .log = log_fd,
 				 .vm_pidfd = husk_vm_pidfd(vm), .agent_fd = husk_agent_fd(a),
 				 .terminal = io->terminal, .agent = a, .id = id, .exec_id = exec_id };
 	r = relay_run(&ro, err);
@@ -88,6 +90,14 @@ static int run_process(struct husk_vm *vm, struct husk_agent *a, const char *id,
 	uint32_t status = 0;
 	if ((r = husk_task_wait(a, id, exec_id, &status, err)) < 0)
 		return r;
+	/* The agent logs the exit before it answers Wait, and both travel the
+	 * guest's one vsock queue in order: what it logged is here now. */
+	if (log_fd >= 0) {
+		char buf[4096];
+		ssize_t n;
+		while ((n = recv(log_fd, buf, sizeof(buf), MSG_DONTWAIT)) > 0)
+			(void)!write(STDERR_FILENO, buf, (size_t)n);
+	}
 	/* SIGKILL from the kernel's OOM killer looks like any other: the
 	 * cgroup's memory.events tells them apart. */
 	struct husk_stats st;
@@ -119,7 +129,7 @@ static int add_env(struct proc_opts *p, char *kv)
 enum {
 	OPT_ROOTFS = 256, OPT_IMAGE, OPT_CPUS, OPT_MEMORY, OPT_KERNEL, OPT_INITRD, OPT_ACCEL,
 	OPT_TRANSPORT, OPT_DEBUG_CONSOLE, OPT_BOOT_TIMEOUT, OPT_HOSTNAME, OPT_LIMIT_MEMORY,
-	OPT_LIMIT_PIDS, OPT_IMAGE_CACHE, OPT_LOG_LEVEL,
+	OPT_LIMIT_PIDS, OPT_IMAGE_CACHE, OPT_LOG_LEVEL, OPT_AGENT_LOG,
 };
 
 static unsigned parse_uint(const char *opt, const char *s, unsigned max, bool *ok)
@@ -159,6 +169,7 @@ int cmd_run(const struct global_opts *g, int argc, char **argv)
 		{ "boot-timeout", required_argument, NULL, OPT_BOOT_TIMEOUT },
 		{ "image-cache", required_argument, NULL, OPT_IMAGE_CACHE },
 		{ "log-level", required_argument, NULL, OPT_LOG_LEVEL },
+		{ "agent-log", no_argument, NULL, OPT_AGENT_LOG },
 		{ 0 },
 	};
 	struct proc_opts p = { 0 };
@@ -167,7 +178,7 @@ int cmd_run(const struct global_opts *g, int argc, char **argv)
 	uint64_t limit_memory = 0, limit_pids = 0;
 	_cleanup_free_ char *kernel = NULL, *initrd = NULL, *built_image = NULL;
 	struct husk_err err = { 0 };
-	bool ok = true;
+	bool ok = true, agent_log = false;
 	optind = 1;
 	for (int o; ok && (o = getopt_long(argc, argv, "+tie:w:u:n:", opts, NULL)) != -1;) {
 		switch (o) {
@@ -206,6 +217,7 @@ int cmd_run(const struct global_opts *g, int argc, char **argv)
 			break;
 		case OPT_IMAGE_CACHE: cache = optarg; break;
 		case OPT_LOG_LEVEL: cfg.log_level = (int)parse_uint("--log-level", optarg, 7, &ok); break;
+		case OPT_AGENT_LOG: agent_log = true; break;
 		default: return fail("run: see huskctl --help");
 		}
 	}
@@ -254,7 +266,7 @@ int cmd_run(const struct global_opts *g, int argc, char **argv)
 	    husk_agent_create_sandbox(a, hostname ? hostname : "husk", &err) == 0 &&
 	    husk_agent_create_bundle(a, id, spec, "rootfs0", &bundle, &err) == 0 &&
 	    husk_task_create(a, id, bundle, &io, NULL, &err) == 0)
-		status = run_process(vm, a, id, NULL, &io, &err);
+		status = run_process(vm, a, id, NULL, &io, agent_log ? husk_vm_log_fd(vm) : -1, &err);
 	if (status < 0) {
 		char tail[2048];
 		husk_vm_console_tail(vm, tail, sizeof(tail));
@@ -328,7 +340,7 @@ int cmd_exec(const struct global_opts *g, int argc, char **argv)
 	int status = -1;
 	if (husk_agent_open(vm, CALL_TIMEOUT_MS, &a, &err) == 0 &&
 	    husk_task_exec(a, name, exec_id, process, &io, &err) == 0)
-		status = run_process(vm, a, name, exec_id, &io, &err);
+		status = run_process(vm, a, name, exec_id, &io, -1, &err);
 	if (status < 0)
 		fail("exec in %s: %s", name, err.msg);
 	husk_agent_close(a);

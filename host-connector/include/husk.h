@@ -114,6 +114,10 @@ int husk_vm_listen(struct husk_vm *vm, uint32_t port, struct husk_err *err);
 /* A pidfd for QEMU that turns readable when it exits, or -1 for a VM this
  * process did not start. Owned by the VM. */
 int husk_vm_pidfd(const struct husk_vm *vm);
+/* The agent's log stream (guest port 1025 to host), one
+ * "husk-agent: <level>: text" line each, or -1 when the agent did not connect. Owned by the VM; read it
+ * or leave it: the agent drops lines rather than wait for us. */
+int husk_vm_log_fd(const struct husk_vm *vm);
 /* Non-zero once QEMU has exited (reaped); *status gets its wait status. */
 bool husk_vm_exited(struct husk_vm *vm, int *status);
 

@@ -23,6 +23,7 @@ struct husk_vm {
 	bool stopped;
 	int lock_fd; /* flock(LOCK_EX) on <dir>/lock while the owner lives */
 	int qmp_fd;  /* our end of QEMU's QMP socketpair (owner only) */
+	int log_listen_fd, log_fd; /* the agent's log stream (port 1025) */
 	pid_t qemu_pid, vsockd_pid;
 	int qemu_pidfd, vsockd_pidfd;
 	bool qemu_reaped;

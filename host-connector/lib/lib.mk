@@ -26,3 +26,8 @@ $(BUILD)/asan/libhusk.a: $(call libhusk_objs,asan)
 	$(Q)rm -f $@ && ar rcs $@ $^
 
 LIBS += $(BUILD)/lib/libhusk.a $(BUILD)/lib/libhusk.so
+
+# libhusk's VM lifecycle against real QEMU, under ASan/UBSan.
+$(TEST_DIR)/libhusk-vm: $(call objs,asan,tests/libhusk/test_vm.c) $(BUILD)/asan/libhusk.a
+	$(call link,asan,-lcmocka $(LIBHUSK_DEPS_LIBS))
+TEST_BINS += $(TEST_DIR)/libhusk-vm

@@ -147,12 +147,40 @@ static struct husk_vm *vm_alloc(void)
 	struct husk_vm *vm = calloc(1, sizeof(*vm));
 	if (vm) {
 		vm->lock_fd = vm->qmp_fd = vm->qemu_pidfd = vm->vsockd_pidfd = -1;
+		vm->log_listen_fd = vm->log_fd = -1;
 	}
 	return vm;
 }
 
+static void close_log_listener(struct husk_vm *vm)
+{
+	if (vm->log_listen_fd < 0)
+		return;
+	close(vm->log_listen_fd);
+	vm->log_listen_fd = -1;
+	char path[PATH_MAX];
+	if (vm->transport == HUSK_TRANSPORT_HYBRID &&
+	    husk_path_fmt(path, sizeof(path), "%s_%u", vm->hybrid, HUSK_LOG_PORT) == 0)
+		unlink(path);
+}
+
+/* The agent connects once, early: take that connection when it is there. */
+static void accept_log(struct husk_vm *vm)
+{
+	if (vm->log_listen_fd < 0 || vm->log_fd >= 0)
+		return;
+	int fd = accept4(vm->log_listen_fd, NULL, NULL, SOCK_CLOEXEC);
+	if (fd >= 0) {
+		vm->log_fd = fd;
+		close_log_listener(vm);
+	}
+}
+
 static void vm_release(struct husk_vm *vm)
 {
+	close_log_listener(vm);
+	if (vm->log_fd >= 0)
+		close(vm->log_fd);
 	if (vm->lock_fd >= 0)
 		close(vm->lock_fd);
 	if (vm->qmp_fd >= 0)
@@ -357,13 +385,20 @@ static int wait_ready(struct husk_vm *vm, unsigned timeout_ms, uint64_t t0, stru
 			husk_agent_close(a);
 			if (r == 0) {
 				vm->boot_ns = husk_now_ns() - t0;
+				accept_log(vm);
+				close_log_listener(vm);
 				return 0;
 			}
 		}
 		/* Sleep on the pidfds: a dying QEMU or husk-vsockd wakes us. */
-		struct pollfd p[2] = { { .fd = vm->qemu_pidfd, .events = POLLIN },
-				       { .fd = vm->vsockd_pidfd, .events = POLLIN } };
-		int n = poll(p, vm->vsockd_pidfd >= 0 ? 2 : 1, 10);
+		struct pollfd p[3] = { { .fd = vm->qemu_pidfd, .events = POLLIN },
+				       { .fd = vm->vsockd_pidfd, .events = POLLIN },
+				       { .fd = vm->log_listen_fd, .events = POLLIN } };
+		int n = poll(p, 3, 10);
+		if (n > 0 && p[2].revents) {
+			accept_log(vm);
+			n -= 1;
+		}
 		if (n > 0) {
 			char tail[1024];
 			husk_file_tail(vm->console, tail, sizeof(tail));
@@ -459,6 +494,12 @@ int husk_vm_start(const struct husk_vm_config *cfg, struct husk_vm **out, struct
 		if ((r = start_vsockd(vm, cfg, err)) < 0)
 			goto fail;
 	}
+
+	/* Before QEMU: the agent connects to its log port as it starts. Without
+	 * it (e.g. port 1025 taken on a vhost-vsock host) there is no stream. */
+	vm->log_listen_fd = husk_vm_listen(vm, HUSK_LOG_PORT, NULL);
+	if (vm->log_listen_fd >= 0)
+		fcntl(vm->log_listen_fd, F_SETFL, O_NONBLOCK);
 
 	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, qmp) < 0) {
 		r = husk_err_sys(err, -errno, "socketpair for QMP");
@@ -626,6 +667,11 @@ void husk_vm_free(struct husk_vm *vm)
 	if (vm->owner && !vm->stopped)
 		husk_vm_stop(vm, 2000, NULL);
 	vm_release(vm);
+}
+
+int husk_vm_log_fd(const struct husk_vm *vm)
+{
+	return vm->log_fd;
 }
 
 int husk_vm_pidfd(const struct husk_vm *vm)

@@ -125,3 +125,4 @@ if [ -f "$build/initramfs.cpio.gz" ]; then
 	printf '%-34s %8s KiB %8s KiB\n' "initramfs.cpio.gz" \
 		"$(($(stat -c %s "$build/initramfs.cpio.gz") / 1024))" 1024
 fi
+"$(dirname "$0")/vm.sh" "$build"

@@ -13,7 +13,7 @@ huskctl=$build/bin/huskctl
 client=$build/test/guest-client
 kernel=${VM_KERNEL:-$build/kernel/bzImage}
 initrd=${VM_INITRD:-$build/initramfs.cpio.gz}
-for f in "$huskctl" "$client" "$kernel" "$initrd" "$build/bin/husk-vsockd"; do
+for f in "$huskctl" "$client" "$kernel" "$initrd" "$build/bin/husk-vsockd" "$build/test/ptyrun"; do
 	if [ ! -e "$f" ]; then
 		echo "FAIL e2e-prerequisites: $f is missing (run 'make')"
 		exit 1
@@ -48,9 +48,13 @@ rc=$?
 [ $rc -eq 0 ] && [ "$out" = "hello from the VM" ] && [ "$(cat "$tmp/err")" = "to stderr" ] &&
 	pass run-echo || fail run-echo "rc=$rc out=$out err=$(cat "$tmp/err")"
 
-RUN --rootfs "$rootfs" -- sh -c 'exit 1' >/dev/null 2>"$tmp/err"
+# The agent's log stream (guest-initiated, port 1025) reaches the host.
+RUN --agent-log --rootfs "$rootfs" -- sh -c 'exit 1' >/dev/null 2>"$tmp/err"
 rc=$?
 [ $rc -eq 1 ] && pass exit-code-1 || fail exit-code-1 "rc=$rc $(cat "$tmp/err")"
+grep -q "^husk-agent: info: container .*: created" "$tmp/err" &&
+	grep -q "^husk-agent: info: container .* exited with status 1$" "$tmp/err" &&
+	pass agent-log-stream || fail agent-log-stream "$(cat "$tmp/err")"
 
 head -c 1000000 /dev/urandom >"$tmp/stdin"
 in_sum=$(sha256sum <"$tmp/stdin" | cut -d' ' -f1)
@@ -106,12 +110,15 @@ for i in $(seq 50); do
 done
 [ $lost -eq 0 ] && pass stdout-tail-50-runs || fail stdout-tail-50-runs "$lost of 50 runs lost output"
 
-out=$(script -qec "stty cols 123 rows 45; '$huskctl' --state-dir '$state' exec -t e2e -- sh -c 'tty; stty size; [ -t 0 ] && echo stdin-is-tty'" /dev/null 2>&1 </dev/null | tr -d '\r')
+out=$("$build/test/ptyrun" --size 45x123 -- "$huskctl" --state-dir "$state" exec -t e2e -- \
+	sh -c 'tty; stty size; [ -t 0 ] && echo stdin-is-tty' 2>&1 </dev/null | tr -d '\r')
 echo "$out" | grep -q "^/dev/pts/" && echo "$out" | grep -q "^45 123$" &&
 	echo "$out" | grep -q "^stdin-is-tty$" && pass tty-exec-with-size ||
 	fail tty-exec-with-size "$out"
 
-out=$(echo 'echo typed-in-tty; exit 6' | script -qec "'$huskctl' --state-dir '$state' exec -t -i e2e -- sh" /dev/null 2>&1 | tr -d '\r')
+out=$("$build/test/ptyrun" --input 'echo typed-in-tty; exit 6
+' -- "$huskctl" --state-dir "$state" exec -t -i e2e -- sh 2>&1 </dev/null | tr -d '\r')
+rc=$?
 echo "$out" | grep -q "^typed-in-tty" && pass tty-interactive || fail tty-interactive "$out"
 
 if H stats e2e >"$tmp/stats" 2>&1 &&

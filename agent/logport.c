@@ -1,0 +1,85 @@
+/* The agent's log stream to the host: a guest-initiated vsock connection
+ * to host port 1025 (DESIGN.md). Every line init_log() passes goes there
+ * as "husk-agent: <level>: <text>\n", next to the console. Sends never block the
+ * agent: when the host does not read, lines are dropped and counted. No
+ * listener on the host (RST) just means no stream. */
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <linux/vm_sockets.h>
+
+#include "agent.h"
+#include "init/console.h"
+
+static void close_log(struct agent *a)
+{
+	init_log_set_sink(NULL, NULL);
+	ev_io_del(a->log_io);
+	a->log_io = NULL;
+	if (a->log_fd >= 0)
+		close(a->log_fd);
+	a->log_fd = -1;
+}
+
+static void sink(int level, const char *line, size_t len, void *data)
+{
+	struct agent *a = data;
+	char buf[INIT_LOG_LINE_MAX + 32];
+	(void)level; /* the line names its level already */
+	int n = snprintf(buf, sizeof(buf), "husk-agent: %.*s\n", (int)len, line);
+	if (n < 0)
+		return;
+	if ((size_t)n >= sizeof(buf))
+		n = sizeof(buf) - 1;
+	ssize_t w = send(a->log_fd, buf, (size_t)n, MSG_DONTWAIT | MSG_NOSIGNAL);
+	if (w == n)
+		return;
+	if (w < 0 && errno != EAGAIN) {
+		close_log(a); /* the host went away */
+		return;
+	}
+	a->log_dropped++; /* a partial line is cut short; the next starts fresh */
+	if (w > 0)
+		(void)!send(a->log_fd, "\n", 1, MSG_DONTWAIT | MSG_NOSIGNAL);
+}
+
+static void on_connected(struct ev_io *io, int fd, uint32_t events, void *data)
+{
+	(void)io;
+	(void)events;
+	struct agent *a = data;
+	int soerr = 0;
+	socklen_t len = sizeof(soerr);
+	if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &len) < 0 || soerr) {
+		close_log(a); /* nobody listens on the host: no stream */
+		return;
+	}
+	ev_io_del(a->log_io);
+	a->log_io = NULL;
+	init_log_set_sink(sink, a);
+	init_log(INIT_LOG_INFO, "husk-agent %s: log stream connected", HUSK_AGENT_VERSION);
+}
+
+void logport_start(struct agent *a, unsigned port)
+{
+	a->log_fd = socket(AF_VSOCK, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+	if (a->log_fd < 0)
+		return;
+	struct sockaddr_vm sa = { .svm_family = AF_VSOCK, .svm_cid = VMADDR_CID_HOST,
+				  .svm_port = port };
+	if (connect(a->log_fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 && errno != EINPROGRESS) {
+		close_log(a);
+		return;
+	}
+	if (ev_io_add(a->loop, a->log_fd, EPOLLOUT, on_connected, a, &a->log_io, NULL) < 0)
+		close_log(a);
+}
+
+void logport_stop(struct agent *a)
+{
+	if (a->log_fd >= 0)
+		close_log(a);
+}
