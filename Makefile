@@ -215,6 +215,25 @@ help:
 	@echo "make bench    print performance figures against peers measured in the same run"
 	@echo "make fuzz     run the libFuzzer targets (FUZZ_SECONDS=60 each by default)"
 	@echo "make demo     boot a VM and run a container in it (huskctl run)"
+	@echo "make install  install huskctl, husk-vsockd, the guest kernel and initramfs, libhusk"
+
+# make install [PREFIX=/usr/local] [DESTDIR=...]: the host tools, the guest
+# kernel and initramfs, and libhusk. libhusk looks for husk-vsockd, the
+# kernel and the initramfs under /usr/local and /usr (docs/configuration.md);
+# another PREFIX needs HUSK_VSOCKD, HUSK_KERNEL and HUSK_INITRD.
+PREFIX ?= /usr/local
+.PHONY: install
+install: all $(KERNEL_IMAGE) $(INITRAMFS)
+	install -D -m 0755 $(BUILD)/bin/huskctl $(DESTDIR)$(PREFIX)/bin/huskctl
+	install -D -m 0755 $(BUILD)/bin/husk-jail $(DESTDIR)$(PREFIX)/bin/husk-jail
+	install -D -m 0755 $(BUILD)/bin/husk-vsockd $(DESTDIR)$(PREFIX)/libexec/husk/husk-vsockd
+	install -D -m 0644 $(KERNEL_IMAGE) $(DESTDIR)$(PREFIX)/share/husk/bzImage
+	install -D -m 0644 $(INITRAMFS) $(DESTDIR)$(PREFIX)/share/husk/initramfs.cpio.gz
+	install -D -m 0644 $(BUILD)/lib/libhusk.a $(DESTDIR)$(PREFIX)/lib/libhusk.a
+	install -D -m 0755 $(BUILD)/lib/libhusk.so $(DESTDIR)$(PREFIX)/lib/libhusk.so.0
+	ln -sf libhusk.so.0 $(DESTDIR)$(PREFIX)/lib/libhusk.so
+	install -D -m 0644 host-connector/include/husk.h $(DESTDIR)$(PREFIX)/include/husk.h
+	install -D -m 0644 common/include/husk/error.h $(DESTDIR)$(PREFIX)/include/husk/error.h
 
 # Boots a VM from the kernel and initramfs built here and runs a container
 # from a busybox rootfs (Debian's busybox-static) in it.

@@ -42,7 +42,7 @@ static void usage(FILE *f)
 		"      --boot-timeout MS            give up booting after MS (default 120000 on tcg)\n"
 		"      --image-cache DIR            where rootfs images are cached\n"
 		"      --agent-log                  copy the guest agent's log to stderr\n"
-		"      --log-level N                the agent's log level (0-7, default 6)\n"
+		"      --log-level N                the agent's log level (1-7, default 6)\n"
 		"  exec [-t] [-i] [-e K=V] [-w DIR] [-u USER] NAME -- CMD [ARG...]\n"
 		"                                   run CMD in the running container of VM NAME\n"
 		"  kill NAME [SIGNAL]               signal the container (default TERM)\n"

@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
+#include <stdio.h>
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/signalfd.h>
@@ -39,7 +40,8 @@ void relay_block_signals(void)
 static void resize(const struct relay_opts *o)
 {
 	struct winsize ws;
-	if (ioctl(STDIN_FILENO, TIOCGWINSZ, &ws) == 0 && ws.ws_col)
+	if ((ioctl(STDIN_FILENO, TIOCGWINSZ, &ws) == 0 ||
+	     ioctl(STDOUT_FILENO, TIOCGWINSZ, &ws) == 0) && ws.ws_col)
 		husk_task_resize_pty(o->agent, o->id, o->exec_id, ws.ws_col, ws.ws_row, NULL);
 }
 
@@ -86,12 +88,16 @@ int relay_run(const struct relay_opts *o, struct husk_err *err)
 
 	struct termios saved;
 	bool raw = false;
-	if (o->terminal && isatty(STDIN_FILENO) && tcgetattr(STDIN_FILENO, &saved) == 0) {
+	/* Raw mode only when our keystrokes go to the container: otherwise ^C
+	 * must stay a signal here. */
+	if (o->terminal && o->in >= 0 && isatty(STDIN_FILENO) &&
+	    tcgetattr(STDIN_FILENO, &saved) == 0) {
 		struct termios t = saved;
 		cfmakeraw(&t);
 		raw = tcsetattr(STDIN_FILENO, TCSANOW, &t) == 0;
-		resize(o);
 	}
+	if (o->terminal)
+		resize(o);
 
 	_cleanup_free_ struct stream *s = calloc(4, sizeof(*s));
 	if (!s)
@@ -107,7 +113,7 @@ int relay_run(const struct relay_opts *o, struct husk_err *err)
 	if (o->in >= 0)
 		fcntl(o->in, F_SETFL, fcntl(o->in, F_GETFL) | O_NONBLOCK);
 
-	int ret = 0;
+	int ret = 0, endings = 0;
 	while (!(s[1].eof && s[2].eof)) {
 		struct pollfd p[7];
 		int idx[4] = { -1, -1, -1, -1 }, n = 0;
@@ -148,11 +154,22 @@ int relay_run(const struct relay_opts *o, struct husk_err *err)
 		if (p[sig_i].revents) {
 			struct signalfd_siginfo si;
 			while (read(sfd, &si, sizeof(si)) == sizeof(si)) {
-				if (si.ssi_signo == SIGWINCH)
+				if (si.ssi_signo == SIGWINCH) {
 					resize(o);
-				else
-					husk_task_kill(o->agent, o->id, o->exec_id, (int)si.ssi_signo,
-						       false, NULL);
+					continue;
+				}
+				/* A container's PID 1 ignores signals it has no handler
+				 * for: the second INT/TERM kills, as docker stop does
+				 * after its grace period. */
+				bool ending = si.ssi_signo == SIGINT || si.ssi_signo == SIGTERM;
+				if (ending && ++endings >= 2) {
+					husk_task_kill(o->agent, o->id, o->exec_id, SIGKILL, false, NULL);
+					continue;
+				}
+				husk_task_kill(o->agent, o->id, o->exec_id, (int)si.ssi_signo, false, NULL);
+				if (ending && !raw)
+					fprintf(stderr, "huskctl: sent %s to the container; again to kill it\n",
+						sigabbrev_np((int)si.ssi_signo));
 			}
 		}
 		for (int i = 0; i < 4 && ret == 0; i++) {

@@ -21,9 +21,10 @@ struct relay_opts {
 };
 
 /* Returns 0 when the guest closed stdout and stderr, or a negative errno
- * with `err` saying why (the VM died, a signal we could not forward). The
- * caller's SIGINT/SIGTERM/SIGHUP/SIGQUIT/SIGWINCH must be blocked: they
- * are read from a signalfd and forwarded to the container process. */
+ * with `err` saying why (the VM died, a write failed). The caller must
+ * have called relay_block_signals(): INT, TERM, HUP, QUIT, USR1 and USR2
+ * are read from a signalfd and forwarded to the container process (a
+ * second INT or TERM sends KILL); WINCH resizes its terminal. */
 int relay_run(const struct relay_opts *o, struct husk_err *err);
 
 /* Blocks the signals relay_run forwards; call before starting the VM so a

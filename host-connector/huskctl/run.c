@@ -101,11 +101,16 @@ static int run_process(struct husk_vm *vm, struct husk_agent *a, const char *id,
 	/* SIGKILL from the kernel's OOM killer looks like any other: the
 	 * cgroup's memory.events tells them apart. */
 	struct husk_stats st;
-	if (status == 128 + 9 && husk_task_stats(a, id, &st, NULL) == 0 && st.oom_kills)
-		fprintf(stderr, "huskctl: %s was killed by the OOM killer (memory limit %llu bytes, "
-				"%llu OOM kill%s in the container)\n",
-			exec_id ? exec_id : "the container", (unsigned long long)st.memory_limit,
-			(unsigned long long)st.oom_kills, st.oom_kills == 1 ? "" : "s");
+	if (status == 128 + 9 && husk_task_stats(a, id, &st, NULL) == 0 && st.oom_kills) {
+		char limit[64] = "no memory limit: the VM ran out of memory";
+		if (st.memory_limit != UINT64_MAX)
+			snprintf(limit, sizeof(limit), "memory limit %llu bytes",
+				 (unsigned long long)st.memory_limit);
+		fprintf(stderr, "huskctl: %s was killed by the OOM killer (%s, %llu OOM kill%s in "
+				"the container)\n",
+			exec_id ? exec_id : "the container", limit, (unsigned long long)st.oom_kills,
+			st.oom_kills == 1 ? "" : "s");
+	}
 	if ((r = husk_task_delete(a, id, exec_id, NULL, err)) < 0)
 		return r;
 	return (int)(status & 0xff);

@@ -329,9 +329,10 @@ static int build_qemu_argv(struct argv_buf *a, const struct husk_vm *vm,
 	 * PM timer on microvm, the emulated PIT is preempted): tell it. */
 	if (vm->accel == HUSK_ACCEL_TCG && tsc_khz)
 		snprintf(tsc, sizeof(tsc), " tsc_early_khz=%lu no_timer_check tsc=reliable", tsc_khz);
-	char level[32] = "";
-	if (cfg->log_level)
-		snprintf(level, sizeof(level), " husk.log_level=%d", cfg->log_level);
+	/* Always a husk.* key: it is what tells init it may power the VM off
+	 * (init/cmdline.h); without one, poweroff ends in a panic. */
+	char level[32];
+	snprintf(level, sizeof(level), " husk.log_level=%d", cfg->log_level ? cfg->log_level : 6);
 	argf(a, "console=ttyS0 quiet panic=-1 reboot=t%s%s%s%s%s", tsc, level,
 	     cfg->debug_console ? " husk.debug_console=1" : "", cfg->cmdline_extra ? " " : "",
 	     cfg->cmdline_extra ? cfg->cmdline_extra : "");

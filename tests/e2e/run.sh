@@ -76,7 +76,9 @@ rc=$?
 	fail oom-killed-reported "rc=$rc out=$(cat "$tmp/oom.out") err=$(cat "$tmp/oom.err")"
 
 # ---- a long-running container: exec, tty, pause/resume, stats, kill ----
-RUN -n e2e --rootfs "$rootfs" -- sh -c 'echo main started; while :; do sleep 1; done' \
+# Started directly (not through a shell function) so that $! is huskctl.
+"$huskctl" --state-dir "$state" run --kernel "$kernel" --initrd "$initrd" --image-cache "$tmp/cache" \
+	-n e2e --rootfs "$rootfs" -- sh -c 'echo main started; while :; do sleep 1; done' \
 	>"$tmp/main.out" 2>"$tmp/main.err" &
 main_pid=$!
 bg_pids="$bg_pids $main_pid"
@@ -165,18 +167,26 @@ H console e2e </dev/null >/dev/null 2>"$tmp/err"
 [ $? -ne 0 ] && grep -q "refused" "$tmp/err" && pass console-refused-without-debug-console ||
 	fail console-refused-without-debug-console "$(cat "$tmp/err")"
 
-H kill e2e KILL 2>"$tmp/err"
+# The container's PID 1 has no TERM handler, so TERM alone does nothing;
+# huskctl forwards our TERM and turns the second into KILL (as docker stop).
+H kill e2e TERM 2>"$tmp/err" && sleep 0.5 && H ps e2e >/dev/null && pass kill-term-forwarded ||
+	fail kill-term-forwarded "$(cat "$tmp/err")"
+for _ in $(seq 60); do
+	kill -0 $main_pid 2>/dev/null || break
+	kill -TERM $main_pid
+	sleep 0.5
+done
 wait $main_pid
 rc=$?
-[ $rc -eq 137 ] && grep -q "main started" "$tmp/main.out" && pass kill-reports-137 ||
-	fail kill-reports-137 "rc=$rc $(cat "$tmp/main.err")"
+[ $rc -eq 137 ] && grep -q "main started" "$tmp/main.out" && grep -q "again to kill it" "$tmp/main.err" &&
+	pass second-term-kills-137 || fail second-term-kills-137 "rc=$rc $(cat "$tmp/main.err")"
 [ ! -e "$state/e2e" ] && pass vm-state-removed-after-run || fail vm-state-removed-after-run "$(ls "$state")"
 
 # ---- the debug console of a VM started with it (needs a DEBUG initramfs) ----
 if [ -z "${VM_INITRD:-}" ]; then
 	"$here/../../initramfs/build.sh" "$tmp/debug.cpio.gz" --init "$build/bin/husk-agent" --busybox \
 		>/dev/null 2>&1
-	H run --kernel "$kernel" --initrd "$tmp/debug.cpio.gz" --image-cache "$tmp/cache" \
+	"$huskctl" --state-dir "$state" run --kernel "$kernel" --initrd "$tmp/debug.cpio.gz" --image-cache "$tmp/cache" \
 		-n dbg --debug-console --rootfs "$rootfs" -- sleep 600 >/dev/null 2>&1 &
 	dbg_pid=$!
 	bg_pids="$bg_pids $dbg_pid"
@@ -188,7 +198,8 @@ if [ -z "${VM_INITRD:-}" ]; then
 fi
 
 # ---- the VM dies under a running container ----
-RUN -n victim --rootfs "$rootfs" -- sleep 1000 >/dev/null 2>"$tmp/victim.err" &
+"$huskctl" --state-dir "$state" run --kernel "$kernel" --initrd "$initrd" --image-cache "$tmp/cache" \
+	-n victim --rootfs "$rootfs" -- sleep 1000 >/dev/null 2>"$tmp/victim.err" &
 victim=$!
 bg_pids="$bg_pids $victim"
 # Wait for the container itself, not just the agent.
