@@ -235,8 +235,76 @@ struct bundle_paths {
 	char dir[512], lower[560], rw[560], upper[580], work[580], rootfs[560], config[560];
 };
 
+/* At most this many extra block mounts per container. */
+#define MAX_BLOCK_MOUNTS 16
+
+/* Where extra block mount `i` is mounted before the jail binds it. */
+static void vol_path(const struct bundle_paths *b, size_t i, char *out, size_t size)
+{
+	snprintf(out, size, "%s/vol%zu", b->dir, i);
+}
+
+static int check_block_mounts(const Husk__Sandbox__V1__CreateBundleRequest *r,
+			      struct husk_err *err)
+{
+	if (r->n_mounts > MAX_BLOCK_MOUNTS)
+		return husk_err_set(err, -EINVAL, "mounts: %zu, at most %d", r->n_mounts,
+				    MAX_BLOCK_MOUNTS);
+	for (size_t i = 0; i < r->n_mounts; i++) {
+		const Husk__Sandbox__V1__BlockMount *m = r->mounts[i];
+		if (!*m->serial || !*m->fstype)
+			return husk_err_set(err, -EINVAL, "mounts[%zu]: serial and fstype are required", i);
+		if (m->target[0] != '/' || strstr(m->target, "/../") ||
+		    (strlen(m->target) >= 3 && strcmp(m->target + strlen(m->target) - 3, "/..") == 0))
+			return husk_err_set(err, -EINVAL,
+					    "mounts[%zu].target \"%s\": want an absolute path without \"..\"",
+					    i, m->target);
+		for (size_t k = 0; k < m->n_options; k++)
+			if (strchr(m->options[k], ','))
+				return husk_err_set(err, -EINVAL,
+						    "mounts[%zu].options[%zu] \"%s\": one option each", i,
+						    k, m->options[k]);
+	}
+	return 0;
+}
+
+/* Mounts each extra disk under the bundle; the jail binds it into place. */
+static int mount_block_mounts(const Husk__Sandbox__V1__CreateBundleRequest *r,
+			      const struct bundle_paths *b, struct husk_err *err)
+{
+	for (size_t i = 0; i < r->n_mounts; i++) {
+		const Husk__Sandbox__V1__BlockMount *m = r->mounts[i];
+		char dev[300], dir[600], data[1024] = "";
+		int rc = find_disk(m->serial, dev, sizeof(dev), err);
+		if (rc < 0)
+			return husk_err_wrap(err, "mounts[%zu]", i);
+		vol_path(b, i, dir, sizeof(dir));
+		mkdir(dir, 0755);
+		size_t off = 0;
+		for (size_t k = 0; k < m->n_options; k++) {
+			int n = snprintf(data + off, sizeof(data) - off, "%s%s", off ? "," : "",
+					 m->options[k]);
+			if (n < 0 || (size_t)n >= sizeof(data) - off)
+				return husk_err_set(err, -E2BIG, "mounts[%zu].options: too long", i);
+			off += (size_t)n;
+		}
+		unsigned long flags = MS_NODEV | MS_NOSUID | (m->readonly ? MS_RDONLY : 0);
+		if (mount(dev, dir, m->fstype, flags, off ? data : NULL) < 0)
+			return husk_err_sys(err, -errno, "mounts[%zu]: mount %s (serial %s, %s) on %s",
+					    i, dev, m->serial, m->fstype, m->target);
+	}
+	return 0;
+}
+
 static void bundle_undo(const struct bundle_paths *b)
 {
+	for (size_t i = 0; i < MAX_BLOCK_MOUNTS; i++) {
+		char dir[600];
+		vol_path(b, i, dir, sizeof(dir));
+		if (umount2(dir, MNT_DETACH) < 0 && errno == ENOENT)
+			break;
+		rmdir(dir);
+	}
 	umount2(b->rootfs, MNT_DETACH);
 	umount2(b->rw, MNT_DETACH);
 	umount2(b->lower, MNT_DETACH);
@@ -249,9 +317,13 @@ static void bundle_undo(const struct bundle_paths *b)
 	rmdir(b->dir);
 }
 
-/* Writes config.json with root.path pointing at the overlay. */
-static int write_spec(const char *json, size_t len, const char *path, struct husk_err *err)
+/* Writes config.json with root.path pointing at the overlay and a bind
+ * mount for each extra block mount (after the spec's own mounts, so they
+ * land on top of them). */
+static int write_spec(const char *json, size_t len, const Husk__Sandbox__V1__CreateBundleRequest *r,
+		      const struct bundle_paths *b, struct husk_err *err)
 {
+	const char *path = b->config;
 	struct json_tokener *tok = json_tokener_new();
 	struct json_object *o = json_tokener_parse_ex(tok, json, (int)len);
 	enum json_tokener_error jerr = json_tokener_get_error(tok);
@@ -270,9 +342,31 @@ static int write_spec(const char *json, size_t len, const char *path, struct hus
 			json_object_object_add(root, "readonly", json_object_get(ro));
 	}
 	json_object_object_add(o, "root", root);
-	int r = json_object_to_file_ext(path, o, JSON_C_TO_STRING_PLAIN);
+	if (r->n_mounts) {
+		struct json_object *mounts;
+		if (!json_object_object_get_ex(o, "mounts", &mounts) ||
+		    !json_object_is_type(mounts, json_type_array)) {
+			mounts = json_object_new_array();
+			json_object_object_add(o, "mounts", mounts);
+		}
+		for (size_t i = 0; i < r->n_mounts; i++) {
+			char src[600];
+			vol_path(b, i, src, sizeof(src));
+			struct json_object *m = json_object_new_object(), *mo = json_object_new_array();
+			json_object_object_add(m, "destination",
+					       json_object_new_string(r->mounts[i]->target));
+			json_object_object_add(m, "type", json_object_new_string("bind"));
+			json_object_object_add(m, "source", json_object_new_string(src));
+			json_object_array_add(mo, json_object_new_string("rbind"));
+			json_object_array_add(mo, json_object_new_string(r->mounts[i]->readonly ? "ro" :
+													 "rw"));
+			json_object_object_add(m, "options", mo);
+			json_object_array_add(mounts, m);
+		}
+	}
+	int wr = json_object_to_file_ext(path, o, JSON_C_TO_STRING_PLAIN);
 	json_object_put(o);
-	if (r < 0)
+	if (wr < 0)
 		return husk_err_set(err, -EIO, "write %s: %s", path, json_util_get_last_err());
 	return 0;
 }
@@ -283,6 +377,7 @@ static void on_create_bundle(struct ttrpc_call *call, const ProtobufCMessage *re
 	const Husk__Sandbox__V1__CreateBundleRequest *r =
 		(const Husk__Sandbox__V1__CreateBundleRequest *)req;
 	struct husk_err err = { 0 };
+	int rc;
 	if (agent_check_id("container_id", r->container_id, &err) < 0) {
 		fail_err(call, &err);
 		return;
@@ -297,8 +392,8 @@ static void on_create_bundle(struct ttrpc_call *call, const ProtobufCMessage *re
 				"exactly one of rootfs_serial and rootfs_dir must be set");
 		return;
 	}
-	if (r->n_mounts) {
-		ttrpc_call_fail(call, TTRPC_UNIMPLEMENTED, "mounts: extra block mounts are not supported yet");
+	if ((rc = check_block_mounts(r, &err)) < 0) {
+		fail_err(call, &err);
 		return;
 	}
 	struct bundle_paths b;
@@ -327,7 +422,6 @@ static void on_create_bundle(struct ttrpc_call *call, const ProtobufCMessage *re
 	mkdir(b.rw, 0755);
 	mkdir(b.rootfs, 0755);
 	const char *lower = b.lower;
-	int rc;
 	if (*r->rootfs_dir) {
 		struct stat st;
 		if (r->rootfs_dir[0] != '/' || stat(r->rootfs_dir, &st) < 0 || !S_ISDIR(st.st_mode)) {
@@ -362,7 +456,9 @@ static void on_create_bundle(struct ttrpc_call *call, const ProtobufCMessage *re
 		rc = husk_err_sys(&err, -errno, "mount overlay on %s", b.rootfs);
 		goto fail;
 	}
-	if ((rc = write_spec((const char *)r->oci_spec.data, r->oci_spec.len, b.config, &err)) < 0)
+	if ((rc = mount_block_mounts(r, &b, &err)) < 0)
+		goto fail;
+	if ((rc = write_spec((const char *)r->oci_spec.data, r->oci_spec.len, r, &b, &err)) < 0)
 		goto fail;
 	/* Refuse a spec Task.Create would refuse, while undoing is still easy. */
 	struct jail_spec *spec = NULL;

@@ -19,6 +19,7 @@
 
 #define CALL_TIMEOUT_MS 30000
 #define MAX_ENV 256
+#define MAX_DISKS 8
 
 /* Per-process stdio ports, random so that concurrent execs in one VM do
  * not collide; never the agent's own 1024-1026. */
@@ -134,7 +135,7 @@ static int add_env(struct proc_opts *p, char *kv)
 enum {
 	OPT_ROOTFS = 256, OPT_IMAGE, OPT_CPUS, OPT_MEMORY, OPT_KERNEL, OPT_INITRD, OPT_ACCEL,
 	OPT_TRANSPORT, OPT_DEBUG_CONSOLE, OPT_BOOT_TIMEOUT, OPT_HOSTNAME, OPT_LIMIT_MEMORY,
-	OPT_LIMIT_PIDS, OPT_IMAGE_CACHE, OPT_LOG_LEVEL, OPT_AGENT_LOG,
+	OPT_LIMIT_PIDS, OPT_IMAGE_CACHE, OPT_LOG_LEVEL, OPT_AGENT_LOG, OPT_DISK,
 };
 
 static unsigned parse_uint(const char *opt, const char *s, unsigned max, bool *ok)
@@ -175,6 +176,7 @@ int cmd_run(const struct global_opts *g, int argc, char **argv)
 		{ "image-cache", required_argument, NULL, OPT_IMAGE_CACHE },
 		{ "log-level", required_argument, NULL, OPT_LOG_LEVEL },
 		{ "agent-log", no_argument, NULL, OPT_AGENT_LOG },
+		{ "disk", required_argument, NULL, OPT_DISK },
 		{ 0 },
 	};
 	struct proc_opts p = { 0 };
@@ -184,6 +186,12 @@ int cmd_run(const struct global_opts *g, int argc, char **argv)
 	_cleanup_free_ char *kernel = NULL, *initrd = NULL, *built_image = NULL;
 	struct husk_err err = { 0 };
 	bool ok = true, agent_log = false;
+	/* --disk PATH:TARGET[:ro]: extra disks, after the rootfs (disk0). */
+	struct husk_disk disks[1 + MAX_DISKS];
+	struct husk_block_mount mounts[MAX_DISKS];
+	char serials[MAX_DISKS][16];
+	char *disk_args[MAX_DISKS];
+	size_t n_extra = 0;
 	optind = 1;
 	for (int o; ok && (o = getopt_long(argc, argv, "+tie:w:u:n:", opts, NULL)) != -1;) {
 		switch (o) {
@@ -223,6 +231,11 @@ int cmd_run(const struct global_opts *g, int argc, char **argv)
 		case OPT_IMAGE_CACHE: cache = optarg; break;
 		case OPT_LOG_LEVEL: cfg.log_level = (int)parse_uint("--log-level", optarg, 7, &ok); break;
 		case OPT_AGENT_LOG: agent_log = true; break;
+		case OPT_DISK:
+			if (n_extra >= MAX_DISKS)
+				return fail("--disk: at most %d", MAX_DISKS);
+			disk_args[n_extra++] = optarg;
+			break;
 		default: return fail("run: see huskctl --help");
 		}
 	}
@@ -253,9 +266,31 @@ int cmd_run(const struct global_opts *g, int argc, char **argv)
 			return fail("%s", err.msg);
 		image = built_image;
 	}
-	struct husk_disk disk = { .path = image, .serial = "rootfs0", .readonly = true };
-	cfg.disks = &disk;
-	cfg.n_disks = 1;
+	disks[0] = (struct husk_disk){ .path = image, .serial = "rootfs0", .readonly = true };
+	for (size_t i = 0; i < n_extra; i++) {
+		char *path = disk_args[i], *target = strchr(path, ':');
+		if (!target || target[1] != '/')
+			return fail("--disk %s: want PATH:/TARGET[:ro]", path);
+		*target++ = '\0';
+		char *mode = strchr(target, ':');
+		bool ro = false;
+		if (mode) {
+			*mode++ = '\0';
+			if (strcmp(mode, "ro") != 0 && strcmp(mode, "rw") != 0)
+				return fail("--disk %s:%s: mode \"%s\": want ro or rw", path, target, mode);
+			ro = strcmp(mode, "ro") == 0;
+		}
+		const char *fstype = husk_image_fstype(path, &err);
+		if (!fstype)
+			return fail("--disk: %s", err.msg);
+		ro = ro || strcmp(fstype, "erofs") == 0; /* erofs is read-only */
+		snprintf(serials[i], sizeof(serials[i]), "disk%zu", i + 1);
+		disks[1 + i] = (struct husk_disk){ .path = path, .serial = serials[i], .readonly = ro };
+		mounts[i] = (struct husk_block_mount){ .serial = serials[i], .fstype = fstype,
+						       .target = target, .readonly = ro };
+	}
+	cfg.disks = disks;
+	cfg.n_disks = 1 + n_extra;
 
 	/* From here a ^C must stop the VM in order, not kill us. */
 	relay_block_signals();
@@ -269,7 +304,8 @@ int cmd_run(const struct global_opts *g, int argc, char **argv)
 	int status = -1;
 	if (husk_agent_open(vm, CALL_TIMEOUT_MS, &a, &err) == 0 &&
 	    husk_agent_create_sandbox(a, hostname ? hostname : "husk", &err) == 0 &&
-	    husk_agent_create_bundle(a, id, spec, "rootfs0", &bundle, &err) == 0 &&
+	    husk_agent_create_bundle_mounts(a, id, spec, "rootfs0", mounts, n_extra, &bundle,
+					    &err) == 0 &&
 	    husk_task_create(a, id, bundle, &io, NULL, &err) == 0)
 		status = run_process(vm, a, id, NULL, &io, agent_log ? husk_vm_log_fd(vm) : -1, &err);
 	if (status < 0) {

@@ -176,7 +176,23 @@ int husk_agent_create_sandbox(struct husk_agent *a, const char *hostname, struct
  * container's rootfs; *bundle (malloc'd) goes to husk_task_create. */
 int husk_agent_create_bundle(struct husk_agent *a, const char *id, const char *spec_json,
 			     const char *rootfs_serial, char **bundle, struct husk_err *err);
+/* Extra disks for a container: the disk with `serial` is mounted in the
+ * guest (fstype "ext4", "erofs", ...) and bound at `target` in the
+ * container. At most 16. */
+struct husk_block_mount {
+	const char *serial;
+	const char *fstype;
+	const char *target;
+	bool readonly;
+};
+int husk_agent_create_bundle_mounts(struct husk_agent *a, const char *id, const char *spec_json,
+				    const char *rootfs_serial, const struct husk_block_mount *mounts,
+				    size_t n_mounts, char **bundle, struct husk_err *err);
 int husk_agent_destroy(struct husk_agent *a, struct husk_err *err);
+
+/* The filesystem on a disk image from its superblock: "erofs", "ext4"
+ * (ext2/3/4 all mount as ext4), or NULL with `err` naming the file. */
+const char *husk_image_fstype(const char *path, struct husk_err *err);
 
 /* stdio ports: 0 means "none". With a terminal, stderr is unused. */
 struct husk_stdio {

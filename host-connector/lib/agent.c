@@ -172,7 +172,28 @@ int husk_agent_create_sandbox(struct husk_agent *a, const char *hostname, struct
 int husk_agent_create_bundle(struct husk_agent *a, const char *id, const char *spec_json,
 			     const char *rootfs_serial, char **bundle, struct husk_err *err)
 {
+	return husk_agent_create_bundle_mounts(a, id, spec_json, rootfs_serial, NULL, 0, bundle,
+					       err);
+}
+
+int husk_agent_create_bundle_mounts(struct husk_agent *a, const char *id, const char *spec_json,
+				    const char *rootfs_serial, const struct husk_block_mount *mounts,
+				    size_t n_mounts, char **bundle, struct husk_err *err)
+{
+	if (n_mounts > 16)
+		return husk_err_set(err, -EINVAL, "%zu block mounts: at most 16", n_mounts);
+	Husk__Sandbox__V1__BlockMount bm[16], *bmp[16];
+	for (size_t i = 0; i < n_mounts; i++) {
+		husk__sandbox__v1__block_mount__init(&bm[i]);
+		bm[i].serial = (char *)mounts[i].serial;
+		bm[i].fstype = (char *)mounts[i].fstype;
+		bm[i].target = (char *)mounts[i].target;
+		bm[i].readonly = mounts[i].readonly;
+		bmp[i] = &bm[i];
+	}
 	Husk__Sandbox__V1__CreateBundleRequest req = HUSK__SANDBOX__V1__CREATE_BUNDLE_REQUEST__INIT;
+	req.n_mounts = n_mounts;
+	req.mounts = bmp;
 	req.container_id = (char *)id;
 	req.oci_spec.data = (uint8_t *)spec_json;
 	req.oci_spec.len = strlen(spec_json);

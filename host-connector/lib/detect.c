@@ -258,3 +258,25 @@ const char *husk_default_state_dir(char *buf, size_t len)
 		snprintf(buf, len, "/tmp/husk-%u", (unsigned)geteuid());
 	return buf;
 }
+
+const char *husk_image_fstype(const char *path, struct husk_err *err)
+{
+	_cleanup_fd_ int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0) {
+		husk_err_sys(err, -errno, "disk image %s", path);
+		return NULL;
+	}
+	unsigned char sb[1024];
+	if (pread(fd, sb, sizeof(sb), 1024) != (ssize_t)sizeof(sb)) {
+		husk_err_set(err, -EINVAL, "disk image %s: too small for a filesystem", path);
+		return NULL;
+	}
+	/* erofs: le32 0xE0F5E1E2 at 1024; ext2/3/4: le16 0xEF53 at 1024+56. */
+	if (sb[0] == 0xe2 && sb[1] == 0xe1 && sb[2] == 0xf5 && sb[3] == 0xe0)
+		return "erofs";
+	if (sb[56] == 0x53 && sb[57] == 0xef)
+		return "ext4";
+	husk_err_set(err, -EINVAL, "disk image %s: neither erofs nor ext2/3/4 (no superblock magic)",
+		     path);
+	return NULL;
+}

@@ -31,3 +31,7 @@ LIBS += $(BUILD)/lib/libhusk.a $(BUILD)/lib/libhusk.so
 $(TEST_DIR)/libhusk-vm: $(call objs,asan,tests/libhusk/test_vm.c) $(BUILD)/asan/libhusk.a
 	$(call link,asan,-lcmocka $(LIBHUSK_DEPS_LIBS))
 TEST_BINS += $(TEST_DIR)/libhusk-vm
+
+# Links through $(call link) also name libcommon.a: build it first.
+$(BUILD)/lib/libhusk.a: | $(BUILD)/host/libcommon.a
+$(BUILD)/asan/libhusk.a: | $(BUILD)/asan/libcommon.a

@@ -56,6 +56,22 @@ grep -q "^husk-agent: info: container .*: created" "$tmp/err" &&
 	grep -q "^husk-agent: info: container .* exited with status 1$" "$tmp/err" &&
 	pass agent-log-stream || fail agent-log-stream "$(cat "$tmp/err")"
 
+# Extra disks: an ext4 image written by the container (read back on the
+# host with debugfs) and a read-only erofs image.
+truncate -s 16M "$tmp/data.ext4" && mkfs.ext4 -q -F "$tmp/data.ext4"
+mkdir -p "$tmp/ro" && echo "read-only data" >"$tmp/ro/file" &&
+	mkfs.erofs --quiet "$tmp/ro.erofs" "$tmp/ro" >/dev/null 2>&1
+out=$(RUN --rootfs "$rootfs" --disk "$tmp/data.ext4:/data" --disk "$tmp/ro.erofs:/ro:ro" -- \
+	sh -c 'cat /ro/file; echo written-in-vm >/data/x; touch /ro/y 2>/dev/null || echo ro-refused' 2>&1)
+rc=$?
+[ $rc -eq 0 ] && echo "$out" | grep -q "^read-only data$" && echo "$out" | grep -q "^ro-refused$" &&
+	[ "$(debugfs -R 'cat /x' "$tmp/data.ext4" 2>/dev/null)" = written-in-vm ] &&
+	pass extra-disks || fail extra-disks "rc=$rc $out"
+RUN --rootfs "$rootfs" --disk "$tmp/data.ext4:data" -- true >/dev/null 2>"$tmp/err"
+rc=$?
+[ $rc -eq 125 ] && grep -q "TARGET" "$tmp/err" && pass relative-disk-target-refused ||
+	fail relative-disk-target-refused "rc=$rc $(cat "$tmp/err")"
+
 head -c 1000000 /dev/urandom >"$tmp/stdin"
 in_sum=$(sha256sum <"$tmp/stdin" | cut -d' ' -f1)
 out=$(RUN -i --rootfs "$rootfs" -- sh -c 'sha256sum; exit 9' <"$tmp/stdin" 2>"$tmp/err")
