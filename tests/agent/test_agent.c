@@ -2,6 +2,7 @@
  * Sandbox and Task services end to end with real containers (busybox
  * rootfs, overlay from CreateBundle), stdio over the per-port sockets.
  * Needs root (mounts, namespaces); skips otherwise. */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <json-c/json.h>
@@ -557,6 +558,81 @@ static void test_wait_does_not_block_other_calls(void **state)
 	assert_int_equal(delete("w", NULL, NULL, &st), TTRPC_OK);
 }
 
+static int agent_fd_count(void)
+{
+	char path[64];
+	snprintf(path, sizeof(path), "/proc/%d/fd", (int)E.agent);
+	DIR *d = opendir(path);
+	int n = 0;
+	if (!d)
+		return -1;
+	for (struct dirent *e; (e = readdir(d));)
+		n += e->d_name[0] != '.';
+	closedir(d);
+	return n;
+}
+
+/* Clients that vanish with calls in flight (a blocking Wait, a GetEvents
+ * long poll) leave nothing behind in the agent: its fds return to where
+ * they were, it keeps serving, and ASan's leak check at its exit (in
+ * teardown) finds every deferred call freed. */
+static void test_disconnect_mid_call(void **state)
+{
+	(void)state;
+	NEED_ROOT();
+	int code;
+	_cleanup_free_ char *b = create_bundle("dc", "exec sleep 1000", false, &code);
+	assert_int_equal(code, TTRPC_OK);
+	struct ttrpc_status st;
+	assert_int_equal(create("dc", b, 0, 0, 0, false, NULL, &st), TTRPC_OK);
+	assert_int_equal(start("dc", NULL, &st), TTRPC_OK);
+	int before = agent_fd_count();
+	assert_true(before > 0);
+	for (int i = 0; i < 20; i++) {
+		struct husk_err err = { 0 };
+		struct ttrpc_client *c = NULL;
+		int fd = husk_unix_connect(E.sock, &err);
+		assert_true(fd >= 0);
+		assert_int_equal(ttrpc_client_new(E.loop, fd, &c, &err), 0);
+		struct waited w = { 0 }, g = { 0 };
+		T(WaitRequest) wr = CONTAINERD__TASK__V2__WAIT_REQUEST__INIT;
+		wr.id = "dc";
+		assert_int_equal(ttrpc_client_start(c, TASK, "Wait", &wr.base, NULL, 0,
+						    &containerd__task__v2__wait_response__descriptor,
+						    NULL, on_waited, &w), 0);
+		Husk__Sandbox__V1__GetEventsRequest gr = HUSK__SANDBOX__V1__GET_EVENTS_REQUEST__INIT;
+		gr.after_seq = UINT64_MAX - 1;
+		assert_int_equal(ttrpc_client_start(c, SANDBOX, "GetEvents", &gr.base, NULL, 0,
+						    &husk__sandbox__v1__get_events_response__descriptor,
+						    NULL, on_waited, &g), 0);
+		/* Let both requests reach the agent, then vanish. */
+		T(StateResponse) *sr = NULL;
+		assert_int_equal(get_state("dc", NULL, &sr, &st), TTRPC_OK);
+		protobuf_c_message_free_unpacked(&sr->base, NULL);
+		ttrpc_client_free(c);
+		assert_true(w.done && g.done); /* completed locally: CANCELLED */
+	}
+	/* The agent notices each hang-up on its own loop: wait for it (a
+	 * bound against hangs, not a timing assertion). */
+	int after = -1;
+	for (int i = 0; i < 300 && (after = agent_fd_count()) != before; i++)
+		usleep(10000);
+	assert_int_equal(after, before);
+	T(StateResponse) *sr = NULL;
+	assert_int_equal(get_state("dc", NULL, &sr, &st), TTRPC_OK);
+	assert_int_equal(sr->status, CONTAINERD__V1__TYPES__STATUS__RUNNING);
+	protobuf_c_message_free_unpacked(&sr->base, NULL);
+	assert_int_equal(kill_proc("dc", NULL, SIGKILL, false, &st), TTRPC_OK);
+	ProtobufCMessage *resp = NULL;
+	T(WaitRequest) wr = CONTAINERD__TASK__V2__WAIT_REQUEST__INIT;
+	wr.id = "dc";
+	assert_int_equal(call(TASK, "Wait", &wr.base, &containerd__task__v2__wait_response__descriptor,
+			      &resp, &st, 0), TTRPC_OK);
+	assert_int_equal(((T(WaitResponse) *)resp)->exit_status, 137);
+	protobuf_c_message_free_unpacked(resp, NULL);
+	assert_int_equal(delete("dc", NULL, NULL, &st), TTRPC_OK);
+}
+
 static void test_fast_exit_output_complete(void **state)
 {
 	(void)state;
@@ -749,6 +825,7 @@ int main(void)
 		cmocka_unit_test(test_events),
 		cmocka_unit_test(test_bad_requests),
 		cmocka_unit_test(test_created_then_deleted),
+		cmocka_unit_test(test_disconnect_mid_call),
 	};
 	return cmocka_run_group_tests_name("agent", tests, setup, teardown);
 }
