@@ -12,8 +12,11 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <json-c/json.h>
+
 #include "husk/cleanup.h"
 #include "huskctl.h"
+#include "spec.h"
 
 static int parse_signal(const char *s, int *sig)
 {
@@ -33,6 +36,49 @@ static int parse_signal(const char *s, int *sig)
 		}
 	}
 	return -EINVAL;
+}
+
+/* huskctl update NAME [--limit-memory SIZE] [--limit-pids N] */
+int cmd_update(const struct global_opts *g, int argc, char **argv)
+{
+	if (argc < 4 || (argc - 2) % 2)
+		return fail("usage: huskctl update NAME [--limit-memory SIZE] [--limit-pids N]");
+	const char *name = argv[1];
+	struct husk_err err = { 0 };
+	json_object *res = json_object_new_object();
+	for (int i = 2; i + 1 < argc; i += 2) {
+		uint64_t v = 0;
+		if (huskctl_parse_size(argv[i + 1], &v, &err) < 0 || v == 0 || v > INT64_MAX) {
+			json_object_put(res);
+			return fail("update: %s %s: %s", argv[i], argv[i + 1],
+				    err.msg[0] ? err.msg : "want a positive number");
+		}
+		const char *group, *key;
+		if (strcmp(argv[i], "--limit-memory") == 0) {
+			group = "memory";
+			key = "limit";
+		} else if (strcmp(argv[i], "--limit-pids") == 0) {
+			group = "pids";
+			key = "limit";
+		} else {
+			json_object_put(res);
+			return fail("update: unknown option %s", argv[i]);
+		}
+		json_object *o = json_object_new_object();
+		json_object_object_add(o, key, json_object_new_int64((int64_t)v));
+		json_object_object_add(res, group, o);
+	}
+	struct husk_vm *vm = NULL;
+	struct husk_agent *a = NULL;
+	int r = husk_vm_open(g->state_dir, name, &vm, &err);
+	if (r == 0)
+		r = husk_agent_open(vm, 30000, &a, &err);
+	if (r == 0)
+		r = husk_task_update(a, name, json_object_to_json_string(res), &err);
+	json_object_put(res);
+	husk_agent_close(a);
+	husk_vm_free(vm);
+	return r < 0 ? fail("update %s: %s", name, err.msg) : 0;
 }
 
 int cmd_simple(const struct global_opts *g, const char *cmd, int argc, char **argv)

@@ -14,6 +14,7 @@ struct global_opts {
 
 int cmd_run(const struct global_opts *g, int argc, char **argv);
 int cmd_exec(const struct global_opts *g, int argc, char **argv);
+int cmd_update(const struct global_opts *g, int argc, char **argv);
 int cmd_simple(const struct global_opts *g, const char *cmd, int argc, char **argv);
 int cmd_console(const struct global_opts *g, int argc, char **argv);
 int cmd_info(const struct global_opts *g, int argc, char **argv);

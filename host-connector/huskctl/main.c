@@ -48,6 +48,8 @@ static void usage(FILE *f)
 		"                                   run CMD in the running container of VM NAME\n"
 		"  kill NAME [SIGNAL]               signal the container (default TERM)\n"
 		"  pause NAME | resume NAME         freeze or thaw the container\n"
+		"  update NAME [--limit-memory SIZE] [--limit-pids N]\n"
+		"                                   change the container's cgroup limits\n"
 		"  stats NAME                       the container's cgroup figures\n"
 		"  ps NAME                          the container's processes (guest pids)\n"
 		"  ping NAME                        ask the agent if it is alive\n"
@@ -93,6 +95,8 @@ int main(int argc, char **argv)
 		return cmd_info(&g, sub_argc, sub_argv);
 	if (strcmp(cmd, "ls") == 0)
 		return cmd_ls(&g, sub_argc, sub_argv);
+	if (strcmp(cmd, "update") == 0)
+		return cmd_update(&g, sub_argc, sub_argv);
 	static const char *const simple[] = { "kill", "pause", "resume", "stats", "ps", "ping" };
 	for (size_t k = 0; k < sizeof(simple) / sizeof(simple[0]); k++)
 		if (strcmp(cmd, simple[k]) == 0)

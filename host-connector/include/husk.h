@@ -212,6 +212,10 @@ int husk_task_wait(struct husk_agent *a, const char *id, const char *exec_id, ui
 		   struct husk_err *err);
 int husk_task_kill(struct husk_agent *a, const char *id, const char *exec_id, int sig, bool all,
 		   struct husk_err *err);
+/* Changes a running container's cgroup limits: `resources_json` is an OCI
+ * linux.resources object, e.g. {"memory":{"limit":67108864}}. */
+int husk_task_update(struct husk_agent *a, const char *id, const char *resources_json,
+		     struct husk_err *err);
 int husk_task_pause(struct husk_agent *a, const char *id, struct husk_err *err);
 int husk_task_resume(struct husk_agent *a, const char *id, struct husk_err *err);
 int husk_task_resize_pty(struct husk_agent *a, const char *id, const char *exec_id,

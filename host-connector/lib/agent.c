@@ -307,6 +307,19 @@ int husk_task_kill(struct husk_agent *a, const char *id, const char *exec_id, in
 	return CALL(TASK, "Kill", req, NULL, NULL);
 }
 
+int husk_task_update(struct husk_agent *a, const char *id, const char *resources_json,
+		     struct husk_err *err)
+{
+	Google__Protobuf__Any res = GOOGLE__PROTOBUF__ANY__INIT;
+	res.type_url = "types.containerd.io/opencontainers/runtime-spec/1/LinuxResources";
+	res.value.data = (uint8_t *)resources_json;
+	res.value.len = strlen(resources_json);
+	Containerd__Task__V2__UpdateTaskRequest req = CONTAINERD__TASK__V2__UPDATE_TASK_REQUEST__INIT;
+	req.id = (char *)id;
+	req.resources = &res;
+	return CALL(TASK, "Update", req, NULL, NULL);
+}
+
 int husk_task_pause(struct husk_agent *a, const char *id, struct husk_err *err)
 {
 	Containerd__Task__V2__PauseRequest req = CONTAINERD__TASK__V2__PAUSE_REQUEST__INIT;

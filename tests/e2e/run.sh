@@ -159,6 +159,15 @@ rc=$?
 H resume e2e 2>"$tmp/err" && out=$(H exec e2e -- cat /sys/fs/cgroup/cgroup.freeze 2>&1) &&
 	[ "$out" = 0 ] && pass pause-resume || fail pause-resume "$out $(cat "$tmp/err")"
 
+# Task.Update changes the running container's cgroup limits in the guest.
+H update e2e --limit-memory 48M --limit-pids 77 2>"$tmp/err" &&
+	out=$(H exec e2e -- cat /sys/fs/cgroup/memory.max /sys/fs/cgroup/pids.max 2>&1) &&
+	[ "$out" = "$(printf '50331648\n77')" ] && pass update-limits ||
+	fail update-limits "$out $(cat "$tmp/err")"
+H update e2e --limit-memory 12Q >/dev/null 2>"$tmp/err"
+[ $? -eq 125 ] && grep -q "12Q" "$tmp/err" && pass update-bad-size-refused ||
+	fail update-bad-size-refused "$(cat "$tmp/err")"
+
 # 20 containers one after another in the same VM: the agent's RSS and fd
 # count stay flat (measured after a warm-up).
 uds=$state/e2e/vsock.sock
