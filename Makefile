@@ -189,6 +189,7 @@ include tests/tests.mk
 include host-connector/vsockd/vsockd.mk
 include host-connector/lib/lib.mk
 include host-connector/huskctl/huskctl.mk
+include host-connector/shim/shim.mk
 include host-connector/lib/image.mk
 include host-connector/huskctl/spec.mk
 UNIT_TESTS += huskctl-spec

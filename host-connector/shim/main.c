@@ -1,0 +1,307 @@
+/* containerd-shim-husk-v2: the command line containerd runs.
+ *
+ *   ... -namespace NS -address A -publish-binary B -id ID [-debug] start
+ *       (cwd: the bundle) creates the shim socket, forks the shim daemon,
+ *       writes the bundle's `address` file and prints unix://SOCKET.
+ *   ... -id ID -bundle DIR delete
+ *       cleans up after a shim that is gone and prints a DeleteResponse.
+ *
+ * Flags are Go-style (one dash, `-flag value` or `-flag=value`). */
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <sys/signalfd.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "github.com/containerd/containerd/runtime/v2/task/shim.pb-c.h"
+#include "husk/cleanup.h"
+#include "husk/path.h"
+#include "husk/sock.h"
+#include "shim.h"
+
+#define SHIM_VERSION "0.1.0"
+
+void shim_log(const char *fmt, ...)
+{
+	char msg[2048];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	struct tm tm;
+	gmtime_r(&ts.tv_sec, &tm);
+	/* One write per line: the log FIFO is shared with nobody, but a short
+	 * write must not interleave with the next line. */
+	dprintf(STDERR_FILENO, "time=\"%04d-%02d-%02dT%02d:%02d:%02d.%06ldZ\" level=info msg=\"%s\" runtime=io.containerd.husk.v2\n",
+		tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
+		ts.tv_nsec / 1000, msg);
+}
+
+static uint64_t fnv64(uint64_t h, const char *s)
+{
+	for (; s && *s; s++)
+		h = (h ^ (uint8_t)*s) * 1099511628211ull;
+	return (h ^ '/') * 1099511628211ull;
+}
+
+void shim_vm_name(const char *ns, const char *id, char *out, size_t len)
+{
+	uint64_t h = fnv64(fnv64(1469598103934665603ull, ns), id);
+	snprintf(out, len, "ctr-%016llx", (unsigned long long)h);
+}
+
+/* <state dir>/shim/<hash of containerd address, namespace, id>.sock: like
+ * containerd's own /run/containerd/s/<hash>, distinct per containerd. */
+static int socket_path(const struct shim_opts *o, char *out, size_t len, struct husk_err *err)
+{
+	char state[PATH_MAX];
+	husk_default_state_dir(state, sizeof(state));
+	uint64_t h = fnv64(fnv64(fnv64(1469598103934665603ull, o->address), o->namespace_), o->id);
+	char dir[PATH_MAX];
+	if (husk_path_fmt(dir, sizeof(dir), "%s/shim", state) < 0 ||
+	    husk_path_fmt(out, len, "%s/%016llx.sock", dir, (unsigned long long)h) < 0)
+		return husk_err_set(err, -ENAMETOOLONG, "shim socket in %s: path too long", state);
+	mkdir(state, 0711);
+	if (mkdir(dir, 0711) < 0 && errno != EEXIST)
+		return husk_err_sys(err, -errno, "mkdir %s", dir);
+	return 0;
+}
+
+/* ---- the daemon ---- */
+
+static void on_signal(struct ev_io *io, int fd, uint32_t events, void *data)
+{
+	(void)io, (void)events;
+	struct signalfd_siginfo si;
+	while (read(fd, &si, sizeof(si)) == (ssize_t)sizeof(si))
+		shim_log("signal %u: shutting down", si.ssi_signo);
+	ev_stop(((struct shim *)data)->loop);
+}
+
+static int serve(const struct shim_opts *opt, int listen_fd)
+{
+	struct shim s = { .opt = *opt };
+	struct husk_err err = { 0 };
+	struct ev_io *sig_io = NULL;
+	sigset_t set;
+	sigemptyset(&set);
+	sigaddset(&set, SIGTERM);
+	sigaddset(&set, SIGINT);
+	sigprocmask(SIG_BLOCK, &set, NULL);
+	_cleanup_fd_ int sfd = signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK);
+	int rc;
+	if ((rc = ev_loop_new(&s.loop, &err)) < 0)
+		goto out;
+	if ((rc = ttrpc_server_new(s.loop, NULL, &s.server, &err)) < 0 ||
+	    (rc = shim_service_register(&s, &err)) < 0 ||
+	    (rc = ttrpc_server_add_listener(s.server, listen_fd, &err)) < 0 ||
+	    (sfd >= 0 && (rc = ev_io_add(s.loop, sfd, EPOLLIN, on_signal, &s, &sig_io, &err)) < 0))
+		goto out;
+	listen_fd = -1;
+	shim_log("shim %d serving %s for %s/%s", getpid(), opt->socket, opt->namespace_, opt->id);
+	rc = ev_run(s.loop);
+	if (rc < 0)
+		husk_err_set(&err, rc, "event loop");
+out:
+	if (rc < 0)
+		shim_log("shim for %s: %s", opt->id, err.msg);
+	if (listen_fd >= 0)
+		close(listen_fd);
+	s.shutting_down = true;
+	shim_vm_teardown(&s);
+	ev_io_del(sig_io);
+	ttrpc_server_free(s.server);
+	ttrpc_client_free(s.events);
+	if (s.loop)
+		ev_loop_free(s.loop);
+	unlink(opt->socket);
+	shim_log("shim for %s exits", opt->id);
+	return rc < 0 ? 1 : 0;
+}
+
+/* The daemon keeps none of containerd's pipes (containerd waits for EOF on
+ * them); its log goes to the bundle's `log` FIFO, which containerd reads. */
+static void detach_stdio(void)
+{
+	int null = open("/dev/null", O_RDWR | O_CLOEXEC);
+	int log = open("log", O_WRONLY | O_NONBLOCK | O_CLOEXEC);
+	if (null >= 0) {
+		dup2(null, STDIN_FILENO);
+		dup2(null, STDOUT_FILENO);
+		dup2(log >= 0 ? log : null, STDERR_FILENO);
+		close(null);
+	}
+	if (log >= 0)
+		close(log);
+}
+
+static int cmd_start(struct shim_opts *o)
+{
+	struct husk_err err = { 0 };
+	char path[PATH_MAX];
+	if (socket_path(o, path, sizeof(path), &err) < 0) {
+		fprintf(stderr, "containerd-shim-husk-v2: %s\n", err.msg);
+		return 1;
+	}
+	o->socket = path;
+	/* A shim already serving this container: hand out its address. */
+	int probe = husk_unix_connect(path, NULL);
+	if (probe >= 0) {
+		close(probe);
+	} else {
+		int lfd = husk_unix_listen(path, &err);
+		if (lfd < 0) {
+			fprintf(stderr, "containerd-shim-husk-v2: %s\n", err.msg);
+			return 1;
+		}
+		pid_t pid = fork();
+		if (pid < 0) {
+			fprintf(stderr, "containerd-shim-husk-v2: fork: %s\n", strerror(errno));
+			unlink(path);
+			return 1;
+		}
+		if (pid == 0) {
+			setsid();
+			detach_stdio();
+			if (chdir("/") < 0)
+				shim_log("chdir /: %s", strerror(errno));
+			signal(SIGPIPE, SIG_IGN);
+			_exit(serve(o, lfd));
+		}
+		close(lfd);
+	}
+	FILE *f = fopen("address", "we");
+	if (!f || fprintf(f, "unix://%s", path) < 0 || fclose(f) != 0) {
+		fprintf(stderr, "containerd-shim-husk-v2: writing the address file: %s\n",
+			strerror(errno));
+		return 1;
+	}
+	printf("unix://%s", path);
+	return fflush(stdout) == 0 ? 0 : 1;
+}
+
+static int rm_entry(const char *path, const struct stat *st, int type, struct FTW *ftw)
+{
+	(void)st, (void)ftw;
+	if (type == FTW_DP)
+		rmdir(path);
+	else
+		unlink(path);
+	return 0;
+}
+
+/* After the shim is gone (it exited or was killed): what it may have left.
+ * Its VM died with it (QEMU and husk-vsockd get SIGKILL when their parent
+ * dies), so only files and mounts remain. */
+static int cmd_delete(struct shim_opts *o)
+{
+	char path[PATH_MAX], state[PATH_MAX], name[64], vmdir[PATH_MAX];
+	if (socket_path(o, path, sizeof(path), NULL) == 0)
+		unlink(path);
+	husk_default_state_dir(state, sizeof(state));
+	shim_vm_name(o->namespace_, o->id, name, sizeof(name));
+	if (husk_path_fmt(vmdir, sizeof(vmdir), "%s/%s", state, name) == 0)
+		nftw(vmdir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+	if (o->bundle && husk_path_fmt(path, sizeof(path), "%s/rootfs", o->bundle) == 0)
+		umount2(path, MNT_DETACH);
+	struct timespec now;
+	clock_gettime(CLOCK_REALTIME, &now);
+	Google__Protobuf__Timestamp ts = GOOGLE__PROTOBUF__TIMESTAMP__INIT;
+	ts.seconds = now.tv_sec;
+	ts.nanos = (int32_t)now.tv_nsec;
+	Containerd__Task__V2__DeleteResponse resp = CONTAINERD__TASK__V2__DELETE_RESPONSE__INIT;
+	resp.exit_status = 128 + 9; /* as containerd-shim-runc-v2: "killed" */
+	resp.exited_at = &ts;
+	size_t len = protobuf_c_message_get_packed_size(&resp.base);
+	uint8_t buf[256];
+	if (len > sizeof(buf))
+		return 1;
+	protobuf_c_message_pack(&resp.base, buf);
+	return fwrite(buf, 1, len, stdout) == len && fflush(stdout) == 0 ? 0 : 1;
+}
+
+static void usage(FILE *f)
+{
+	fprintf(f, "usage: containerd-shim-husk-v2 -namespace NS -address ADDR -id ID "
+		   "[-publish-binary B] [-bundle DIR] [-debug] start|delete\n"
+		   "       containerd-shim-husk-v2 -v\n"
+		   "containerd runs this as runtime io.containerd.husk.v2; see docs/containerd.md\n");
+}
+
+int main(int argc, char **argv)
+{
+	struct shim_opts o = { .namespace_ = "default", .address = "", .ttrpc_address = "" };
+	const char *cmd = NULL;
+	for (int i = 1; i < argc; i++) {
+		const char *a = argv[i];
+		if (a[0] != '-') {
+			if (cmd) {
+				usage(stderr);
+				return 2;
+			}
+			cmd = a;
+			continue;
+		}
+		a += a[1] == '-' ? 2 : 1;
+		const char *eq = strchr(a, '=');
+		size_t n = eq ? (size_t)(eq - a) : strlen(a);
+#define FLAG(name) (n == strlen(name) && strncmp(a, name, n) == 0)
+		if (FLAG("debug")) {
+			o.debug = true;
+			continue;
+		}
+		if (FLAG("v") || FLAG("version")) {
+			printf("containerd-shim-husk-v2 %s\n", SHIM_VERSION);
+			return 0;
+		}
+		if (FLAG("h") || FLAG("help")) {
+			usage(stdout);
+			return 0;
+		}
+		const char *val = eq ? eq + 1 : (i + 1 < argc ? argv[++i] : NULL);
+		if (!val) {
+			fprintf(stderr, "containerd-shim-husk-v2: flag -%.*s needs a value\n", (int)n, a);
+			return 2;
+		}
+		if (FLAG("namespace"))
+			o.namespace_ = val;
+		else if (FLAG("address"))
+			o.address = val;
+		else if (FLAG("id"))
+			o.id = val;
+		else if (FLAG("bundle"))
+			o.bundle = val;
+		else if (FLAG("publish-binary") || FLAG("socket"))
+			; /* events go over TTRPC_ADDRESS; the socket is ours to pick */
+		else {
+			fprintf(stderr, "containerd-shim-husk-v2: unknown flag -%.*s\n", (int)n, a);
+			return 2;
+		}
+#undef FLAG
+	}
+	const char *ta = getenv("TTRPC_ADDRESS");
+	if (ta)
+		o.ttrpc_address = ta;
+	if (!cmd || !o.id) {
+		usage(stderr);
+		return 2;
+	}
+	if (strcmp(cmd, "start") == 0)
+		return cmd_start(&o);
+	if (strcmp(cmd, "delete") == 0)
+		return cmd_delete(&o);
+	fprintf(stderr, "containerd-shim-husk-v2: unknown command %s\n", cmd);
+	usage(stderr);
+	return 2;
+}
