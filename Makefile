@@ -227,6 +227,8 @@ PREFIX ?= /usr/local
 install: all $(KERNEL_IMAGE) $(INITRAMFS)
 	install -D -m 0755 $(BUILD)/bin/huskctl $(DESTDIR)$(PREFIX)/bin/huskctl
 	install -D -m 0755 $(BUILD)/bin/husk-jail $(DESTDIR)$(PREFIX)/bin/husk-jail
+	install -D -m 0755 $(BUILD)/bin/containerd-shim-husk-v2 \
+		$(DESTDIR)$(PREFIX)/bin/containerd-shim-husk-v2
 	install -D -m 0755 $(BUILD)/bin/husk-vsockd $(DESTDIR)$(PREFIX)/libexec/husk/husk-vsockd
 	install -D -m 0644 $(KERNEL_IMAGE) $(DESTDIR)$(PREFIX)/share/husk/bzImage
 	install -D -m 0644 $(INITRAMFS) $(DESTDIR)$(PREFIX)/share/husk/initramfs.cpio.gz
