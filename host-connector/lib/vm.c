@@ -379,9 +379,17 @@ static int wait_ready(struct husk_vm *vm, unsigned timeout_ms, uint64_t t0, stru
 {
 	uint64_t deadline = t0 + (uint64_t)timeout_ms * 1000000u;
 	struct husk_err last = { 0 };
+	uint64_t next_try = 0;
 	for (;;) {
+		/* The agent connects its log stream (port 1025) just after it
+		 * starts listening on 1024: that is the event to wait for. Until
+		 * it comes, Check is only tried every 250 ms, as a fallback for
+		 * an agent that cannot connect (each refused try also costs the
+		 * booting guest an RST to send). */
+		bool awaiting_log = vm->log_listen_fd >= 0 && vm->log_fd < 0;
 		struct husk_agent *a = NULL;
-		if (husk_agent_open(vm, 2000, &a, &last) == 0) {
+		uint64_t now = husk_now_ns();
+		if (now >= next_try && husk_agent_open(vm, 2000, &a, &last) == 0) {
 			int r = husk_agent_check(a, NULL, 0, &last);
 			husk_agent_close(a);
 			if (r == 0) {
@@ -391,13 +399,20 @@ static int wait_ready(struct husk_vm *vm, unsigned timeout_ms, uint64_t t0, stru
 				return 0;
 			}
 		}
-		/* Sleep on the pidfds: a dying QEMU or husk-vsockd wakes us. */
+		if (now >= next_try)
+			next_try = now + (awaiting_log ? 250 : 10) * 1000000ull;
+		/* Sleep on the pidfds (a dying QEMU or husk-vsockd wakes us) and
+		 * the log listener (the agent is up). */
 		struct pollfd p[3] = { { .fd = vm->qemu_pidfd, .events = POLLIN },
 				       { .fd = vm->vsockd_pidfd, .events = POLLIN },
 				       { .fd = vm->log_listen_fd, .events = POLLIN } };
-		int n = poll(p, 3, 10);
+		now = husk_now_ns();
+		int wait_ms = next_try > now ? (int)((next_try - now) / 1000000u) + 1 : 0;
+		int n = poll(p, 3, wait_ms);
 		if (n > 0 && p[2].revents) {
 			accept_log(vm);
+			if (vm->log_fd >= 0)
+				next_try = 0; /* try Check now */
 			n -= 1;
 		}
 		if (n > 0) {
