@@ -164,6 +164,18 @@ for i in $(seq 50); do
 done
 [ $bad -eq 0 ] && pass fast-exit-50 || fail fast-exit-50 "$bad of 50 lost output or failed: $first"
 
+# ---- an OCI image through containerd's overlayfs snapshotter ----
+img=docker.io/library/husk-busybox:latest
+if "$here/make-oci-image.sh" "$tmp/image.tar" "$img" >"$tmp/img.log" 2>&1 &&
+	C images import "$tmp/image.tar" >>"$tmp/img.log" 2>&1; then
+	out=$(RUN --rm --snapshotter overlayfs "$img" im1 sh -c 'cat /etc/image-marker; exit 4' 2>&1)
+	rc=$?
+	[ $rc -eq 4 ] && [ "$out" = "made by tests/containerd/make-oci-image.sh" ] && pass oci-image-overlayfs ||
+		fail oci-image-overlayfs "rc=$rc $out"
+else
+	fail oci-image-overlayfs "import failed: $(tail -5 "$tmp/img.log")"
+fi
+
 # ---- the VM's QEMU killed from outside ----
 if RUN -d --rootfs "$R" k1 sh -c 'sleep 1000' >"$tmp/out" 2>&1; then
 	shim_pid=$(pgrep -f -- "-address $sock .*-id k1 " | head -1)
