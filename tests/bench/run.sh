@@ -126,3 +126,7 @@ if [ -f "$build/initramfs.cpio.gz" ]; then
 		"$(($(stat -c %s "$build/initramfs.cpio.gz") / 1024))" 1024
 fi
 "$(dirname "$0")/vm.sh" "$build"
+
+echo
+echo "== containerd: ctr run through io.containerd.husk.v2 and io.containerd.runc.v2"
+CTR_BENCH_ONLY=1 "$(dirname "$0")/../containerd/run.sh" "$build"

@@ -79,6 +79,35 @@ if ! C version >/dev/null 2>&1; then
 fi
 R=$tmp/rootfs
 
+# ---- timing: husk vs runc for ctr run --rm /bin/true, never asserted ----
+median() { sort -n | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'; }
+time_runs() {
+	local rt=$1 i t0 t1
+	for i in 1 2 3 4 5; do
+		t0=$(date +%s%N)
+		C run --rm --runtime "$rt" --rootfs "$R" "b-$rt-$i" /bin/true >/dev/null 2>&1 || return 1
+		t1=$(date +%s%N)
+		echo $(((t1 - t0) / 1000000))
+	done
+}
+bench_report() {
+	local h r
+	h=$(time_runs io.containerd.husk.v2 | median)
+	r=$(time_runs io.containerd.runc.v2 | median)
+	if [ -n "${CTR_BENCH_ONLY:-}" ]; then
+		printf '%-44s %10s %10s %8s\n' "case" "husk" "runc" "husk/runc"
+		printf '%-44s %10s %10s %7sx\n' "ctr run --rm /bin/true, ms (median of 5)" "${h:-?}" \
+			"${r:-?}" "$(echo "${h:-0} ${r:-0}" | awk '$2 > 0 {printf "%.1f", $1 / $2; exit} {print "?"}')"
+		echo "   husk boots a VM per container (TCG here: no usable KVM); runc does not"
+	else
+		echo "INFO containerd: ctr run --rm /bin/true median of 5: husk ${h:-?} ms, runc ${r:-failed} ms"
+	fi
+}
+if [ -n "${CTR_BENCH_ONLY:-}" ]; then
+	bench_report
+	exit 0
+fi
+
 # ---- events: watched across the first run ----
 ctr --address "$sock" events >"$tmp/events" 2>&1 &
 ev_pid=$!
@@ -211,18 +240,6 @@ mounts=$(grep -c " $tmp/" /proc/self/mounts)
 [ -z "$procs" ] && [ -z "$files" ] && [ "$mounts" = 0 ] && pass clean ||
 	fail clean "processes: $procs; files: $files; mounts: $mounts"
 
-# ---- timing: husk vs runc for ctr run --rm /bin/true (reported only) ----
-median() { sort -n | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'; }
-time_runs() {
-	local rt=$1 i t0 t1
-	for i in 1 2 3 4 5; do
-		t0=$(date +%s%N)
-		C run --rm --runtime "$rt" --rootfs "$R" "b-$i" /bin/true >/dev/null 2>&1 || return 1
-		t1=$(date +%s%N)
-		echo $(((t1 - t0) / 1000000))
-	done
-}
-h=$(time_runs io.containerd.husk.v2 | median)
-r=$(time_runs io.containerd.runc.v2 | median)
-echo "INFO containerd: ctr run --rm /bin/true median of 5: husk ${h:-?} ms, runc ${r:-failed} ms"
+# ---- timing (reported only; the table with CTR_BENCH_ONLY=1) ----
+bench_report
 exit 0
