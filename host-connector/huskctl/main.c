@@ -26,6 +26,7 @@ static void usage(FILE *f)
 		"  run [OPTIONS] -- CMD [ARG...]   boot a VM, run CMD in a container, tear down\n"
 		"      --rootfs DIR | --image FILE  root filesystem (directory or erofs image)\n"
 		"      --disk PATH:TARGET[:ro]      also attach an ext4 or erofs image at TARGET\n"
+		"      --sysctl KEY=VALUE           set a guest sysctl before the container starts\n"
 		"      -t, --tty                    allocate a terminal\n"
 		"      -i, --interactive            pass our stdin to the container\n"
 		"      -e, --env K=V                environment (repeatable)\n"

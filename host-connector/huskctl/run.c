@@ -135,7 +135,7 @@ static int add_env(struct proc_opts *p, char *kv)
 enum {
 	OPT_ROOTFS = 256, OPT_IMAGE, OPT_CPUS, OPT_MEMORY, OPT_KERNEL, OPT_INITRD, OPT_ACCEL,
 	OPT_TRANSPORT, OPT_DEBUG_CONSOLE, OPT_BOOT_TIMEOUT, OPT_HOSTNAME, OPT_LIMIT_MEMORY,
-	OPT_LIMIT_PIDS, OPT_IMAGE_CACHE, OPT_LOG_LEVEL, OPT_AGENT_LOG, OPT_DISK,
+	OPT_LIMIT_PIDS, OPT_IMAGE_CACHE, OPT_LOG_LEVEL, OPT_AGENT_LOG, OPT_DISK, OPT_SYSCTL,
 };
 
 static unsigned parse_uint(const char *opt, const char *s, unsigned max, bool *ok)
@@ -177,6 +177,7 @@ int cmd_run(const struct global_opts *g, int argc, char **argv)
 		{ "log-level", required_argument, NULL, OPT_LOG_LEVEL },
 		{ "agent-log", no_argument, NULL, OPT_AGENT_LOG },
 		{ "disk", required_argument, NULL, OPT_DISK },
+		{ "sysctl", required_argument, NULL, OPT_SYSCTL },
 		{ 0 },
 	};
 	struct proc_opts p = { 0 };
@@ -192,6 +193,8 @@ int cmd_run(const struct global_opts *g, int argc, char **argv)
 	char serials[MAX_DISKS][16];
 	char *disk_args[MAX_DISKS];
 	size_t n_extra = 0;
+	char *sysctls[32];
+	size_t n_sysctls = 0;
 	optind = 1;
 	for (int o; ok && (o = getopt_long(argc, argv, "+tie:w:u:n:", opts, NULL)) != -1;) {
 		switch (o) {
@@ -231,6 +234,13 @@ int cmd_run(const struct global_opts *g, int argc, char **argv)
 		case OPT_IMAGE_CACHE: cache = optarg; break;
 		case OPT_LOG_LEVEL: cfg.log_level = (int)parse_uint("--log-level", optarg, 7, &ok); break;
 		case OPT_AGENT_LOG: agent_log = true; break;
+		case OPT_SYSCTL:
+			if (n_sysctls >= 32)
+				return fail("--sysctl: at most 32");
+			if (!strchr(optarg, '=') || optarg[0] == '=')
+				return fail("--sysctl %s: want KEY=VALUE", optarg);
+			sysctls[n_sysctls++] = optarg;
+			break;
 		case OPT_DISK:
 			if (n_extra >= MAX_DISKS)
 				return fail("--disk: at most %d", MAX_DISKS);
@@ -303,7 +313,9 @@ int cmd_run(const struct global_opts *g, int argc, char **argv)
 	struct husk_stdio io = pick_ports(p.interactive, p.tty);
 	int status = -1;
 	if (husk_agent_open(vm, CALL_TIMEOUT_MS, &a, &err) == 0 &&
-	    husk_agent_create_sandbox(a, hostname ? hostname : "husk", &err) == 0 &&
+	    husk_agent_create_sandbox_opts(a, &(struct husk_sandbox_opts){
+			    .hostname = hostname ? hostname : "husk", .sysctls = sysctls,
+			    .n_sysctls = n_sysctls }, &err) == 0 &&
 	    husk_agent_create_bundle_mounts(a, id, spec, "rootfs0", mounts, n_extra, &bundle,
 					    &err) == 0 &&
 	    husk_task_create(a, id, bundle, &io, NULL, &err) == 0)

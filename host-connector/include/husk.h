@@ -172,6 +172,17 @@ int husk_agent_check(struct husk_agent *a, char *version, size_t len, struct hus
 int husk_agent_guest_details(struct husk_agent *a, struct husk_guest_details *out,
 			     struct husk_err *err);
 int husk_agent_create_sandbox(struct husk_agent *a, const char *hostname, struct husk_err *err);
+/* The guest-wide setup: hostname, /etc/resolv.conf contents, sysctls as
+ * "key=value" (e.g. "kernel.pid_max=65536"); the guest clock is set from
+ * ours. Any field may be NULL / 0. */
+struct husk_sandbox_opts {
+	const char *hostname;
+	const char *resolv_conf;
+	char *const *sysctls;
+	size_t n_sysctls;
+};
+int husk_agent_create_sandbox_opts(struct husk_agent *a, const struct husk_sandbox_opts *o,
+				   struct husk_err *err);
 /* Mounts the disk with `serial` (erofs) plus a tmpfs overlay as the
  * container's rootfs; *bundle (malloc'd) goes to husk_task_create. */
 int husk_agent_create_bundle(struct husk_agent *a, const char *id, const char *spec_json,

@@ -157,8 +157,36 @@ int husk_agent_guest_details(struct husk_agent *a, struct husk_guest_details *ou
 
 int husk_agent_create_sandbox(struct husk_agent *a, const char *hostname, struct husk_err *err)
 {
+	struct husk_sandbox_opts o = { .hostname = hostname };
+	return husk_agent_create_sandbox_opts(a, &o, err);
+}
+
+#define MAX_SYSCTLS 64
+
+int husk_agent_create_sandbox_opts(struct husk_agent *a, const struct husk_sandbox_opts *o,
+				   struct husk_err *err)
+{
+	if (o->n_sysctls > MAX_SYSCTLS)
+		return husk_err_set(err, -EINVAL, "%zu sysctls: at most %d", o->n_sysctls,
+				    MAX_SYSCTLS);
 	Husk__Sandbox__V1__CreateSandboxRequest req = HUSK__SANDBOX__V1__CREATE_SANDBOX_REQUEST__INIT;
-	req.hostname = (char *)(hostname ? hostname : "");
+	req.hostname = (char *)(o->hostname ? o->hostname : "");
+	req.resolv_conf = (char *)(o->resolv_conf ? o->resolv_conf : "");
+	Husk__Sandbox__V1__CreateSandboxRequest__SysctlsEntry ent[MAX_SYSCTLS], *entp[MAX_SYSCTLS];
+	char keys[MAX_SYSCTLS][128];
+	for (size_t i = 0; i < o->n_sysctls; i++) {
+		const char *kv = o->sysctls[i], *eq = strchr(kv, '=');
+		if (!eq || eq == kv || (size_t)(eq - kv) >= sizeof(keys[i]))
+			return husk_err_set(err, -EINVAL, "sysctl \"%s\": want key=value", kv);
+		memcpy(keys[i], kv, (size_t)(eq - kv));
+		keys[i][eq - kv] = '\0';
+		husk__sandbox__v1__create_sandbox_request__sysctls_entry__init(&ent[i]);
+		ent[i].key = keys[i];
+		ent[i].value = (char *)(eq + 1);
+		entp[i] = &ent[i];
+	}
+	req.n_sysctls = o->n_sysctls;
+	req.sysctls = entp;
 	/* The guest has no RTC worth trusting under microvm: give it ours. */
 	struct timespec now;
 	clock_gettime(CLOCK_REALTIME, &now);

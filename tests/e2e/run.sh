@@ -48,10 +48,13 @@ rc=$?
 [ $rc -eq 0 ] && [ "$out" = "hello from the VM" ] && [ "$(cat "$tmp/err")" = "to stderr" ] &&
 	pass run-echo || fail run-echo "rc=$rc out=$out err=$(cat "$tmp/err")"
 
-# The agent's log stream (guest-initiated, port 1025) reaches the host.
-RUN --agent-log --rootfs "$rootfs" -- sh -c 'exit 1' >/dev/null 2>"$tmp/err"
+# The agent's log stream (guest-initiated, port 1025) reaches the host;
+# CreateSandbox applies guest sysctls.
+out=$(RUN --agent-log --sysctl kernel.pid_max=54321 --rootfs "$rootfs" -- \
+	sh -c 'cat /proc/sys/kernel/pid_max; exit 1' 2>"$tmp/err")
 rc=$?
 [ $rc -eq 1 ] && pass exit-code-1 || fail exit-code-1 "rc=$rc $(cat "$tmp/err")"
+[ "$out" = 54321 ] && pass sandbox-sysctl || fail sandbox-sysctl "out=$out"
 grep -q "^husk-agent: info: container .*: created" "$tmp/err" &&
 	grep -q "^husk-agent: info: container .* exited with status 1$" "$tmp/err" &&
 	pass agent-log-stream || fail agent-log-stream "$(cat "$tmp/err")"
@@ -254,6 +257,10 @@ RUN --rootfs "$tmp/nonexistent" -- true >/dev/null 2>"$tmp/err"
 rc=$?
 [ $rc -eq 125 ] && grep -q "$tmp/nonexistent" "$tmp/err" && pass missing-rootfs-named ||
 	fail missing-rootfs-named "rc=$rc $(cat "$tmp/err")"
+RUN --rootfs "$rootfs" --sysctl kernel.no_such_key=1 -- true >/dev/null 2>"$tmp/err"
+rc=$?
+[ $rc -eq 125 ] && grep -q "kernel/no_such_key" "$tmp/err" && pass bad-sysctl-named ||
+	fail bad-sysctl-named "rc=$rc $(cat "$tmp/err")"
 RUN --rootfs "$rootfs" --memory 12abc -- true >/dev/null 2>"$tmp/err"
 rc=$?
 [ $rc -eq 125 ] && grep -q -- "--memory" "$tmp/err" && pass bad-memory-refused ||
