@@ -369,6 +369,41 @@ static void test_check_and_details(void **state)
 	protobuf_c_message_free_unpacked(resp, NULL);
 }
 
+/* CreateSandbox on a host (--listen) validates everything and records
+ * resolv.conf under its run dir instead of changing the machine. */
+static void test_create_sandbox(void **state)
+{
+	(void)state;
+	NEED_ROOT();
+	Husk__Sandbox__V1__CreateSandboxRequest req = HUSK__SANDBOX__V1__CREATE_SANDBOX_REQUEST__INIT;
+	Husk__Sandbox__V1__CreateSandboxRequest__SysctlsEntry e =
+		HUSK__SANDBOX__V1__CREATE_SANDBOX_REQUEST__SYSCTLS_ENTRY__INIT;
+	Husk__Sandbox__V1__CreateSandboxRequest__SysctlsEntry *ep = &e;
+	req.hostname = "sandbox-test";
+	req.resolv_conf = "nameserver 192.0.2.53\n";
+	e.key = "kernel.pid_max";
+	e.value = "65536";
+	req.n_sysctls = 1;
+	req.sysctls = &ep;
+	ProtobufCMessage *resp = NULL;
+	struct ttrpc_status st;
+	assert_int_equal(call(SANDBOX, "CreateSandbox", &req.base, NULL, &resp, &st, 0), TTRPC_OK);
+	if (resp)
+		protobuf_c_message_free_unpacked(resp, NULL);
+	char path[160], buf[64] = "";
+	snprintf(path, sizeof(path), "%s/run/resolv.conf", E.dir);
+	FILE *f = fopen(path, "r");
+	assert_non_null(f);
+	assert_non_null(fgets(buf, sizeof(buf), f));
+	fclose(f);
+	assert_string_equal(buf, "nameserver 192.0.2.53\n");
+	/* A key that would leave /proc/sys is refused, naming it. */
+	e.key = "../../etc/passwd";
+	assert_int_equal(call(SANDBOX, "CreateSandbox", &req.base, NULL, &resp, &st, 0),
+			 TTRPC_INVALID_ARGUMENT);
+	assert_non_null(strstr(st.message, "../../etc/passwd"));
+}
+
 static void test_lifecycle(void **state)
 {
 	(void)state;
@@ -815,6 +850,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_check_and_details),
+		cmocka_unit_test(test_create_sandbox),
 		cmocka_unit_test(test_lifecycle),
 		cmocka_unit_test(test_stdin),
 		cmocka_unit_test(test_exec_kill_wait),
