@@ -1,7 +1,9 @@
 /* huskctl's commands on a running VM: kill, pause, resume, stats, ps,
- * ping, console; and info, ls. */
+ * ping, console; and info, ls, image. */
 #include <dirent.h>
 #include <errno.h>
+#include <inttypes.h>
+#include <limits.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
@@ -291,4 +293,107 @@ int cmd_ls(const struct global_opts *g, int argc, char **argv)
 	}
 	closedir(d);
 	return 0;
+}
+
+/* 1536 -> "1.5K": 1024-based, as husk_image_parse_size reads them. */
+static void human_size(uint64_t b, char *out, size_t len)
+{
+	static const char units[] = "KMGTPE";
+	if (b < 1024) {
+		snprintf(out, len, "%" PRIu64 "B", b);
+		return;
+	}
+	double v = (double)b;
+	int u = -1;
+	while (v >= 1024 && u + 1 < (int)sizeof(units) - 1) {
+		v /= 1024;
+		u++;
+	}
+	snprintf(out, len, v < 10 ? "%.1f%c" : "%.0f%c", v, units[u]);
+}
+
+static int image_ls(const char *cache, const char *dir)
+{
+	struct husk_err err = { 0 };
+	_cleanup_free_ struct husk_image_info *v = NULL;
+	size_t n = 0;
+	if (husk_image_cache_list(cache, &v, &n, &err) < 0)
+		return fail("image ls: %s", err.msg);
+	printf("%-70s %7s %-19s %s\n", "IMAGE", "SIZE", "LAST USE", "IN USE");
+	uint64_t total = 0;
+	/* Most recently used first. */
+	for (size_t i = n; i-- > 0;) {
+		char size[16], when[32] = "-";
+		human_size(v[i].bytes, size, sizeof(size));
+		time_t t = (time_t)v[i].last_use;
+		struct tm tm;
+		if (localtime_r(&t, &tm))
+			strftime(when, sizeof(when), "%Y-%m-%d %H:%M:%S", &tm);
+		printf("%-70s %7s %-19s %s\n", v[i].name, size, when, v[i].in_use ? "yes" : "no");
+		total += v[i].bytes;
+	}
+	char size[16], budget_s[32] = "no limit";
+	human_size(total, size, sizeof(size));
+	uint64_t budget = 0;
+	if (husk_image_cache_max(&budget, &err) < 0)
+		snprintf(budget_s, sizeof(budget_s), "invalid");
+	else if (budget)
+		human_size(budget, budget_s, sizeof(budget_s));
+	printf("%zu image%s, %s in %s (budget %s)\n", n, n == 1 ? "" : "s", size, dir, budget_s);
+	return 0;
+}
+
+static int image_prune(const char *cache, const char *dir, const char *max_arg)
+{
+	struct husk_err err = { 0 };
+	uint64_t max = 0;
+	if (max_arg) {
+		if (husk_image_parse_size(max_arg, &max, &err) < 0)
+			return fail("image prune --max: %s", err.msg);
+	} else if (husk_image_cache_max(&max, &err) < 0) {
+		return fail("image prune: %s", err.msg);
+	} else if (!max) {
+		return fail("image prune: HUSK_IMAGE_CACHE_MAX says no limit: give --max SIZE");
+	}
+	struct husk_image_prune res;
+	if (husk_image_cache_prune(cache, max, &res, &err) < 0)
+		return fail("image prune: %s", err.msg);
+	char removed[16], kept[16], limit[16];
+	human_size(res.removed_bytes, removed, sizeof(removed));
+	human_size(res.kept_bytes, kept, sizeof(kept));
+	human_size(max, limit, sizeof(limit));
+	printf("%s: removed %zu image%s (%s), kept %zu (%s, budget %s)", dir, res.removed,
+	       res.removed == 1 ? "" : "s", removed, res.kept, kept, limit);
+	if (res.busy)
+		printf(", %zu in use kept over the budget", res.busy);
+	printf("\n");
+	return 0;
+}
+
+/* huskctl image ls|prune [--max SIZE] [--image-cache DIR] */
+int cmd_image(const struct global_opts *g, int argc, char **argv)
+{
+	(void)g;
+	static const char use[] =
+		"usage: huskctl image ls [--image-cache DIR] | image prune [--max SIZE] "
+		"[--image-cache DIR]";
+	if (argc < 2)
+		return fail("%s", use);
+	const char *sub = argv[1], *cache = NULL, *max = NULL;
+	bool prune = strcmp(sub, "prune") == 0;
+	if (!prune && strcmp(sub, "ls") != 0)
+		return fail("image: unknown command \"%s\"; %s", sub, use);
+	for (int i = 2; i < argc; i++) {
+		if (strcmp(argv[i], "--image-cache") == 0 && i + 1 < argc)
+			cache = argv[++i];
+		else if (prune && strcmp(argv[i], "--max") == 0 && i + 1 < argc)
+			max = argv[++i];
+		else
+			return fail("image %s: unexpected \"%s\"; %s", sub, argv[i], use);
+	}
+	char buf[PATH_MAX];
+	const char *dir = cache ? cache : husk_default_image_cache(buf, sizeof(buf));
+	if (!dir)
+		return fail("image: no image cache directory: set HUSK_IMAGE_CACHE or HOME");
+	return prune ? image_prune(dir, dir, max) : image_ls(dir, dir);
 }

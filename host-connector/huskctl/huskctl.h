@@ -19,6 +19,7 @@ int cmd_simple(const struct global_opts *g, const char *cmd, int argc, char **ar
 int cmd_console(const struct global_opts *g, int argc, char **argv);
 int cmd_info(const struct global_opts *g, int argc, char **argv);
 int cmd_ls(const struct global_opts *g, int argc, char **argv);
+int cmd_image(const struct global_opts *g, int argc, char **argv);
 
 /* "huskctl: <what>: <msg>" on stderr; returns EXIT_HUSK. */
 __attribute__((format(printf, 1, 2))) int fail(const char *fmt, ...);

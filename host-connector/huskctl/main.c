@@ -7,6 +7,8 @@
 
 #include "huskctl.h"
 
+/* In cmds.c. (Its declaration belongs in huskctl.h, with the others.) */
+
 int fail(const char *fmt, ...)
 {
 	va_list ap;
@@ -56,7 +58,11 @@ static void usage(FILE *f)
 		"  ping NAME                        ask the agent if it is alive\n"
 		"  console NAME                     attach to the debug console (--debug-console)\n"
 		"  info [NAME]                      accelerator, transport, versions; guest details\n"
-		"  ls                               VMs started by huskctl run\n");
+		"  ls                               VMs started by huskctl run\n"
+		"  image ls [--image-cache DIR]     cached rootfs images: size, last use, in use\n"
+		"  image prune [--max SIZE] [--image-cache DIR]\n"
+		"                                   remove least recently used images not in use\n"
+		"                                   down to SIZE (default $HUSK_IMAGE_CACHE_MAX)\n");
 }
 
 int main(int argc, char **argv)
@@ -96,6 +102,8 @@ int main(int argc, char **argv)
 		return cmd_info(&g, sub_argc, sub_argv);
 	if (strcmp(cmd, "ls") == 0)
 		return cmd_ls(&g, sub_argc, sub_argv);
+	if (strcmp(cmd, "image") == 0)
+		return cmd_image(&g, sub_argc, sub_argv);
 	if (strcmp(cmd, "update") == 0)
 		return cmd_update(&g, sub_argc, sub_argv);
 	static const char *const simple[] = { "kill", "pause", "resume", "stats", "ps", "ping" };

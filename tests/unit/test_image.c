@@ -1,10 +1,12 @@
-/* husk_image_from_dir and husk_default_image_cache.
+/* husk_image_from_dir*, husk_default_image_cache and the cache budget
+ * (husk_image_cache_list/prune, holds).
  *
  * Every test gets a private temp dir holding the rootfs, the cache and a bin/
  * for stand-in mkfs.erofs scripts (put first in PATH): a counting wrapper
  * around the real one shows how often an image was actually built. The
  * built images are checked by extracting them with fsck.erofs. Everything is
- * removed in the teardown; PATH and the cache variables are restored. */
+ * removed in the teardown (an overlay mount too); PATH and the cache
+ * variables are restored. */
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
@@ -20,6 +22,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/sysmacros.h>
@@ -40,8 +44,9 @@ struct fx {
 	char cache[PATH_MAX]; /* <dir>/a/b/cache (created by the library) */
 	char bin[PATH_MAX];   /* <dir>/bin: stand-in mkfs.erofs */
 	char real_mkfs[PATH_MAX];
-	char *saved_path, *saved_cache, *saved_xdg, *saved_home;
+	char *saved_path, *saved_cache, *saved_xdg, *saved_home, *saved_max;
 	pid_t kids[2]; /* test_concurrent's builders, killed if it fails */
+	char mounted[PATH_MAX]; /* an overlay to unmount in the teardown */
 };
 
 /* ---- helpers ---- */
@@ -140,6 +145,8 @@ static int setup(void **state)
 	save_env(&fx->saved_cache, "HUSK_IMAGE_CACHE");
 	save_env(&fx->saved_xdg, "XDG_CACHE_HOME");
 	save_env(&fx->saved_home, "HOME");
+	save_env(&fx->saved_max, "HUSK_IMAGE_CACHE_MAX");
+	unsetenv("HUSK_IMAGE_CACHE_MAX"); /* the default budget unless a test says */
 	*state = fx;
 	return 0;
 }
@@ -158,6 +165,9 @@ static int teardown(void **state)
 	restore_env(&fx->saved_cache, "HUSK_IMAGE_CACHE");
 	restore_env(&fx->saved_xdg, "XDG_CACHE_HOME");
 	restore_env(&fx->saved_home, "HOME");
+	restore_env(&fx->saved_max, "HUSK_IMAGE_CACHE_MAX");
+	if (fx->mounted[0])
+		umount2(fx->mounted, MNT_DETACH);
 	rm_rf(fx->dir);
 	free(fx);
 	return 0;
@@ -927,6 +937,703 @@ static void test_concurrent(void **state)
 	assert_null(strchr(list, ' ')); /* nothing else: no lock, no temp */
 }
 
+/* ---- identity across copies ---- */
+
+static int set_old_mtime(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+	(void)st;
+	(void)flag;
+	if (ftw->level == 0)
+		return 0; /* the root is the tests' business */
+	const struct timespec ts[2] = { { 1500000000, 0 }, { 1500000000, 0 } };
+	return utimensat(AT_FDCWD, path, ts, AT_SYMLINK_NOFOLLOW);
+}
+
+/* make_tree with a hard link, every entry but the root at one old mtime
+ * (1500000000 s, as from a tar layer): the image's root mtime is then
+ * clamped to 1500000000. */
+static void make_old_tree(const char *root)
+{
+	make_tree(root);
+	char a[PATH_MAX], b[PATH_MAX];
+	fmt(a, sizeof(a), "%s/bin/hello", root);
+	fmt(b, sizeof(b), "%s/usr/hello-link", root);
+	assert_int_equal(link(a, b), 0);
+	assert_int_equal(nftw(root, set_old_mtime, 32, FTW_PHYS), 0);
+}
+
+static void cp_a(const char *from, const char *to)
+{
+	const char *cp[] = { "cp", "-a", from, to, NULL };
+	assert_int_equal(run(cp), 0);
+}
+
+/* The root's mtime as stored in `img`: fsck.erofs extracts it. */
+static void image_root_mtime(struct fx *fx, const char *img, struct timespec *out)
+{
+	char dir[PATH_MAX], opt[PATH_MAX + 16];
+	fmt(dir, sizeof(dir), "%s/extract-root", fx->dir);
+	rm_rf(dir);
+	fmt(opt, sizeof(opt), "--extract=%s", dir);
+	const char *extract[] = { "fsck.erofs", opt, "--preserve-perms", img, NULL };
+	assert_int_equal(run(extract), 0);
+	struct stat st;
+	assert_int_equal(stat(dir, &st), 0);
+	*out = st.st_mtim;
+	rm_rf(dir);
+}
+
+/* cp -a copies, one with a fresh root mtime (as containerd's overlay upper
+ * gives), share one image; the image's root mtime is the clamped one. */
+static void test_copies_share_image(void **state)
+{
+	struct fx *fx = *state;
+	counting_mkfs(fx);
+	make_old_tree(fx->root);
+	set_mtime(fx->root, 1600000000, 123);
+	char c1[PATH_MAX], c2[PATH_MAX];
+	fmt(c1, sizeof(c1), "%s/copy1", fx->dir);
+	fmt(c2, sizeof(c2), "%s/copy2", fx->dir);
+	cp_a(fx->root, c1);
+	cp_a(fx->root, c2);
+	set_mtime(c2, 1700000000, 456);
+
+	char *a = image_ok(fx->cache, fx->root);
+	char *b = image_ok(fx->cache, c1);
+	char *c = image_ok(fx->cache, c2);
+	assert_string_equal(a, b);
+	assert_string_equal(a, c);
+	assert_int_equal(builds(fx), 1);
+	struct timespec t;
+	image_root_mtime(fx, a, &t);
+	assert_int_equal(t.tv_sec, 1500000000);
+	assert_int_equal(t.tv_nsec, 0);
+	/* A root made in the same second as the newest entry (a snapshot
+	 * prepared right after the unpack) too. */
+	set_mtime(c2, 1500000000, 999);
+	char *c3 = image_ok(fx->cache, c2);
+	assert_string_equal(a, c3);
+	assert_int_equal(builds(fx), 1);
+	free(c3);
+
+	/* A root older than its newest entry is stored as it is: it counts. */
+	set_mtime(c2, 1400000000, 0);
+	char *d = image_ok(fx->cache, c2);
+	assert_string_not_equal(a, d);
+	assert_int_equal(builds(fx), 2);
+	image_root_mtime(fx, d, &t);
+	assert_int_equal(t.tv_sec, 1400000000);
+	set_mtime(c2, 1400000000, 1);
+	char *e = image_ok(fx->cache, c2);
+	assert_string_not_equal(d, e);
+	assert_int_equal(builds(fx), 3);
+
+	/* Newest entries with nanoseconds keep them: the root is clamped only
+	 * from the next second on. */
+	char p[PATH_MAX];
+	fmt(p, sizeof(p), "%s/etc/passwd", c1);
+	set_mtime(p, 1500000000, 5);
+	set_mtime(c1, 1600000000, 0);
+	char *f = image_ok(fx->cache, c1);
+	image_root_mtime(fx, f, &t);
+	assert_int_equal(t.tv_sec, 1500000001);
+	assert_int_equal(t.tv_nsec, 0);
+	set_mtime(c1, 1700000000, 0);
+	char *g = image_ok(fx->cache, c1);
+	assert_string_equal(f, g);
+	assert_int_equal(builds(fx), 4);
+	free(f);
+	free(g);
+	free(a);
+	free(b);
+	free(c);
+	free(d);
+	free(e);
+}
+
+/* An overlay mount of a tree (what the shim converts for containerd) has a
+ * fresh root (the upper directory), other inode numbers and st_dev: it
+ * shares the tree's image. */
+static void test_overlay_shares_image(void **state)
+{
+	struct fx *fx = *state;
+	if (geteuid() != 0) {
+		print_message("overlay mounts need root\n");
+		skip();
+	}
+	counting_mkfs(fx);
+	make_old_tree(fx->root);
+	set_mtime(fx->root, 1600000000, 0);
+	char upper[PATH_MAX], work[PATH_MAX], merged[PATH_MAX], opts[4 * PATH_MAX];
+	fmt(upper, sizeof(upper), "%s/upper", fx->dir);
+	fmt(work, sizeof(work), "%s/work", fx->dir);
+	fmt(merged, sizeof(merged), "%s/merged", fx->dir);
+	assert_int_equal(mkdir(upper, 0755), 0);
+	assert_int_equal(chmod(upper, 0755), 0);
+	assert_int_equal(mkdir(work, 0700), 0);
+	assert_int_equal(mkdir(merged, 0755), 0);
+	fmt(opts, sizeof(opts), "lowerdir=%s,upperdir=%s,workdir=%s", fx->root, upper, work);
+	if (mount("overlay", merged, "overlay", 0, opts) < 0) {
+		if (errno != EPERM && errno != ENODEV)
+			fail_msg("mount overlay on %s: %s", merged, strerror(errno));
+		print_message("no overlay mount here (%s)\n", strerror(errno));
+		skip();
+	}
+	fmt(fx->mounted, sizeof(fx->mounted), "%s", merged);
+	struct stat lst, mst;
+	assert_int_equal(stat(fx->root, &lst), 0);
+	assert_int_equal(stat(merged, &mst), 0);
+	assert_true(lst.st_dev != mst.st_dev || lst.st_ino != mst.st_ino);
+	assert_true(lst.st_mtim.tv_sec != mst.st_mtim.tv_sec);
+
+	char *a = image_ok(fx->cache, fx->root);
+	char *b = image_ok(fx->cache, merged);
+	assert_string_equal(a, b);
+	assert_int_equal(builds(fx), 1);
+	/* A change made through the overlay (copy-up) is a new image. */
+	char p[PATH_MAX];
+	fmt(p, sizeof(p), "%s/bin/hello", merged);
+	assert_int_equal(chmod(p, 0700), 0);
+	char *c = image_ok(fx->cache, merged);
+	assert_string_not_equal(a, c);
+	assert_int_equal(builds(fx), 2);
+	assert_int_equal(umount2(merged, 0), 0);
+	fx->mounted[0] = '\0';
+	free(a);
+	free(b);
+	free(c);
+}
+
+/* Which entries share an inode is part of the image, not the inode number. */
+static void test_hard_links(void **state)
+{
+	struct fx *fx = *state;
+	counting_mkfs(fx);
+	char a[PATH_MAX], b[PATH_MAX], c[PATH_MAX];
+	fmt(a, sizeof(a), "%s/a", fx->root);
+	fmt(b, sizeof(b), "%s/b", fx->root);
+	fmt(c, sizeof(c), "%s/c", fx->root);
+	write_file(a, "same", 0644);
+	write_file(b, "same", 0644);
+	write_file(c, "same", 0644);
+	set_mtime(a, 1000, 0);
+	set_mtime(b, 1000, 0);
+	set_mtime(c, 1000, 0);
+	set_mtime(fx->root, 2000, 0);
+	char *separate = image_ok(fx->cache, fx->root);
+
+	assert_int_equal(unlink(b), 0);
+	assert_int_equal(link(a, b), 0); /* a = b, c apart */
+	set_mtime(fx->root, 2000, 0);
+	char *ab = image_ok(fx->cache, fx->root);
+	assert_string_not_equal(separate, ab);
+
+	assert_int_equal(unlink(b), 0);
+	write_file(b, "same", 0644);
+	set_mtime(b, 1000, 0);
+	assert_int_equal(unlink(c), 0);
+	assert_int_equal(link(a, c), 0); /* a = c, b apart */
+	set_mtime(fx->root, 2000, 0);
+	char *ac = image_ok(fx->cache, fx->root);
+	assert_string_not_equal(separate, ac);
+	assert_string_not_equal(ab, ac);
+	assert_int_equal(builds(fx), 3);
+
+	/* A copy keeps the grouping with other inode numbers: the same image.
+	 * A link from outside the tree is not in the image: no matter. */
+	char copy[PATH_MAX], outside[PATH_MAX];
+	fmt(copy, sizeof(copy), "%s/copy", fx->dir);
+	cp_a(fx->root, copy);
+	fmt(outside, sizeof(outside), "%s/outside", fx->dir);
+	fmt(b, sizeof(b), "%s/b", copy);
+	assert_int_equal(link(b, outside), 0);
+	char *again = image_ok(fx->cache, copy);
+	assert_string_equal(ac, again);
+	assert_int_equal(builds(fx), 3);
+	free(separate);
+	free(ab);
+	free(ac);
+	free(again);
+}
+
+/* The root's own mode, owner and xattrs, and a device number, count. */
+static void test_root_and_devices(void **state)
+{
+	struct fx *fx = *state;
+	counting_mkfs(fx);
+	make_old_tree(fx->root);
+	char *seen[6];
+	int n = 0;
+	seen[n++] = image_ok(fx->cache, fx->root);
+	assert_int_equal(chmod(fx->root, 0750), 0);
+	seen[n++] = image_ok(fx->cache, fx->root);
+	if (lsetxattr(fx->root, "user.husk", "1", 1, 0) == 0)
+		seen[n++] = image_ok(fx->cache, fx->root);
+	else
+		print_message("xattrs unsupported here (%s): not checked\n", strerror(errno));
+	if (geteuid() == 0) {
+		assert_int_equal(chown(fx->root, 0, 7), 0);
+		seen[n++] = image_ok(fx->cache, fx->root);
+		char p[PATH_MAX], d[PATH_MAX];
+		fmt(p, sizeof(p), "%s/dev/null", fx->root);
+		fmt(d, sizeof(d), "%s/dev", fx->root);
+		assert_int_equal(unlink(p), 0);
+		assert_int_equal(mknod(p, S_IFCHR | 0666, makedev(1, 5)), 0);
+		set_mtime(p, 1500000000, 0);
+		set_mtime(d, 1500000000, 0);
+		seen[n++] = image_ok(fx->cache, fx->root);
+	}
+	for (int i = 0; i < n; i++)
+		for (int j = i + 1; j < n; j++)
+			assert_string_not_equal(seen[i], seen[j]);
+	assert_int_equal(builds(fx), n);
+	for (int i = 0; i < n; i++)
+		free(seen[i]);
+}
+
+/* ---- the budget ---- */
+
+static void test_parse_size(void **state)
+{
+	(void)state;
+	static const struct {
+		const char *s;
+		uint64_t v;
+	} ok[] = {
+		{ "0", 0 }, { "1", 1 }, { "512B", 512 }, { "1K", 1024 }, { "1k", 1024 },
+		{ "2M", 2u << 20 }, { "2G", 2ull << 30 }, { "2GiB", 2ull << 30 },
+		{ "3GB", 3ull << 30 }, { "1T", 1ull << 40 },
+		{ "18446744073709551615", UINT64_MAX },
+	};
+	struct husk_err err = { 0 };
+	for (size_t i = 0; i < ARRAY_SIZE(ok); i++) {
+		uint64_t v = 1234;
+		if (husk_image_parse_size(ok[i].s, &v, &err) != 0)
+			fail_msg("\"%s\": %s", ok[i].s, err.msg);
+		assert_int_equal(v, ok[i].v);
+	}
+	static const char *const bad[] = { "", "G", "-1", "1.5G", "10 G", "10X", "10GiBs",
+					   "99999999999999999999", "17179869184G" };
+	for (size_t i = 0; i < ARRAY_SIZE(bad); i++) {
+		uint64_t v = 1234;
+		int r = husk_image_parse_size(bad[i], &v, &err);
+		if (r != -EINVAL && r != -ERANGE)
+			fail_msg("\"%s\": %d", bad[i], r);
+		assert_int_equal(v, 1234);
+		assert_non_null(strstr(err.msg, bad[i]));
+	}
+}
+
+static void test_cache_max_env(void **state)
+{
+	struct fx *fx = *state;
+	struct husk_err err = { 0 };
+	uint64_t max = 0;
+	assert_int_equal(husk_image_cache_max(&max, &err), 0); /* unset */
+	assert_int_equal(max, HUSK_IMAGE_CACHE_MAX_DEFAULT);
+	assert_int_equal(max, 10ull << 30);
+	setenv("HUSK_IMAGE_CACHE_MAX", "", 1);
+	assert_int_equal(husk_image_cache_max(&max, &err), 0);
+	assert_int_equal(max, HUSK_IMAGE_CACHE_MAX_DEFAULT);
+	setenv("HUSK_IMAGE_CACHE_MAX", "2G", 1);
+	assert_int_equal(husk_image_cache_max(&max, &err), 0);
+	assert_int_equal(max, 2ull << 30);
+	setenv("HUSK_IMAGE_CACHE_MAX", "off", 1);
+	assert_int_equal(husk_image_cache_max(&max, &err), 0);
+	assert_int_equal(max, 0);
+	setenv("HUSK_IMAGE_CACHE_MAX", "0", 1);
+	assert_int_equal(husk_image_cache_max(&max, &err), 0);
+	assert_int_equal(max, 0);
+
+	/* A bad value fails before anything is built. */
+	counting_mkfs(fx);
+	make_tree(fx->root);
+	setenv("HUSK_IMAGE_CACHE_MAX", "12X", 1);
+	assert_int_equal(husk_image_cache_max(&max, &err), -EINVAL);
+	char *image = NULL;
+	assert_int_equal(husk_image_from_dir(fx->cache, fx->root, &image, &err), -EINVAL);
+	assert_null(image);
+	print_message("error: %s\n", err.msg);
+	assert_non_null(strstr(err.msg, "HUSK_IMAGE_CACHE_MAX"));
+	assert_non_null(strstr(err.msg, "12X"));
+	assert_int_equal(builds(fx), 0);
+}
+
+/* Trees t0..t<n-1> under the test dir, each with a file of (i+1)*64 KiB, so
+ * their images differ in size; their images into img[]. */
+static void make_images(struct fx *fx, char **img, int n)
+{
+	for (int i = 0; i < n; i++) {
+		char t[PATH_MAX], f[PATH_MAX];
+		fmt(t, sizeof(t), "%s/t%d", fx->dir, i);
+		assert_int_equal(mkdir(t, 0755), 0);
+		fmt(f, sizeof(f), "%s/data", t);
+		size_t len = (size_t)(i + 1) * 65536;
+		char *buf = malloc(len + 1);
+		assert_non_null(buf);
+		memset(buf, 'a' + i, len);
+		buf[len] = '\0';
+		write_file(f, buf, 0644);
+		free(buf);
+		img[i] = image_ok(fx->cache, t);
+	}
+}
+
+static uint64_t du(const char *path)
+{
+	struct stat st;
+	assert_int_equal(stat(path, &st), 0);
+	return (uint64_t)st.st_blocks * 512;
+}
+
+static void set_atime(const char *path, time_t sec)
+{
+	const struct timespec ts[2] = { { sec, 0 }, { 0, UTIME_OMIT } };
+	assert_int_equal(utimensat(AT_FDCWD, path, ts, 0), 0);
+}
+
+static time_t atime_of(const char *path)
+{
+	struct stat st;
+	assert_int_equal(stat(path, &st), 0);
+	return st.st_atim.tv_sec;
+}
+
+static const char *base(const char *path)
+{
+	return strrchr(path, '/') + 1;
+}
+
+static void prune_ok(struct fx *fx, uint64_t max, struct husk_image_prune *res)
+{
+	struct husk_err err = { 0 };
+	int r = husk_image_cache_prune(fx->cache, max, res, &err);
+	if (r != 0)
+		fail_msg("prune: %d %s", r, err.msg);
+}
+
+/* Least recently used (atime) go first, until the total fits. */
+static void test_prune_lru(void **state)
+{
+	struct fx *fx = *state;
+	counting_mkfs(fx);
+	char *img[3];
+	make_images(fx, img, 3);
+	assert_int_equal(builds(fx), 3);
+	set_atime(img[0], 3000); /* the most recent */
+	set_atime(img[1], 1000); /* the least */
+	set_atime(img[2], 2000);
+	uint64_t s[3];
+	for (int i = 0; i < 3; i++)
+		s[i] = du(img[i]);
+	assert_true(s[0] < s[1] && s[1] < s[2]);
+
+	struct husk_err err = { 0 };
+	struct husk_image_info *v = NULL;
+	size_t n = 0;
+	assert_int_equal(husk_image_cache_list(fx->cache, &v, &n, &err), 0);
+	assert_int_equal(n, 3);
+	const int order[] = { 1, 2, 0 };
+	for (size_t i = 0; i < n; i++) {
+		assert_string_equal(v[i].name, base(img[order[i]]));
+		assert_int_equal(v[i].bytes, s[order[i]]);
+		assert_int_equal(v[i].last_use, 1000 * (i + 1));
+		assert_false(v[i].in_use);
+	}
+	free(v);
+
+	struct husk_image_prune res;
+	prune_ok(fx, s[0] + s[2], &res);
+	assert_int_equal(res.removed, 1);
+	assert_int_equal(res.removed_bytes, s[1]);
+	assert_int_equal(res.kept, 2);
+	assert_int_equal(res.kept_bytes, s[0] + s[2]);
+	assert_int_equal(res.busy, 0);
+	assert_int_equal(access(img[1], F_OK), -1);
+	assert_int_equal(access(img[0], F_OK), 0);
+	assert_int_equal(access(img[2], F_OK), 0);
+
+	/* Within the budget: nothing to do. */
+	prune_ok(fx, s[0] + s[2], &res);
+	assert_int_equal(res.removed, 0);
+	assert_int_equal(res.kept, 2);
+
+	/* One byte over for the larger: the older goes, though larger. */
+	prune_ok(fx, s[0] + s[2] - 1, &res);
+	assert_int_equal(res.removed, 1);
+	assert_int_equal(access(img[2], F_OK), -1);
+	assert_int_equal(access(img[0], F_OK), 0);
+
+	prune_ok(fx, 0, &res);
+	assert_int_equal(res.removed, 1);
+	assert_int_equal(res.kept, 0);
+	assert_int_equal(res.kept_bytes, 0);
+	check_no_leftovers(fx);
+
+	/* A pruned image is built again when asked for. */
+	char t0[PATH_MAX];
+	fmt(t0, sizeof(t0), "%s/t0", fx->dir);
+	char *again = image_ok(fx->cache, t0);
+	assert_string_equal(again, img[0]);
+	assert_int_equal(builds(fx), 4);
+	free(again);
+	for (int i = 0; i < 3; i++)
+		free(img[i]);
+}
+
+/* An image held (shared flock) or open in QEMU (an OFD record lock, as
+ * QEMU's image locking takes) is never removed, whatever its age. */
+static void test_prune_keeps_in_use(void **state)
+{
+	struct fx *fx = *state;
+	counting_mkfs(fx);
+	char *img[3];
+	make_images(fx, img, 3);
+	for (int i = 0; i < 3; i++)
+		set_atime(img[i], 1000 + i);
+
+	struct husk_err err = { 0 };
+	char t0[PATH_MAX];
+	fmt(t0, sizeof(t0), "%s/t0", fx->dir);
+	char *held_path = NULL;
+	int hold = -1;
+	assert_int_equal(husk_image_from_dir_hold(fx->cache, t0, &held_path, &hold, &err), 0);
+	assert_string_equal(held_path, img[0]);
+	assert_true(hold >= 0);
+	assert_true(fcntl(hold, F_GETFD) & FD_CLOEXEC);
+	assert_int_equal(builds(fx), 3); /* a hit */
+
+	int qemu = open(img[1], O_RDONLY | O_CLOEXEC);
+	assert_true(qemu >= 0);
+	struct flock fl = { .l_type = F_RDLCK, .l_whence = SEEK_SET, .l_start = 100, .l_len = 1 };
+	assert_int_equal(fcntl(qemu, F_OFD_SETLK, &fl), 0);
+
+	struct husk_image_info *v = NULL;
+	size_t n = 0;
+	assert_int_equal(husk_image_cache_list(fx->cache, &v, &n, &err), 0);
+	assert_int_equal(n, 3);
+	for (size_t i = 0; i < n; i++)
+		assert_int_equal(v[i].in_use, strcmp(v[i].name, base(img[2])) != 0);
+	free(v);
+
+	struct husk_image_prune res;
+	prune_ok(fx, 0, &res);
+	assert_int_equal(res.removed, 1);
+	assert_int_equal(res.busy, 2);
+	assert_int_equal(res.kept, 2);
+	assert_int_equal(res.kept_bytes, du(img[0]) + du(img[1]));
+	assert_int_equal(access(img[2], F_OK), -1);
+	assert_int_equal(access(img[0], F_OK), 0);
+	assert_int_equal(access(img[1], F_OK), 0);
+
+	assert_int_equal(close(qemu), 0);
+	prune_ok(fx, 0, &res);
+	assert_int_equal(res.removed, 1);
+	assert_int_equal(res.busy, 1);
+	assert_int_equal(access(img[1], F_OK), -1);
+
+	/* The end of a hold is the image's last use. */
+	set_atime(img[0], 1000);
+	husk_image_release(hold);
+	assert_true(atime_of(img[0]) > 1000);
+	prune_ok(fx, 0, &res);
+	assert_int_equal(res.removed, 1);
+	assert_int_equal(res.busy, 0);
+	check_no_leftovers(fx);
+	free(held_path);
+	for (int i = 0; i < 3; i++)
+		free(img[i]);
+}
+
+/* husk_image_hold on a path: a hold like the one from_dir_hold gives. */
+static void test_hold_path(void **state)
+{
+	struct fx *fx = *state;
+	counting_mkfs(fx);
+	char *img[2];
+	make_images(fx, img, 2);
+	struct husk_err err = { 0 };
+	int fd = husk_image_hold(img[0], &err);
+	assert_true(fd >= 0);
+	struct husk_image_prune res;
+	prune_ok(fx, 0, &res);
+	assert_int_equal(res.removed, 1);
+	assert_int_equal(res.busy, 1);
+	assert_int_equal(access(img[0], F_OK), 0);
+	husk_image_release(fd);
+
+	assert_int_equal(husk_image_hold(img[1], &err), -ENOENT);
+	assert_non_null(strstr(err.msg, img[1]));
+	husk_image_release(-1); /* ignored */
+	for (int i = 0; i < 2; i++)
+		free(img[i]);
+}
+
+/* With a budget, a new build prunes the cache (never the new image, nor a
+ * held one); a hit does not; "off" does not. */
+static void test_auto_prune(void **state)
+{
+	struct fx *fx = *state;
+	counting_mkfs(fx);
+	setenv("HUSK_IMAGE_CACHE_MAX", "1", 1);
+	char *img[2];
+	make_images(fx, img, 2); /* t1's build removes t0's image */
+	assert_int_equal(access(img[0], F_OK), -1);
+	assert_int_equal(access(img[1], F_OK), 0);
+
+	struct husk_err err = { 0 };
+	int hold = husk_image_hold(img[1], &err);
+	assert_true(hold >= 0);
+	char t0[PATH_MAX];
+	fmt(t0, sizeof(t0), "%s/t0", fx->dir);
+	char *a = image_ok(fx->cache, t0); /* built again; img[1] is held */
+	assert_string_equal(a, img[0]);
+	assert_int_equal(builds(fx), 3);
+	assert_int_equal(access(img[1], F_OK), 0);
+	husk_image_release(hold);
+
+	/* A hit does not prune: both stay though over the budget. */
+	char *b = image_ok(fx->cache, t0);
+	assert_int_equal(builds(fx), 3);
+	assert_int_equal(access(img[1], F_OK), 0);
+
+	setenv("HUSK_IMAGE_CACHE_MAX", "off", 1);
+	char *c[1];
+	char t2[PATH_MAX];
+	fmt(t2, sizeof(t2), "%s/t2", fx->dir);
+	assert_int_equal(mkdir(t2, 0755), 0);
+	c[0] = image_ok(fx->cache, t2);
+	assert_int_equal(builds(fx), 4);
+	assert_int_equal(access(img[0], F_OK), 0);
+	assert_int_equal(access(img[1], F_OK), 0);
+	free(a);
+	free(b);
+	free(c[0]);
+	for (int i = 0; i < 2; i++)
+		free(img[i]);
+}
+
+/* Prune removes what killed builders left, but not a live builder's files. */
+static void test_prune_stale(void **state)
+{
+	struct fx *fx = *state;
+	char dead[65], live[65], p[PATH_MAX];
+	memset(dead, 'a', 64);
+	dead[64] = '\0';
+	memset(live, 'b', 64);
+	live[64] = '\0';
+	char parent[PATH_MAX];
+	fmt(parent, sizeof(parent), "%s/a", fx->dir);
+	assert_int_equal(mkdir(parent, 0700), 0);
+	fmt(parent, sizeof(parent), "%s/a/b", fx->dir);
+	assert_int_equal(mkdir(parent, 0700), 0);
+	assert_int_equal(mkdir(fx->cache, 0700), 0);
+	fmt(p, sizeof(p), "%s/.%s.tmp.Ab12Cd", fx->cache, dead);
+	write_file(p, "half an image", 0600);
+	fmt(p, sizeof(p), "%s/.%s.lock", fx->cache, dead);
+	write_file(p, "", 0600);
+	fmt(p, sizeof(p), "%s/.%s.tmp.Xy34Zw", fx->cache, live);
+	write_file(p, "being built", 0600);
+	fmt(p, sizeof(p), "%s/.%s.lock", fx->cache, live);
+	write_file(p, "", 0600);
+	int builder = open(p, O_RDWR | O_CLOEXEC);
+	assert_true(builder >= 0);
+	assert_int_equal(flock(builder, LOCK_EX), 0);
+
+	struct husk_image_prune res;
+	prune_ok(fx, 0, &res);
+	char list[8192], want[512];
+	list_cache(fx->cache, list, sizeof(list));
+	fmt(want, sizeof(want), ".%s.tmp.Xy34Zw", live);
+	assert_non_null(strstr(list, want));
+	fmt(want, sizeof(want), ".%s.lock", live);
+	assert_non_null(strstr(list, want));
+	assert_null(strstr(list, dead));
+
+	/* The builder died (its lock is free): next time it goes too. */
+	assert_int_equal(close(builder), 0);
+	prune_ok(fx, 0, &res);
+	check_no_leftovers(fx);
+
+	/* A cache that does not exist is empty. */
+	struct husk_err err = { 0 };
+	char missing[PATH_MAX];
+	fmt(missing, sizeof(missing), "%s/none", fx->dir);
+	assert_int_equal(husk_image_cache_prune(missing, 0, &res, &err), 0);
+	assert_int_equal(res.kept, 0);
+	struct husk_image_info *v = (struct husk_image_info *)1;
+	size_t n = 7;
+	assert_int_equal(husk_image_cache_list(missing, &v, &n, &err), 0);
+	assert_int_equal(n, 0);
+	assert_null(v);
+	assert_int_equal(access(missing, F_OK), -1);
+}
+
+/* A prune that removes the image while a user waits for its hold: the
+ * user, woken up on an unlinked inode, builds the image again instead of
+ * handing out a path that is gone. A child plays the prune (an exclusive
+ * flock of its own open file, which the user must not inherit), held until
+ * the user is seen waiting (/proc/locks). */
+static void test_hold_races_prune(void **state)
+{
+	struct fx *fx = *state;
+	counting_mkfs(fx);
+	make_tree(fx->root);
+	char *a = image_ok(fx->cache, fx->root);
+	int locked[2], go[2];
+	assert_int_equal(pipe2(locked, O_CLOEXEC), 0);
+	assert_int_equal(pipe2(go, O_CLOEXEC), 0);
+	pid_t pruner = fork();
+	assert_true(pruner >= 0);
+	if (pruner == 0) {
+		setpgid(0, 0);
+		int fd = open(a, O_RDONLY | O_CLOEXEC);
+		CHILD_CHECK(fd >= 0 && flock(fd, LOCK_EX) == 0);
+		CHILD_CHECK(write(locked[1], "L", 1) == 1);
+		char c;
+		CHILD_CHECK(read(go[0], &c, 1) == 1);
+		_exit(0); /* the lock goes with us */
+	}
+	setpgid(pruner, pruner);
+	fx->kids[1] = pruner;
+	close(locked[1]);
+	close(go[0]);
+	char c;
+	assert_int_equal(read(locked[0], &c, 1), 1);
+	close(locked[0]);
+
+	int res;
+	pid_t kid = build_in_child(fx, 0, &res);
+	bool blocked = false;
+	for (int i = 0; i < 12000 && !blocked; i++) {
+		blocked = waiting_for_flock(kid);
+		if (!blocked) {
+			int st;
+			assert_int_equal(waitpid(kid, &st, WNOHANG), 0); /* it must wait */
+			nanosleep(&(struct timespec){ 0, 10 * 1000 * 1000 }, NULL);
+		}
+	}
+	assert_true(blocked);
+	assert_int_equal(unlink(a), 0);
+	assert_int_equal(write(go[1], "G", 1), 1);
+	close(go[1]);
+	int st;
+	assert_int_equal(waitpid(pruner, &st, 0), pruner);
+	fx->kids[1] = 0;
+	assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+
+	char out[PATH_MAX + 16], want[PATH_MAX + 16];
+	read_result(res, out, sizeof(out));
+	assert_int_equal(waitpid(kid, &st, 0), kid);
+	fx->kids[0] = 0;
+	fmt(want, sizeof(want), "0 %s\n", a);
+	assert_string_equal(out, want);
+	assert_int_equal(builds(fx), 2);
+	const char *fsck[] = { "fsck.erofs", a, NULL };
+	assert_int_equal(run(fsck), 0);
+	free(a);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -944,6 +1651,18 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_unreadable, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_default_cache, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_concurrent, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_copies_share_image, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_overlay_shares_image, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_hard_links, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_root_and_devices, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_parse_size, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_cache_max_env, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_prune_lru, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_prune_keeps_in_use, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_hold_path, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_auto_prune, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_prune_stale, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_hold_races_prune, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
