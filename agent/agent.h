@@ -125,6 +125,7 @@ void events_free(struct agent *a);
 struct agent_options {
 	const char *listen_unix; /* --listen unix:PATH, or NULL for vsock */
 	unsigned vsock_port;
+	unsigned log_port; /* host port of the log stream (husk.log_port) */
 	const char *cgroup_mount; /* NULL: no cgroups */
 	const char *run_dir;	  /* state and bundles, "/run/husk" */
 	bool pid1;
@@ -153,6 +154,11 @@ struct agent {
 
 /* Connects the log stream to host `port` in the background (PID 1 only). */
 void logport_start(struct agent *a, unsigned port);
+
+/* disk.c: /dev/<name> of the virtio-blk disk whose serial is `serial`. In a
+ * VM with PCI hotplug slots, waits up to wait_ms for a hot-added disk. */
+#define DISK_HOTPLUG_WAIT_MS 10000u
+int disk_find(const char *serial, unsigned wait_ms, char *dev, size_t size, struct husk_err *err);
 void logport_stop(struct agent *a);
 
 struct container *agent_find(struct agent *a, const char *id);

@@ -117,6 +117,7 @@ static void guest_init(struct agent *a)
 		fprintf(stderr, "husk-agent: warning: %s\n", err.msg);
 	init_seed_from_hwrng(NULL);
 	a->opt.vsock_port = cfg.agent_port;
+	a->opt.log_port = cfg.log_port;
 	a->opt.debug_console = cfg.debug_console;
 }
 
@@ -216,7 +217,7 @@ int main(int argc, char **argv)
 	if (a.opt.debug_console && console_start(&a, &err) < 0)
 		goto fatal;
 	if (a.opt.pid1)
-		logport_start(&a, 1025);
+		logport_start(&a, a.opt.log_port);
 	if (sfd < 0 || ev_io_add(a.loop, sfd, EPOLLIN, on_signal, &a, &sig_io, &err) < 0)
 		goto fatal;
 	if (!a.opt.pid1) {

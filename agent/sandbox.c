@@ -201,36 +201,6 @@ static void on_create_sandbox(struct ttrpc_call *call, const ProtobufCMessage *r
 
 /* ---- CreateBundle ---- */
 
-/* /dev/<name> of the virtio-blk disk whose serial is `serial`. */
-static int find_disk(const char *serial, char *dev, size_t size, struct husk_err *err)
-{
-	DIR *d = opendir("/sys/block");
-	if (!d)
-		return husk_err_sys(err, -errno, "open /sys/block");
-	int r = husk_err_set(err, -ENOENT, "no disk with serial \"%s\"", serial);
-	for (struct dirent *e; (e = readdir(d));) {
-		if (e->d_name[0] == '.')
-			continue;
-		char path[512], buf[128];
-		husk_path_fmt(path, sizeof(path), "/sys/block/%s/serial", e->d_name);
-		_cleanup_fd_ int fd = open(path, O_RDONLY | O_CLOEXEC);
-		if (fd < 0)
-			continue;
-		ssize_t n = read(fd, buf, sizeof(buf) - 1);
-		if (n <= 0)
-			continue;
-		buf[n] = '\0';
-		buf[strcspn(buf, "\n")] = '\0';
-		if (strcmp(buf, serial) == 0) {
-			r = husk_path_fmt(dev, size, "/dev/%s", e->d_name);
-			husk_err_clear(err);
-			break;
-		}
-	}
-	closedir(d);
-	return r;
-}
-
 struct bundle_paths {
 	char dir[512], lower[560], rw[560], upper[580], work[580], rootfs[560], config[560];
 };
@@ -275,7 +245,7 @@ static int mount_block_mounts(const Husk__Sandbox__V1__CreateBundleRequest *r,
 	for (size_t i = 0; i < r->n_mounts; i++) {
 		const Husk__Sandbox__V1__BlockMount *m = r->mounts[i];
 		char dev[300], dir[600], data[1024] = "";
-		int rc = find_disk(m->serial, dev, sizeof(dev), err);
+		int rc = disk_find(m->serial, DISK_HOTPLUG_WAIT_MS, dev, sizeof(dev), err);
 		if (rc < 0)
 			return husk_err_wrap(err, "mounts[%zu]", i);
 		vol_path(b, i, dir, sizeof(dir));
@@ -433,7 +403,7 @@ static void on_create_bundle(struct ttrpc_call *call, const ProtobufCMessage *re
 	} else {
 		char dev[300];
 		const char *fstype = *r->rootfs_fstype ? r->rootfs_fstype : "erofs";
-		if ((rc = find_disk(r->rootfs_serial, dev, sizeof(dev), &err)) < 0)
+		if ((rc = disk_find(r->rootfs_serial, DISK_HOTPLUG_WAIT_MS, dev, sizeof(dev), &err)) < 0)
 			goto fail;
 		if (mount(dev, b.lower, fstype, MS_RDONLY | MS_NODEV, NULL) < 0) {
 			rc = husk_err_sys(&err, -errno, "rootfs_serial %s: mount %s (%s) read-only",

@@ -23,6 +23,7 @@ void init_config_defaults(struct init_config *cfg)
 	memset(cfg, 0, sizeof(*cfg));
 	cfg->log_level = 6;
 	cfg->agent_port = INIT_DEFAULT_AGENT_PORT;
+	cfg->log_port = INIT_DEFAULT_LOG_PORT;
 }
 
 static bool is_space(char c)
@@ -201,6 +202,7 @@ static void parse_key(struct init_config *cfg, const char *key, const char *val,
 	}
 
 	bool known = strcmp(name, "log_level") == 0 || strcmp(name, "agent_port") == 0 ||
+		     strcmp(name, "log_port") == 0 ||
 		     strcmp(name, "hostname") == 0 || strcmp(name, "modules") == 0;
 	if (!known) {
 		if (cfg->n_unknown < INIT_MAX_UNKNOWN) {
@@ -219,12 +221,14 @@ static void parse_key(struct init_config *cfg, const char *key, const char *val,
 			cfg->log_level = (int)n;
 		else
 			bad_value(err, first, key, val, "0..7");
-	} else if (strcmp(name, "agent_port") == 0) {
+	} else if (strcmp(name, "agent_port") == 0 || strcmp(name, "log_port") == 0) {
 		/* 0xffffffff is VMADDR_PORT_ANY. */
-		if (parse_uint(val, 1, UINT32_MAX - 1, &n))
+		if (!parse_uint(val, 1, UINT32_MAX - 1, &n))
+			bad_value(err, first, key, val, "1..4294967294");
+		else if (name[0] == 'a')
 			cfg->agent_port = (unsigned)n;
 		else
-			bad_value(err, first, key, val, "1..4294967294");
+			cfg->log_port = (unsigned)n;
 	} else if (strcmp(name, "hostname") == 0) {
 		if (init_hostname_valid(val))
 			snprintf(cfg->hostname, sizeof(cfg->hostname), "%s", val);

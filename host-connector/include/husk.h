@@ -80,7 +80,12 @@ struct husk_vm_config {
 	int log_level;            /* husk.log_level; 0: agent default */
 	unsigned boot_timeout_ms; /* 0: 60 s with KVM, 120 s with TCG */
 	bool die_with_parent;     /* QEMU and husk-vsockd get SIGKILL if we die */
+	/* PCIe root ports for husk_vm_add_disk (at most HUSK_HOTPLUG_MAX).
+	 * 0: none, and no PCI bus at all (the fastest boot). */
+	unsigned hotplug_slots;
 };
+
+#define HUSK_HOTPLUG_MAX 16
 
 struct husk_vm;
 
@@ -101,6 +106,21 @@ int husk_vm_stop(struct husk_vm *vm, unsigned grace_ms, struct husk_err *err);
 
 /* Stops the VM if this process started it, then frees. NULL is ignored. */
 void husk_vm_free(struct husk_vm *vm);
+
+/* Hot-adds a disk to a VM started with hotplug_slots: a virtio-blk-pci
+ * device on a free PCIe root port. Returns when QEMU has added it; the
+ * guest sees it shortly after (the agent waits for the serial to appear).
+ * -ENOSPC when every slot is taken, -EEXIST for a serial in use. */
+int husk_vm_add_disk(struct husk_vm *vm, const struct husk_disk *disk, struct husk_err *err);
+
+/* Asks the guest to release the disk with `serial` (PCIe attention button;
+ * unmount it in the guest first). Its slot is free again once QEMU reports
+ * the device gone, which Linux's pciehp does after its 5 s cancel window:
+ * waits up to wait_ms for that (0: returns at once; -ETIMEDOUT when it did
+ * not come in time, the removal still goes on). -ENOENT for an unknown
+ * serial. */
+int husk_vm_remove_disk(struct husk_vm *vm, const char *serial, unsigned wait_ms,
+			struct husk_err *err);
 
 /* A connected stream to guest `port`: AF_VSOCK with vhost-vsock, else the
  * hybrid socket's CONNECT handshake. Retries refused connections until
@@ -266,5 +286,56 @@ const char *husk_default_image_cache(char *buf, size_t len);
  * an image once (flock); a failed build leaves no partial file. */
 int husk_image_from_dir(const char *cache_dir, const char *rootfs_dir, char **image,
 			struct husk_err *err);
+
+/* Like husk_image_from_dir, and *hold_fd (may be NULL: then like it) gets
+ * the image open read-only with a shared flock: while any such fd is open,
+ * husk_image_cache_prune() leaves the image alone. Keep it until the VM
+ * that uses the image has stopped (after husk_vm_stop), then pass it to
+ * husk_image_release(). The identity leaves out what differs between
+ * copies of a tree (inode numbers, st_dev), and the root directory's mtime
+ * when it is not older than every other entry's (mkfs.erofs is told to
+ * clamp it), so every overlay mount of one containerd snapshot maps to one
+ * image. After a build it prunes the cache to husk_image_cache_max() (best
+ * effort; never an image in use). */
+int husk_image_from_dir_hold(const char *cache_dir, const char *rootfs_dir, char **image,
+			     int *hold_fd, struct husk_err *err);
+
+/* A hold on an existing image file (e.g. `huskctl run --image` of a cached
+ * one): an fd as above, or a negative errno. */
+int husk_image_hold(const char *image, struct husk_err *err);
+/* Records the end of the use as the image's last use (atime) and closes
+ * the hold. A negative fd is ignored. */
+void husk_image_release(int hold_fd);
+
+#define HUSK_IMAGE_CACHE_MAX_DEFAULT (10ull << 30)
+
+/* "10G", "512M", "2GiB", "1048576": bytes with an optional K, M, G or T
+ * suffix (1024-based), optionally followed by "iB" or "B". */
+int husk_image_parse_size(const char *s, uint64_t *out, struct husk_err *err);
+/* The cache budget from $HUSK_IMAGE_CACHE_MAX: unset or empty gives
+ * HUSK_IMAGE_CACHE_MAX_DEFAULT; "0" or "off" gives 0: no automatic prune. */
+int husk_image_cache_max(uint64_t *max, struct husk_err *err);
+
+struct husk_image_info {
+	char name[72];    /* <sha256>.erofs, in the cache directory */
+	uint64_t bytes;   /* disk usage (allocated blocks) */
+	int64_t last_use; /* atime: last hit or end of a hold, s since the epoch */
+	int64_t built;    /* mtime */
+	bool in_use;      /* held (flock), or open in QEMU (its record locks) */
+};
+/* The images in `cache_dir` (NULL: the default), least recently used first;
+ * *out is malloc'd (free it). A cache that does not exist yet is empty. */
+int husk_image_cache_list(const char *cache_dir, struct husk_image_info **out, size_t *n,
+			  struct husk_err *err);
+
+struct husk_image_prune {
+	size_t removed, kept, busy; /* busy: in use, kept though over budget */
+	uint64_t removed_bytes, kept_bytes;
+};
+/* Removes least recently used images until the cache holds at most
+ * `max_bytes` (0: every image not in use), never one in use, and what
+ * killed builders left behind. One prune runs at a time per cache. */
+int husk_image_cache_prune(const char *cache_dir, uint64_t max_bytes, struct husk_image_prune *res,
+			   struct husk_err *err);
 
 #endif

@@ -10,6 +10,8 @@
 #include "husk.h"
 
 #define HUSK_NAME_MAX 32
+/* Under vhost-vsock, VM with CID c streams its log to host port BASE + c. */
+#define HUSK_LOG_PORT_VHOST_BASE 0x10000000u
 
 struct husk_vm {
 	char name[HUSK_NAME_MAX + 1];
@@ -23,12 +25,19 @@ struct husk_vm {
 	bool stopped;
 	int lock_fd; /* flock(LOCK_EX) on <dir>/lock while the owner lives */
 	int qmp_fd;  /* our end of QEMU's QMP socketpair (owner only) */
-	int log_listen_fd, log_fd; /* the agent's log stream (port 1025) */
+	int log_listen_fd, log_fd; /* the agent's log stream */
+	uint32_t log_port;         /* its host port (husk.log_port) */
 	pid_t qemu_pid, vsockd_pid;
 	int qemu_pidfd, vsockd_pidfd;
 	bool qemu_reaped;
 	int qemu_status;
 	uint64_t boot_ns;
+	/* hotplug.c: one PCIe root port each ("hp<i>"). */
+	struct husk_slot {
+		enum { SLOT_FREE, SLOT_USED, SLOT_UNPLUGGING, SLOT_GONE } state;
+		char serial[21];
+	} slots[HUSK_HOTPLUG_MAX];
+	unsigned n_slots;
 };
 
 /* ---- spawn.c: child processes ---- */
@@ -50,6 +59,15 @@ int husk_reap(pid_t pid, int pidfd, unsigned timeout_ms, int *status);
 /* Negotiates capabilities (once) and runs `command` (no arguments),
  * waiting up to timeout_ms for its reply. */
 int husk_qmp_execute(int fd, const char *command, unsigned timeout_ms, struct husk_err *err);
+struct json_object;
+/* An asynchronous QMP event seen while waiting for a reply; data may be NULL. */
+typedef void (*husk_qmp_event_fn)(const char *event, struct json_object *data, void *ud);
+/* The same with arguments (borrowed, may be NULL); events go to on_event. */
+int husk_qmp_call(int fd, const char *command, struct json_object *args, unsigned timeout_ms,
+		  husk_qmp_event_fn on_event, void *ud, struct husk_err *err);
+/* Reads events until until(ud) holds (0) or timeout_ms passes (-ETIMEDOUT). */
+int husk_qmp_wait_event(int fd, unsigned timeout_ms, husk_qmp_event_fn on_event, void *ud,
+			bool (*until)(void *ud), struct husk_err *err);
 
 /* ---- detect.c ---- */
 /* The host TSC rate in kHz (for tsc_early_khz= under TCG), 0 if unknown. */

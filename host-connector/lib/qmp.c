@@ -1,7 +1,9 @@
 /* A minimal QMP client for the socketpair QEMU gets as its monitor: the
- * greeting, qmp_capabilities, then one command, each reply one JSON line. */
+ * greeting, qmp_capabilities, then commands, each reply one JSON line.
+ * Events that arrive in between go to the caller's callback. */
 #include <errno.h>
 #include <poll.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
@@ -11,8 +13,9 @@
 #include "internal.h"
 
 /* Reads JSON objects until one with "return" or "error" arrives; events
- * ("event") and the greeting ("QMP") are skipped. */
-static int read_reply(int fd, uint64_t deadline, struct husk_err *err, const char *what)
+ * ("event") go to on_event, the greeting ("QMP") is skipped. */
+static int read_reply(int fd, uint64_t deadline, husk_qmp_event_fn on_event, void *data,
+		      bool (*until)(void *data), struct husk_err *err, const char *what)
 {
 	json_tokener *tok = json_tokener_new();
 	if (!tok)
@@ -53,7 +56,17 @@ static int read_reply(int fd, uint64_t deadline, struct husk_err *err, const cha
 				continue;
 			}
 			json_object *v;
-			if (json_object_object_get_ex(obj, "return", &v)) {
+			if (json_object_object_get_ex(obj, "event", &v)) {
+				if (on_event) {
+					json_object *d = NULL;
+					json_object_object_get_ex(obj, "data", &d);
+					on_event(json_object_get_string(v), d, data);
+				}
+				if (until && until(data)) {
+					ret = 0;
+					done = true;
+				}
+			} else if (json_object_object_get_ex(obj, "return", &v)) {
 				ret = 0;
 				done = true;
 			} else if (json_object_object_get_ex(obj, "error", &v)) {
@@ -72,28 +85,53 @@ static int read_reply(int fd, uint64_t deadline, struct husk_err *err, const cha
 	return ret;
 }
 
-static int send_cmd(int fd, const char *cmd, struct husk_err *err)
+static int send_cmd(int fd, const char *cmd, json_object *args, struct husk_err *err)
 {
-	char line[128];
-	int n = snprintf(line, sizeof(line), "{\"execute\":\"%s\"}\n", cmd);
-	if (write(fd, line, (size_t)n) != n)
-		return husk_err_sys(err, -errno, "QMP %s: write", cmd);
-	return 0;
+	json_object *o = json_object_new_object();
+	if (!o || json_object_object_add(o, "execute", json_object_new_string(cmd)) < 0 ||
+	    (args && json_object_object_add(o, "arguments", json_object_get(args)) < 0)) {
+		json_object_put(o);
+		return husk_err_set(err, -ENOMEM, "QMP %s", cmd);
+	}
+	size_t len;
+	const char *text = json_object_to_json_string_length(o, JSON_C_TO_STRING_PLAIN, &len);
+	int r = 0;
+	errno = 0;
+	/* One line: a stream socket with room for it (commands are small). */
+	if (write(fd, text, len) != (ssize_t)len || write(fd, "\n", 1) != 1)
+		r = husk_err_sys(err, errno ? -errno : -EIO, "QMP %s: write", cmd);
+	json_object_put(o);
+	return r;
 }
 
-int husk_qmp_execute(int fd, const char *command, unsigned timeout_ms, struct husk_err *err)
+int husk_qmp_call(int fd, const char *command, json_object *args, unsigned timeout_ms,
+		  husk_qmp_event_fn on_event, void *data, struct husk_err *err)
 {
 	uint64_t deadline = husk_now_ns() + (uint64_t)timeout_ms * 1000000u;
-	int r = send_cmd(fd, "qmp_capabilities", err);
+	int r = send_cmd(fd, "qmp_capabilities", NULL, err);
 	if (r == 0)
-		r = read_reply(fd, deadline, err, "qmp_capabilities");
+		r = read_reply(fd, deadline, on_event, data, NULL, err, "qmp_capabilities");
 	/* A second negotiation in the same session is an error, which is fine:
 	 * it still means the monitor is in command mode. */
 	if (r < 0 && r != -EIO)
 		return r;
 	husk_err_clear(err);
-	r = send_cmd(fd, command, err);
+	r = send_cmd(fd, command, args, err);
 	if (r == 0)
-		r = read_reply(fd, deadline, err, command);
+		r = read_reply(fd, deadline, on_event, data, NULL, err, command);
 	return r;
+}
+
+int husk_qmp_wait_event(int fd, unsigned timeout_ms, husk_qmp_event_fn on_event, void *data,
+			bool (*until)(void *data), struct husk_err *err)
+{
+	if (until(data))
+		return 0;
+	uint64_t deadline = husk_now_ns() + (uint64_t)timeout_ms * 1000000u;
+	return read_reply(fd, deadline, on_event, data, until, err, "event");
+}
+
+int husk_qmp_execute(int fd, const char *command, unsigned timeout_ms, struct husk_err *err)
+{
+	return husk_qmp_call(fd, command, NULL, timeout_ms, NULL, NULL, err);
 }

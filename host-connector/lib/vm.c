@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include <json-c/json.h>
+#include <linux/vm_sockets.h>
 
 #include "husk/cleanup.h"
 #include "husk/path.h"
@@ -160,7 +161,7 @@ static void close_log_listener(struct husk_vm *vm)
 	vm->log_listen_fd = -1;
 	char path[PATH_MAX];
 	if (vm->transport == HUSK_TRANSPORT_HYBRID &&
-	    husk_path_fmt(path, sizeof(path), "%s_%u", vm->hybrid, HUSK_LOG_PORT) == 0)
+	    husk_path_fmt(path, sizeof(path), "%s_%u", vm->hybrid, vm->log_port) == 0)
 		unlink(path);
 }
 
@@ -169,7 +170,14 @@ static void accept_log(struct husk_vm *vm)
 {
 	if (vm->log_listen_fd < 0 || vm->log_fd >= 0)
 		return;
-	int fd = accept4(vm->log_listen_fd, NULL, NULL, SOCK_CLOEXEC);
+	struct sockaddr_vm peer = { 0 };
+	socklen_t len = sizeof(peer);
+	int fd = accept4(vm->log_listen_fd, (struct sockaddr *)&peer, &len, SOCK_CLOEXEC);
+	/* A listener on VMADDR_CID_ANY hears every VM: only ours may log. */
+	if (fd >= 0 && vm->transport == HUSK_TRANSPORT_VHOST && peer.svm_cid != vm->cid) {
+		close(fd);
+		return;
+	}
 	if (fd >= 0) {
 		vm->log_fd = fd;
 		close_log_listener(vm);
@@ -276,7 +284,7 @@ static int build_qemu_argv(struct argv_buf *a, const struct husk_vm *vm,
 	unsigned cpus = cfg->vcpus ? cfg->vcpus : 1;
 	arg(a, cfg->qemu ? cfg->qemu : "qemu-system-x86_64");
 	arg(a, "-M");
-	arg(a, "microvm,memory-backend=mem");
+	arg(a, cfg->hotplug_slots ? "microvm,pcie=on,memory-backend=mem" : "microvm,memory-backend=mem");
 	arg(a, "-accel");
 	arg(a, vm->accel == HUSK_ACCEL_KVM ? "kvm" : "tcg");
 	arg(a, "-cpu");
@@ -313,6 +321,12 @@ static int build_qemu_argv(struct argv_buf *a, const struct husk_vm *vm,
 		arg(a, "-device");
 		argf(a, "virtio-blk-device,drive=disk%zu,serial=%s", i, d->serial);
 	}
+	/* Hotplug slots: PCIe root ports, each with no I/O window (virtio
+	 * needs none, and the small PCIe host has too little for many). */
+	for (unsigned i = 0; i < cfg->hotplug_slots; i++) {
+		arg(a, "-device");
+		argf(a, "pcie-root-port,id=hp%u,bus=pcie.0,chassis=1,slot=%u,io-reserve=0", i, i + 1);
+	}
 	arg(a, "-serial");
 	argf(a, "file:%s", vm->console);
 	arg(a, "-chardev");
@@ -331,9 +345,13 @@ static int build_qemu_argv(struct argv_buf *a, const struct husk_vm *vm,
 		snprintf(tsc, sizeof(tsc), " tsc_early_khz=%lu no_timer_check tsc=reliable", tsc_khz);
 	/* Always a husk.* key: it is what tells init it may power the VM off
 	 * (init/cmdline.h); without one, poweroff ends in a panic. */
-	char level[32];
-	snprintf(level, sizeof(level), " husk.log_level=%d", cfg->log_level ? cfg->log_level : 6);
-	argf(a, "console=ttyS0 quiet panic=-1 reboot=t%s%s%s%s%s", tsc, level,
+	char level[64];
+	snprintf(level, sizeof(level), " husk.log_level=%d husk.log_port=%u",
+		 cfg->log_level ? cfg->log_level : 6, vm->log_port);
+	/* microvm's _OSC grants the PCIe ports to the OS only with ASPM
+	 * support, which the guest kernel leaves out: claim them for pciehp. */
+	argf(a, "console=ttyS0 quiet panic=-1 reboot=t%s%s%s%s%s%s", tsc, level,
+	     cfg->hotplug_slots ? " pcie_ports=native" : "",
 	     cfg->debug_console ? " husk.debug_console=1" : "", cfg->cmdline_extra ? " " : "",
 	     cfg->cmdline_extra ? cfg->cmdline_extra : "");
 	return a->overflow ? -E2BIG : 0;
@@ -352,6 +370,9 @@ static int check_config(const struct husk_vm_config *cfg, struct husk_err *err)
 				    "VM name \"%s\": want 1-%d characters of [A-Za-z0-9_.-], not "
 				    "starting with '.'",
 				    cfg->name, HUSK_NAME_MAX);
+	if (cfg->hotplug_slots > HUSK_HOTPLUG_MAX)
+		return husk_err_set(err, -EINVAL, "hotplug_slots %u: at most %d",
+				    cfg->hotplug_slots, HUSK_HOTPLUG_MAX);
 	if (cfg->vcpus > 255)
 		return husk_err_set(err, -EINVAL, "vcpus %u: at most 255", cfg->vcpus);
 	if (cfg->memory_mib && (cfg->memory_mib < 64 || cfg->memory_mib > 1024 * 1024))
@@ -440,6 +461,7 @@ int husk_vm_start(const struct husk_vm_config *cfg, struct husk_vm **out, struct
 	if (!vm)
 		return husk_err_set(err, -ENOMEM, "VM");
 	vm->owner = true;
+	vm->n_slots = cfg->hotplug_slots;
 	char why[256];
 	vm->accel = cfg->accel == HUSK_ACCEL_AUTO ? husk_accel_detect(why, sizeof(why)) : cfg->accel;
 	vm->transport = cfg->transport == HUSK_TRANSPORT_AUTO ? husk_transport_detect(why, sizeof(why))
@@ -511,9 +533,13 @@ int husk_vm_start(const struct husk_vm_config *cfg, struct husk_vm **out, struct
 			goto fail;
 	}
 
-	/* Before QEMU: the agent connects to its log port as it starts. Without
-	 * it (e.g. port 1025 taken on a vhost-vsock host) there is no stream. */
-	vm->log_listen_fd = husk_vm_listen(vm, HUSK_LOG_PORT, NULL);
+	/* Before QEMU: the agent connects to its log port as it starts. Under
+	 * vhost-vsock all VMs share the host's port space, so each gets its own
+	 * port, derived from its (unique) CID. Without a listener there is no
+	 * stream, and the agent goes on without one. */
+	vm->log_port = vm->transport == HUSK_TRANSPORT_VHOST ? HUSK_LOG_PORT_VHOST_BASE + vm->cid
+							      : HUSK_LOG_PORT;
+	vm->log_listen_fd = husk_vm_listen(vm, vm->log_port, NULL);
 	if (vm->log_listen_fd >= 0)
 		fcntl(vm->log_listen_fd, F_SETFL, O_NONBLOCK);
 

@@ -203,6 +203,105 @@ static void test_qemu_killed(void **state)
 	assert_nothing_left(f, "victim");
 }
 
+/* An erofs image of a tree holding a static busybox and /marker. */
+static void make_image(const struct fixture *f, const char *name, const char *marker,
+		       char *image, size_t len)
+{
+	char cmd[1024];
+	snprintf(image, len, "%s/%s.erofs", f->state, name);
+	snprintf(cmd, sizeof(cmd),
+		 "set -e; d=%s/%s.d; mkdir -p $d/bin $d/proc $d/dev $d/sys $d/tmp;"
+		 " cp /bin/busybox $d/bin/busybox; echo %s >$d/marker;"
+		 " mkfs.erofs --quiet %s $d >/dev/null",
+		 f->state, name, marker, image);
+	assert_int_equal(system(cmd), 0);
+}
+
+/* Runs `busybox grep -qx WANT /marker` in a container on the disk with
+ * `serial`: its exit status says which disk the agent mounted. */
+static uint32_t grep_marker(struct husk_agent *a, const char *id, const char *serial,
+			    const char *want)
+{
+	char spec[1024];
+	snprintf(spec, sizeof(spec),
+		 "{\"ociVersion\":\"1.0.2\",\"root\":{\"path\":\"rootfs\"},"
+		 "\"process\":{\"cwd\":\"/\",\"user\":{\"uid\":0,\"gid\":0},"
+		 "\"env\":[\"PATH=/bin\"],\"args\":[\"/bin/busybox\",\"grep\",\"-qx\",\"%s\","
+		 "\"/marker\"]},\"linux\":{\"namespaces\":[{\"type\":\"mount\"},"
+		 "{\"type\":\"pid\"}]}}",
+		 want);
+	struct husk_err err = { 0 };
+	char *bundle = NULL;
+	uint32_t pid = 0, status = 99;
+	const struct husk_stdio io = { 0 };
+	if (husk_agent_create_bundle(a, id, spec, serial, &bundle, &err) < 0 ||
+	    husk_task_create(a, id, bundle, &io, &pid, &err) < 0 ||
+	    husk_task_start(a, id, NULL, &pid, &err) < 0 ||
+	    husk_task_wait(a, id, NULL, &status, &err) < 0)
+		fail_msg("container %s on disk %s: %s", id, serial, err.msg);
+	free(bundle);
+	assert_int_equal(husk_task_delete(a, id, NULL, NULL, &err), 0);
+	return status;
+}
+
+/* Disks hot-added to a running VM (a pod's later containers): the agent
+ * finds each by serial and mounts the right one; bad requests are refused
+ * with the reason; a VM without slots says so. */
+static void test_hotplug_disk(void **state)
+{
+	struct fixture *f = *state;
+	char one[256], two[256];
+	make_image(f, "one", "first-disk", one, sizeof(one));
+	make_image(f, "two", "second-disk", two, sizeof(two));
+	struct husk_err err = { 0 };
+	struct husk_vm *vm = NULL;
+
+	f->cfg.name = "noslots";
+	assert_int_equal(husk_vm_start(&f->cfg, &vm, &err), 0);
+	struct husk_disk d1 = { .path = one, .serial = "pod1", .readonly = true };
+	assert_int_equal(husk_vm_add_disk(vm, &d1, &err), -EOPNOTSUPP);
+	assert_non_null(strstr(err.msg, "hotplug"));
+	husk_vm_free(vm);
+
+	f->cfg.name = "pod";
+	f->cfg.hotplug_slots = 2;
+	assert_int_equal(husk_vm_start(&f->cfg, &vm, &err), 0);
+	struct husk_agent *a = NULL;
+	assert_int_equal(husk_agent_open(vm, 5000, &a, &err), 0);
+	assert_int_equal(husk_agent_create_sandbox(a, "pod", &err), 0);
+
+	assert_int_equal(husk_vm_add_disk(vm, &d1, &err), 0);
+	assert_int_equal(grep_marker(a, "c1", "pod1", "first-disk"), 0);
+	struct husk_disk d2 = { .path = two, .serial = "pod2", .readonly = true };
+	assert_int_equal(husk_vm_add_disk(vm, &d2, &err), 0);
+	assert_int_equal(grep_marker(a, "c2", "pod2", "second-disk"), 0);
+	assert_int_equal(grep_marker(a, "c3", "pod1", "second-disk"), 1);
+
+	/* Refusals name what is wrong. */
+	assert_int_equal(husk_vm_add_disk(vm, &d1, &err), -EEXIST);
+	assert_non_null(strstr(err.msg, "pod1"));
+	struct husk_disk d3 = { .path = one, .serial = "pod3", .readonly = true };
+	assert_int_equal(husk_vm_add_disk(vm, &d3, &err), -ENOSPC);
+	struct husk_disk bad = { .path = "/nonexistent.img", .serial = "x", .readonly = true };
+	assert_int_equal(husk_vm_remove_disk(vm, "pod9", 0, &err), -ENOENT);
+	/* Removal frees the slot for another disk (pciehp takes 5 s). */
+	assert_int_equal(husk_vm_remove_disk(vm, "pod1", 30000, &err), 0);
+	assert_int_equal(husk_vm_add_disk(vm, &d3, &err), 0);
+	assert_int_equal(grep_marker(a, "c4", "pod3", "first-disk"), 0);
+	assert_int_equal(husk_vm_remove_disk(vm, "pod3", 0, &err), 0);
+	assert_int_equal(husk_vm_add_disk(vm, &bad, &err), -ENOENT);
+	assert_non_null(strstr(err.msg, "/nonexistent.img"));
+	struct husk_disk badser = { .path = one, .serial = "a b", .readonly = true };
+	assert_int_equal(husk_vm_add_disk(vm, &badser, &err), -EINVAL);
+	assert_non_null(strstr(err.msg, "serial"));
+
+	husk_agent_close(a);
+	assert_int_equal(husk_vm_stop(vm, 0, &err), 0);
+	husk_vm_free(vm);
+	assert_nothing_left(f, "pod");
+	f->cfg.hotplug_slots = 0;
+}
+
 int main(void)
 {
 	signal(SIGPIPE, SIG_IGN);
@@ -213,6 +312,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_start_open_stop, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_stale_directory_reclaimed, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_qemu_killed, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_hotplug_disk, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -34,6 +34,8 @@ static void assert_defaults_except(const char *which)
 		assert_false(cfg.debug_console);
 	if (strcmp(which, "agent_port") != 0)
 		assert_int_equal(cfg.agent_port, 1024);
+	if (strcmp(which, "log_port") != 0)
+		assert_int_equal(cfg.log_port, 1025);
 	if (strcmp(which, "hostname") != 0)
 		assert_string_equal(cfg.hostname, "");
 	if (strcmp(which, "modules") != 0)
@@ -100,6 +102,17 @@ static void test_agent_port(void **state)
 	/* Last one wins, as for the kernel's own parameters. */
 	assert_int_equal(parse("husk.agent_port=5000 husk.agent_port=6000"), 0);
 	assert_int_equal(cfg.agent_port, 6000);
+}
+
+static void test_log_port(void **state)
+{
+	(void)state;
+	assert_int_equal(parse("husk.log_port=268435459"), 0);
+	assert_int_equal(cfg.log_port, 268435459u);
+	assert_defaults_except("log_port");
+	assert_int_equal(parse("husk.log_port=0"), -EINVAL);
+	assert_non_null(strstr(err.msg, "husk.log_port"));
+	assert_int_equal(parse("husk.log_port=4294967295"), -EINVAL);
 }
 
 static void test_hostname(void **state)
@@ -349,6 +362,7 @@ int main(void)
 		cmocka_unit_test(test_log_level),
 		cmocka_unit_test(test_debug_console),
 		cmocka_unit_test(test_agent_port),
+		cmocka_unit_test(test_log_port),
 		cmocka_unit_test(test_hostname),
 		cmocka_unit_test(test_modules),
 		cmocka_unit_test(test_all_keys_together),

@@ -5,6 +5,10 @@
  *                         serve a shell on vsock port 1026 (default 0)
  *   husk.agent_port=N     vsock port of the agent's ttrpc server,
  *                         1..4294967294 (default 1024)
+ *   husk.log_port=N       host vsock port the agent streams its log to,
+ *                         1..4294967294 (default 1025); under vhost-vsock
+ *                         every VM needs its own, the host's port space
+ *                         being shared by all VMs
  *   husk.hostname=NAME    1..64 characters [A-Za-z0-9.-], labels not
  *                         starting or ending with '-' (default: unset)
  *   husk.modules=a,b,c    kernel modules to load, in order; repeated keys
@@ -31,11 +35,13 @@
 #define INIT_MAX_UNKNOWN 16
 #define INIT_UNKNOWN_KEY_MAX 64
 #define INIT_DEFAULT_AGENT_PORT 1024u
+#define INIT_DEFAULT_LOG_PORT 1025u
 
 struct init_config {
 	int log_level;
 	bool debug_console;
 	unsigned agent_port;
+	unsigned log_port;
 	char hostname[65];          /* "" when not given */
 	char modules[INIT_MAX_MODULES][INIT_MODULE_NAME_MAX];
 	size_t n_modules;

@@ -1,0 +1,197 @@
+/* Disks added to and removed from a running VM: a virtio-blk-pci device on
+ * one of the VM's PCIe root ports ("hp<i>", see build_qemu_argv), driven
+ * over QMP. The guest's pciehp sees the slot's presence change and probes
+ * the device; removal is the attention button, which the guest answers by
+ * powering the slot off after its cancel window, and QEMU then reports
+ * DEVICE_DELETED. Used for the containers of a pod that join its VM. */
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <json-c/json.h>
+
+#include "internal.h"
+
+#define QMP_TIMEOUT_MS 5000
+
+static bool serial_ok(const char *s)
+{
+	size_t n = strlen(s);
+	if (n == 0 || n > 20)
+		return false;
+	return strspn(s, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-") == n;
+}
+
+/* DEVICE_DELETED for one of our slots: its block node can go. */
+static void on_event(const char *event, json_object *data, void *ud)
+{
+	struct husk_vm *vm = ud;
+	json_object *dev;
+	unsigned i;
+	char end;
+	if (strcmp(event, "DEVICE_DELETED") != 0 || !data ||
+	    !json_object_object_get_ex(data, "device", &dev) ||
+	    sscanf(json_object_get_string(dev), "hpdev%u%c", &i, &end) != 1 || i >= vm->n_slots)
+		return;
+	if (vm->slots[i].state == SLOT_UNPLUGGING)
+		vm->slots[i].state = SLOT_GONE;
+}
+
+static int qmp(struct husk_vm *vm, const char *cmd, json_object *args, struct husk_err *err)
+{
+	return husk_qmp_call(vm->qmp_fd, cmd, args, QMP_TIMEOUT_MS, on_event, vm, err);
+}
+
+static int qmp_node_del(struct husk_vm *vm, unsigned i, struct husk_err *err)
+{
+	char node[32];
+	snprintf(node, sizeof(node), "hpnode%u", i);
+	json_object *args = json_object_new_object();
+	json_object_object_add(args, "node-name", json_object_new_string(node));
+	int r = qmp(vm, "blockdev-del", args, err);
+	json_object_put(args);
+	return r;
+}
+
+/* Frees the slots whose devices QEMU has reported gone. */
+static void sweep(struct husk_vm *vm)
+{
+	for (unsigned i = 0; i < vm->n_slots; i++) {
+		if (vm->slots[i].state != SLOT_GONE)
+			continue;
+		struct husk_err e = { 0 };
+		/* A node QEMU kept would make the next blockdev-add of this slot
+		 * fail with a clear "duplicate node name"; nothing to do here. */
+		qmp_node_del(vm, i, &e);
+		vm->slots[i].state = SLOT_FREE;
+		vm->slots[i].serial[0] = '\0';
+	}
+}
+
+static int usable(struct husk_vm *vm, struct husk_err *err)
+{
+	if (!vm->owner || vm->qmp_fd < 0)
+		return husk_err_set(err, -EPERM, "VM %s: not started by this process", vm->name);
+	if (vm->stopped)
+		return husk_err_set(err, -ESHUTDOWN, "VM %s: stopped", vm->name);
+	if (vm->n_slots == 0)
+		return husk_err_set(err, -EOPNOTSUPP,
+				    "VM %s: started without hotplug slots (hotplug_slots = 0)",
+				    vm->name);
+	return 0;
+}
+
+int husk_vm_add_disk(struct husk_vm *vm, const struct husk_disk *disk, struct husk_err *err)
+{
+	int r = usable(vm, err);
+	if (r < 0)
+		return r;
+	if (!disk->serial || !serial_ok(disk->serial))
+		return husk_err_set(err, -EINVAL,
+				    "disk serial \"%s\": want 1-20 characters of [A-Za-z0-9_.-]",
+				    disk->serial ? disk->serial : "");
+	if (!disk->path || access(disk->path, disk->readonly ? R_OK : R_OK | W_OK) < 0)
+		return husk_err_sys(err, disk->path ? -errno : -EINVAL, "disk %s",
+				    disk->path ? disk->path : "(no path)");
+	/* Any call reads pending events: slots unplugged since become free. */
+	if ((r = qmp(vm, "query-status", NULL, err)) < 0)
+		return r;
+	sweep(vm);
+	unsigned slot = vm->n_slots;
+	for (unsigned i = 0; i < vm->n_slots; i++) {
+		if (vm->slots[i].state != SLOT_FREE && strcmp(vm->slots[i].serial, disk->serial) == 0)
+			return husk_err_set(err, -EEXIST, "disk serial %s: already attached",
+					    disk->serial);
+		if (vm->slots[i].state == SLOT_FREE && slot == vm->n_slots)
+			slot = i;
+	}
+	if (slot == vm->n_slots)
+		return husk_err_set(err, -ENOSPC, "VM %s: all %u hotplug slots are in use",
+				    vm->name, vm->n_slots);
+
+	char node[32], bus[32], id[32];
+	snprintf(node, sizeof(node), "hpnode%u", slot);
+	snprintf(bus, sizeof(bus), "hp%u", slot);
+	snprintf(id, sizeof(id), "hpdev%u", slot);
+	json_object *file = json_object_new_object();
+	json_object_object_add(file, "driver", json_object_new_string("file"));
+	json_object_object_add(file, "filename", json_object_new_string(disk->path));
+	json_object_object_add(file, "read-only", json_object_new_boolean(disk->readonly));
+	json_object *blk = json_object_new_object();
+	json_object_object_add(blk, "driver", json_object_new_string("raw"));
+	json_object_object_add(blk, "node-name", json_object_new_string(node));
+	json_object_object_add(blk, "read-only", json_object_new_boolean(disk->readonly));
+	json_object_object_add(blk, "file", file);
+	r = qmp(vm, "blockdev-add", blk, err);
+	json_object_put(blk);
+	if (r < 0)
+		return husk_err_wrap(err, "disk %s", disk->path);
+
+	json_object *dev = json_object_new_object();
+	json_object_object_add(dev, "driver", json_object_new_string("virtio-blk-pci"));
+	json_object_object_add(dev, "id", json_object_new_string(id));
+	json_object_object_add(dev, "bus", json_object_new_string(bus));
+	json_object_object_add(dev, "drive", json_object_new_string(node));
+	json_object_object_add(dev, "serial", json_object_new_string(disk->serial));
+	r = qmp(vm, "device_add", dev, err);
+	json_object_put(dev);
+	if (r < 0) {
+		struct husk_err e = { 0 };
+		qmp_node_del(vm, slot, &e);
+		return husk_err_wrap(err, "disk %s", disk->path);
+	}
+	vm->slots[slot].state = SLOT_USED;
+	snprintf(vm->slots[slot].serial, sizeof(vm->slots[slot].serial), "%s", disk->serial);
+	return 0;
+}
+
+struct gone_wait {
+	struct husk_vm *vm;
+	unsigned slot;
+};
+
+static void on_event_wait(const char *event, json_object *data, void *ud)
+{
+	on_event(event, data, ((struct gone_wait *)ud)->vm);
+}
+
+static bool slot_gone(void *ud)
+{
+	struct gone_wait *w = ud;
+	return w->vm->slots[w->slot].state == SLOT_GONE;
+}
+
+int husk_vm_remove_disk(struct husk_vm *vm, const char *serial, unsigned wait_ms,
+			struct husk_err *err)
+{
+	int r = usable(vm, err);
+	if (r < 0)
+		return r;
+	for (unsigned i = 0; i < vm->n_slots; i++) {
+		if (vm->slots[i].state != SLOT_USED || strcmp(vm->slots[i].serial, serial) != 0)
+			continue;
+		char id[32];
+		snprintf(id, sizeof(id), "hpdev%u", i);
+		json_object *args = json_object_new_object();
+		json_object_object_add(args, "id", json_object_new_string(id));
+		/* Before the call: the event may come with the reply. */
+		vm->slots[i].state = SLOT_UNPLUGGING;
+		r = qmp(vm, "device_del", args, err);
+		json_object_put(args);
+		if (r < 0) {
+			vm->slots[i].state = SLOT_USED;
+			return husk_err_wrap(err, "disk serial %s", serial);
+		}
+		if (!wait_ms)
+			return 0;
+		struct gone_wait w = { vm, i };
+		r = husk_qmp_wait_event(vm->qmp_fd, wait_ms, on_event_wait, &w, slot_gone, err);
+		if (r < 0)
+			return husk_err_wrap(err, "disk serial %s: removal", serial);
+		sweep(vm);
+		return 0;
+	}
+	return husk_err_set(err, -ENOENT, "disk serial %s: not attached to VM %s", serial,
+			    vm->name);
+}
