@@ -400,6 +400,11 @@ const char *jail_cgroup_path(const struct jail_cgroup *cg)
 	return cg->path;
 }
 
+int jail_cgroup_fd(const struct jail_cgroup *cg)
+{
+	return cg->dirfd;
+}
+
 void jail_cgroup_free(struct jail_cgroup *cg)
 {
 	if (!cg)
@@ -673,6 +678,14 @@ static int apply_io(const struct jail_cgroup *cg, const struct jail_resources *r
 		bool bfq = faccessat(cg->dirfd, "io.bfq.weight", F_OK, 0) == 0;
 		const char *file = bfq ? "io.bfq.weight" : "io.weight";
 		const char *field = weight ? RES "blockIO.weight" : RES "blockIO.weightDevice";
+		/* The io controller alone (io.max, io.stat) has no weights: they
+		 * come from BFQ or the iocost controller, when the kernel has them. */
+		if (!bfq && faccessat(cg->dirfd, "io.weight", F_OK, 0) < 0 &&
+		    faccessat(cg->dirfd, "io.max", F_OK, 0) == 0)
+			return husk_err_set(err, -EOPNOTSUPP,
+					    "%s: %s has io.max but no io.weight or io.bfq.weight (the "
+					    "kernel has neither the iocost controller nor BFQ)",
+					    field, cg->path);
 		_cleanup_fd_ int fd = res_open(cg, field, io, file, err);
 		if (fd < 0)
 			return fd;

@@ -162,6 +162,15 @@ static int plan_namespaces(const struct jail_spec *spec, struct init_args *a, st
 	return 0;
 }
 
+/* A raw clone3 skips libc's fork handling (its locks): safe only when no
+ * other thread can hold one. /proc/self/task has a link per thread, plus
+ * two; unknown counts as threaded. */
+static bool single_threaded(void)
+{
+	struct stat st;
+	return stat("/proc/self/task", &st) == 0 && st.st_nlink == 3;
+}
+
 /* Waits for our stage-1 child, which exits right after reporting. */
 static void reap(pid_t pid)
 {
@@ -203,6 +212,7 @@ int jail_container_create(const struct jail_spec *spec, const struct jail_create
 	c->pid = -1;
 	c->pidfd = -1;
 	c->console_fd = -1;
+	c->sync_fd = -1;
 	int r = 0;
 	int sv[2] = { -1, -1 };
 	pid_t stage1 = -1;
@@ -232,48 +242,61 @@ int jail_container_create(const struct jail_spec *spec, const struct jail_create
 		}
 		a.cgroup_dir = jail_cgroup_path(c->cgroup);
 	}
-	if (asprintf(&c->fifo_path, "%s/exec.fifo", opts->state_dir) < 0) {
-		c->fifo_path = NULL;
-		r = husk_err_set(err, -ENOMEM, "out of memory");
-		goto fail;
-	}
-	if (mkfifo(c->fifo_path, 0600) < 0) {
-		r = husk_err_sys(err, -errno, "mkfifo %s", c->fifo_path);
-		goto fail;
-	}
-	fifo_made = true;
-	a.fifo_fd = open(c->fifo_path, O_RDWR | O_CLOEXEC);
-	if (a.fifo_fd < 0) {
-		r = husk_err_sys(err, -errno, "open %s", c->fifo_path);
-		goto fail;
+	if (!opts->no_exec_fifo) {
+		if (asprintf(&c->fifo_path, "%s/exec.fifo", opts->state_dir) < 0) {
+			c->fifo_path = NULL;
+			r = husk_err_set(err, -ENOMEM, "out of memory");
+			goto fail;
+		}
+		if (mkfifo(c->fifo_path, 0600) < 0) {
+			r = husk_err_sys(err, -errno, "mkfifo %s", c->fifo_path);
+			goto fail;
+		}
+		fifo_made = true;
+		a.fifo_fd = open(c->fifo_path, O_RDWR | O_CLOEXEC);
+		if (a.fifo_fd < 0) {
+			r = husk_err_sys(err, -errno, "open %s", c->fifo_path);
+			goto fail;
+		}
 	}
 	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0) {
 		r = husk_err_sys(err, -errno, "socketpair");
 		goto fail;
 	}
 	a.sync_fd = sv[1];
-	stage1 = fork();
-	if (stage1 < 0) {
-		r = husk_err_sys(err, -errno, "fork");
-		goto fail;
-	}
-	if (stage1 == 0) {
-		close(sv[0]);
-		jail_stage1(&a);
+	struct sync_msg m;
+	/* With nothing to join, one clone does it; it needs clone3 (and, for
+	 * a cgroup, CLONE_INTO_CGROUP), else stage 1 does it the long way. */
+	pid_t pid = -1;
+	if (a.ns_fds[0] < 0 && single_threaded())
+		pid = jail_clone_direct(&a, c->cgroup ? jail_cgroup_fd(c->cgroup) : -1);
+	if (pid > 0) {
+		c->pid = pid;
+	} else {
+		stage1 = fork();
+		if (stage1 < 0) {
+			r = husk_err_sys(err, -errno, "fork");
+			goto fail;
+		}
+		if (stage1 == 0) {
+			close(sv[0]);
+			jail_stage1(&a);
+		}
 	}
 	close(sv[1]);
 	sv[1] = -1;
 	close_ns_fds(&a);
-
-	struct sync_msg m;
-	r = sync_recv(sv[0], &m, NULL);
-	reap(stage1);
-	if (r < 0 || m.type != SYNC_PID) {
-		r = r < 0 ? husk_err_set(err, r, "container setup: stage 1 exited without a report")
-			  : husk_err_set(err, m.value ? m.value : -EIO, "%s", m.text);
-		goto fail;
+	if (stage1 > 0) {
+		r = sync_recv(sv[0], &m, NULL);
+		reap(stage1);
+		if (r < 0 || m.type != SYNC_PID) {
+			r = r < 0 ? husk_err_set(err, r,
+						 "container setup: stage 1 exited without a report")
+				  : husk_err_set(err, m.value ? m.value : -EIO, "%s", m.text);
+			goto fail;
+		}
+		c->pid = m.value;
 	}
-	c->pid = m.value;
 	if (a.clone_flags & CLONE_NEWUSER) {
 		r = write_id_map(c->pid, "uid_map", spec->uid_mappings, spec->n_uid_mappings, err);
 		if (r == 0)
@@ -319,8 +342,12 @@ int jail_container_create(const struct jail_spec *spec, const struct jail_create
 		r = husk_err_set(err, m.value < 0 ? m.value : -EIO, "%s", m.text);
 		goto fail;
 	}
-	close(sv[0]);
-	close(a.fifo_fd);
+	if (opts->no_exec_fifo)
+		c->sync_fd = sv[0];
+	else
+		close(sv[0]);
+	if (a.fifo_fd >= 0)
+		close(a.fifo_fd);
 	jail_seccomp_free(a.seccomp);
 	c->pidfd = (int)syscall(SYS_pidfd_open, c->pid, 0);
 	c->start_time = jail_proc_start_time(c->pid);
@@ -374,10 +401,25 @@ int jail_start_fifo(const char *fifo_path, struct husk_err *err)
 	return 0;
 }
 
+/* no_exec_fifo: the same over the init's socket, EOF meaning execve. */
+static int start_sync(struct jail_container *c, struct husk_err *err)
+{
+	_cleanup_fd_ int fd = c->sync_fd;
+	c->sync_fd = -1;
+	if (fd < 0)
+		return husk_err_set(err, -EALREADY, "start: the container was already started");
+	if (sync_send(fd, SYNC_START, 0, NULL, -1) < 0)
+		return husk_err_set(err, -ESRCH, "start: the container's init process is not running");
+	struct sync_msg m;
+	while (sync_recv(fd, &m, NULL) == 0)
+		;
+	return 0;
+}
+
 int jail_container_start(const struct jail_spec *spec, const struct jail_create_opts *opts,
 			 struct jail_container *c, struct husk_err *err)
 {
-	int r = jail_start_fifo(c->fifo_path, err);
+	int r = c->fifo_path ? jail_start_fifo(c->fifo_path, err) : start_sync(c, err);
 	if (r < 0)
 		return r;
 	if (spec->hooks.n_poststart) {
@@ -399,6 +441,8 @@ void jail_container_free(struct jail_container *c)
 		close(c->pidfd);
 	if (c->console_fd >= 0)
 		close(c->console_fd);
+	if (c->sync_fd >= 0)
+		close(c->sync_fd);
 	if (c->cgroup)
 		jail_cgroup_free(c->cgroup);
 	free(c->fifo_path);

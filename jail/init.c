@@ -4,6 +4,7 @@
  * and the child exits. */
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/sched.h>
 #include <sched.h>
 #include <signal.h>
 #include <stdio.h>
@@ -237,6 +238,11 @@ __attribute__((noreturn)) static void container_init(struct init_args *a)
 	struct sync_msg msg;
 	if (sync_recv(a->sync_fd, &msg, NULL) < 0 || msg.type != SYNC_GO)
 		_exit(1); /* the runtime gave up on us */
+	/* Stage 1 installs stdio before cloning us. On the direct path it is
+	 * done here, after GO, where a failure reaches the runtime (which
+	 * reads nothing from us before GO). */
+	if (a->direct && install_stdio(&a->create->stdio, &err) < 0)
+		fail(a->sync_fd, &err);
 
 	if (a->clone_flags & CLONE_NEWUSER) {
 		if (setresgid(0, 0, 0) < 0 || setresuid(0, 0, 0) < 0) {
@@ -278,17 +284,21 @@ __attribute__((noreturn)) static void container_init(struct init_args *a)
 	if (jail_find_executable(p, &exe, &err) < 0)
 		fail(a->sync_fd, &err);
 	sync_send(a->sync_fd, SYNC_READY, 0, NULL, -1);
-	close(a->sync_fd);
-
-	char b;
-	ssize_t n;
-	do
-		n = read(fifo, &b, 1);
-	while (n < 0 && errno == EINTR);
-	if (n != 1)
+	if (fifo >= 0) {
+		close(a->sync_fd);
+		char b;
+		ssize_t n;
+		do
+			n = read(fifo, &b, 1);
+		while (n < 0 && errno == EINTR);
+		if (n != 1)
+			_exit(1);
+	} else if (sync_recv(a->sync_fd, &msg, NULL) < 0 || msg.type != SYNC_START) {
 		_exit(1);
-	/* The fifo stays open until execve closes it (O_CLOEXEC): start waits
-	 * for that to run poststart hooks only once the process runs. */
+	}
+	/* The fifo or the socket stays open until execve closes it
+	 * (O_CLOEXEC): start waits for that to run poststart hooks only once
+	 * the process runs. */
 
 	if (spec->hooks.n_start_container) {
 		_cleanup_free_ char *state =
@@ -341,6 +351,27 @@ __attribute__((noreturn)) static void exec_process(struct init_args *a)
 	fail(a->sync_fd, &err);
 }
 
+/* The ignored signals (bit N-1 for signal N) from /proc/self/status: one
+ * read instead of asking each of 64 signals. False without /proc. */
+static bool ignored_signals(uint64_t *mask)
+{
+	char buf[4096];
+	_cleanup_fd_ int fd = open("/proc/self/status", O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return false;
+	ssize_t n = read(fd, buf, sizeof(buf) - 1);
+	if (n <= 0)
+		return false;
+	buf[n] = '\0';
+	const char *p = strstr(buf, "\nSigIgn:\t");
+	if (!p)
+		return false;
+	char *end;
+	errno = 0;
+	*mask = strtoull(p + 9, &end, 16);
+	return errno == 0 && end != p + 9 && *end == '\n';
+}
+
 /* A container starts with every signal deliverable and at its default
  * action: blocked masks and SIG_IGN survive fork and execve, and callers
  * (the agent's signalfd, an ignored SIGPIPE) set both. */
@@ -358,13 +389,41 @@ void jail_reset_signals(void)
 		void (*restorer)(void);
 		uint64_t mask;
 	} cur, dfl = { .handler = SIG_DFL };
+	uint64_t ignored;
+	bool known = ignored_signals(&ignored);
 	for (int sig = 1; sig <= 64; sig++) {
 		if (sig == SIGKILL || sig == SIGSTOP)
 			continue;
-		if (syscall(SYS_rt_sigaction, sig, NULL, &cur, sizeof(uint64_t)) == 0 &&
-		    cur.handler == SIG_IGN)
+		bool ign;
+		if (known)
+			ign = (ignored >> (sig - 1)) & 1;
+		else
+			ign = syscall(SYS_rt_sigaction, sig, NULL, &cur, sizeof(uint64_t)) == 0 &&
+			      cur.handler == SIG_IGN;
+		if (ign)
 			syscall(SYS_rt_sigaction, sig, &dfl, NULL, sizeof(uint64_t));
 	}
+}
+
+pid_t jail_clone_direct(struct init_args *a, int cgroup_fd)
+{
+	/* fork() semantics (stack and exit_signal as fork) plus namespaces;
+	 * CLONE_INTO_CGROUP puts the child in its cgroup before it runs, and
+	 * makes that cgroup the root of a new cgroup namespace. */
+	struct clone_args ca = { .flags = a->clone_flags, .exit_signal = SIGCHLD };
+	if (cgroup_fd >= 0) {
+		ca.flags |= CLONE_INTO_CGROUP;
+		ca.cgroup = (uint64_t)cgroup_fd;
+	}
+	pid_t pid = (pid_t)syscall(SYS_clone3, &ca, sizeof(ca));
+	if (pid < 0)
+		return -errno;
+	if (pid == 0) {
+		a->direct = true;
+		jail_reset_signals();
+		container_init(a);
+	}
+	return pid;
 }
 
 void jail_stage1(struct init_args *a)

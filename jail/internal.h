@@ -3,6 +3,7 @@
 #ifndef JAIL_INTERNAL_H
 #define JAIL_INTERNAL_H
 
+#include <stdbool.h>
 #include <stdint.h>
 #include <sys/types.h>
 
@@ -16,6 +17,7 @@ enum sync_type {
 	SYNC_CONSOLE, /* child -> parent: pty master attached (SCM_RIGHTS) */
 	SYNC_READY,   /* init -> parent: set up, waiting for start */
 	SYNC_ERROR,   /* child -> parent: setup failed, text says why */
+	SYNC_START,   /* parent -> init: exec now (no_exec_fifo instead of the fifo) */
 };
 
 struct sync_msg {
@@ -37,17 +39,26 @@ struct init_args {
 	const struct jail_exec_opts *exec;     /* NULL for create */
 	const char *cgroup_dir;		       /* join this cgroup (stage-1), or NULL */
 	int fifo_fd; /* create: the exec fifo, opened read-write by the parent
-		      * (the init may not be allowed to open it: user ns) */
+		      * (the init may not be allowed to open it: user ns);
+		      * -1 with no_exec_fifo: SYNC_START on sync_fd instead */
 	void *seccomp;			       /* built filter or NULL */
 	int sync_fd;
 	int ns_fds[8]; /* namespaces to join, user first; -1 ends */
 	int root_fd;   /* exec: the container init's root (/proc/PID/root) */
 	unsigned long clone_flags;
+	bool direct; /* cloned by jail_clone_direct, not by stage 1 */
 };
 
 /* Stage 1: joins namespaces and the cgroup, clones the final process with
  * CLONE_PARENT, reports its pid. Never returns. */
 __attribute__((noreturn)) void jail_stage1(struct init_args *a);
+
+/* create without namespaces to join: clones the container's init from the
+ * caller itself (clone3, into `cgroup_fd` when >= 0), skipping stage 1 and
+ * its fork. Returns the pid, or -errno when clone3 refused (old kernel, a
+ * cgroup fd it cannot use): stage 1 then does it the long way and reports
+ * any real error itself. */
+pid_t jail_clone_direct(struct init_args *a, int cgroup_fd);
 
 /* Unblocks every signal and sets every disposition to SIG_DFL. */
 void jail_reset_signals(void);

@@ -633,10 +633,9 @@ static int setup_dev(int root_fd, const struct jail_spec *spec, struct husk_err 
 
 /* pivot_root(2) refuses a new root whose parent mount is shared; runc
  * makes the mount holding root.path private for that. */
-static int make_parent_private(const char *root, struct husk_err *err)
+static int make_parent_private(const char *root, char *mi, struct husk_err *err)
 {
-	_cleanup_free_ char *mi = NULL;
-	if (read_text("/proc/self/mountinfo", &mi) < 0)
+	if (!mi)
 		return 0;
 	char *cur = mi;
 	struct mountinfo_entry e;
@@ -726,9 +725,9 @@ static int move_root(const char *root, int root_fd, struct husk_err *err)
 	return 0;
 }
 
-static int switch_root(const char *root, int root_fd, struct husk_err *err)
+static int switch_root(const char *root, int root_fd, bool initramfs, struct husk_err *err)
 {
-	if (!jail_root_is_initramfs()) {
+	if (!initramfs) {
 		int r = pivot(root_fd, err);
 		if (r <= 0)
 			return r;
@@ -815,7 +814,14 @@ int jail_rootfs_enter(const struct jail_spec *spec,
 	unsigned long prop = spec->rootfs_propagation ? spec->rootfs_propagation : MS_SLAVE | MS_REC;
 	if (mount(NULL, "/", NULL, prop, NULL) < 0)
 		return husk_err_sys(err, -errno, "rootfsPropagation: set propagation of /");
-	if ((r = make_parent_private(root, err)) < 0)
+	/* One read of mountinfo serves both questions (mounts made below do
+	 * not change the answers): which mount holds root, and is "/" the
+	 * initramfs. */
+	_cleanup_free_ char *mi = NULL;
+	if (read_text("/proc/self/mountinfo", &mi) < 0)
+		mi = NULL;
+	bool initramfs = mi ? jail_mountinfo_root_is_initial(mi) : jail_root_is_initramfs();
+	if ((r = make_parent_private(root, mi, err)) < 0)
 		return r;
 	if (mount(root, root, NULL, MS_BIND | MS_REC, NULL) < 0)
 		return husk_err_sys(err, -errno, "root.path %s: bind onto itself", root_path);
@@ -853,7 +859,7 @@ int jail_rootfs_enter(const struct jail_spec *spec,
 		}
 	}
 
-	if ((r = switch_root(root, root_fd, err)) < 0) {
+	if ((r = switch_root(root, root_fd, initramfs, err)) < 0) {
 		husk_err_wrap(err, "root.path %s: switch root", root_path);
 		return r;
 	}

@@ -1670,12 +1670,10 @@ int jail_spec_parse(const char *json, size_t len, const char *bundle_dir, struct
 	return 0;
 }
 
-int jail_spec_load(const char *bundle_dir, struct jail_spec **out, struct husk_err *err)
+int jail_spec_read(const char *path, char **data, size_t *len_out, struct husk_err *err)
 {
-	*out = NULL;
-	_cleanup_free_ char *path = path_join(bundle_dir, "config.json");
-	if (!path)
-		return husk_err_set(err, -ENOMEM, "config.json: out of memory");
+	*data = NULL;
+	*len_out = 0;
 	_cleanup_fd_ int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
 	if (fd < 0)
 		return husk_err_sys(err, -errno, "open %s", path);
@@ -1714,6 +1712,22 @@ int jail_spec_load(const char *bundle_dir, struct jail_spec **out, struct husk_e
 			break;
 		len += (size_t)got;
 	}
+	*data = take_ptr(buf);
+	*len_out = len;
+	return 0;
+}
+
+int jail_spec_load(const char *bundle_dir, struct jail_spec **out, struct husk_err *err)
+{
+	*out = NULL;
+	_cleanup_free_ char *path = path_join(bundle_dir, "config.json");
+	if (!path)
+		return husk_err_set(err, -ENOMEM, "config.json: out of memory");
+	_cleanup_free_ char *buf = NULL;
+	size_t len;
+	int r = jail_spec_read(path, &buf, &len, err);
+	if (r < 0)
+		return r;
 	return jail_spec_parse(buf, len, bundle_dir, out, err);
 }
 

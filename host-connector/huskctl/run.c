@@ -20,6 +20,7 @@
 #define CALL_TIMEOUT_MS 30000
 #define MAX_ENV 256
 #define MAX_DISKS 8
+#define MAX_IO_LIMITS 16
 
 /* Per-process stdio ports, random so that concurrent execs in one VM do
  * not collide; never the agent's own 1024-1026. */
@@ -136,6 +137,8 @@ enum {
 	OPT_ROOTFS = 256, OPT_IMAGE, OPT_CPUS, OPT_MEMORY, OPT_KERNEL, OPT_INITRD, OPT_ACCEL,
 	OPT_TRANSPORT, OPT_DEBUG_CONSOLE, OPT_BOOT_TIMEOUT, OPT_HOSTNAME, OPT_LIMIT_MEMORY,
 	OPT_LIMIT_PIDS, OPT_IMAGE_CACHE, OPT_LOG_LEVEL, OPT_AGENT_LOG, OPT_DISK, OPT_SYSCTL,
+	OPT_LIMIT_CPUS, OPT_CPU_QUOTA, OPT_CPU_PERIOD, OPT_CPU_SHARES, OPT_CPUSET_CPUS,
+	OPT_CPUSET_MEMS, OPT_IO_WEIGHT, OPT_IO_MAX,
 };
 
 static unsigned parse_uint(const char *opt, const char *s, unsigned max, bool *ok)
@@ -178,6 +181,14 @@ int cmd_run(const struct global_opts *g, int argc, char **argv)
 		{ "agent-log", no_argument, NULL, OPT_AGENT_LOG },
 		{ "disk", required_argument, NULL, OPT_DISK },
 		{ "sysctl", required_argument, NULL, OPT_SYSCTL },
+		{ "limit-cpus", required_argument, NULL, OPT_LIMIT_CPUS },
+		{ "cpu-quota", required_argument, NULL, OPT_CPU_QUOTA },
+		{ "cpu-period", required_argument, NULL, OPT_CPU_PERIOD },
+		{ "cpu-shares", required_argument, NULL, OPT_CPU_SHARES },
+		{ "cpuset-cpus", required_argument, NULL, OPT_CPUSET_CPUS },
+		{ "cpuset-mems", required_argument, NULL, OPT_CPUSET_MEMS },
+		{ "io-weight", required_argument, NULL, OPT_IO_WEIGHT },
+		{ "io-max", required_argument, NULL, OPT_IO_MAX },
 		{ 0 },
 	};
 	struct proc_opts p = { 0 };
@@ -195,6 +206,14 @@ int cmd_run(const struct global_opts *g, int argc, char **argv)
 	size_t n_extra = 0;
 	char *sysctls[32];
 	size_t n_sysctls = 0;
+	/* Container cgroup resources beyond memory and pids (docker's names
+	 * where docker has the flag). */
+	uint64_t cpu_quota = 0, cpu_period = 0, cpu_shares = 0;
+	bool limit_cpus = false, quota_or_period = false;
+	const char *cpuset_cpus = NULL, *cpuset_mems = NULL;
+	unsigned io_weight = 0;
+	struct huskctl_io_limit io_limits[MAX_IO_LIMITS];
+	size_t n_io_limits = 0;
 	optind = 1;
 	for (int o; ok && (o = getopt_long(argc, argv, "+tie:w:u:n:", opts, NULL)) != -1;) {
 		switch (o) {
@@ -241,6 +260,29 @@ int cmd_run(const struct global_opts *g, int argc, char **argv)
 				return fail("--sysctl %s: want KEY=VALUE", optarg);
 			sysctls[n_sysctls++] = optarg;
 			break;
+		case OPT_LIMIT_CPUS:
+			if (huskctl_parse_cpus(optarg, &cpu_quota, &cpu_period, &err) < 0)
+				return fail("--limit-cpus: %s", err.msg);
+			limit_cpus = true;
+			break;
+		case OPT_CPU_QUOTA:
+			cpu_quota = parse_uint("--cpu-quota", optarg, 4000000000u, &ok);
+			quota_or_period = true;
+			break;
+		case OPT_CPU_PERIOD:
+			cpu_period = parse_uint("--cpu-period", optarg, 1000000, &ok);
+			quota_or_period = true;
+			break;
+		case OPT_CPU_SHARES: cpu_shares = parse_uint("--cpu-shares", optarg, 262144, &ok); break;
+		case OPT_CPUSET_CPUS: cpuset_cpus = optarg; break;
+		case OPT_CPUSET_MEMS: cpuset_mems = optarg; break;
+		case OPT_IO_WEIGHT: io_weight = parse_uint("--io-weight", optarg, 1000, &ok); break;
+		case OPT_IO_MAX:
+			if (n_io_limits >= MAX_IO_LIMITS)
+				return fail("--io-max: at most %d", MAX_IO_LIMITS);
+			if (huskctl_parse_io_limit(optarg, &io_limits[n_io_limits++], &err) < 0)
+				return fail("--io-max: %s", err.msg);
+			break;
 		case OPT_DISK:
 			if (n_extra >= MAX_DISKS)
 				return fail("--disk: at most %d", MAX_DISKS);
@@ -251,6 +293,9 @@ int cmd_run(const struct global_opts *g, int argc, char **argv)
 	}
 	if (!ok)
 		return EXIT_HUSK;
+	/* As docker: --cpus sets both, so it cannot be combined with either. */
+	if (limit_cpus && quota_or_period)
+		return fail("--limit-cpus: cannot be combined with --cpu-quota or --cpu-period");
 	if (optind >= argc)
 		return fail("run: no command given (huskctl run [OPTIONS] -- CMD [ARG...])");
 	if (!rootfs == !image)
@@ -267,6 +312,9 @@ int cmd_run(const struct global_opts *g, int argc, char **argv)
 		.env = p.env, .n_env = p.n_env, .cwd = p.cwd, .user = p.user,
 		.rootfs_dir = rootfs, .terminal = p.tty, .hostname = hostname,
 		.memory_limit = limit_memory, .pids_limit = limit_pids,
+		.cpu_quota_us = cpu_quota, .cpu_period_us = cpu_period, .cpu_shares = cpu_shares,
+		.cpuset_cpus = cpuset_cpus, .cpuset_mems = cpuset_mems, .io_weight = io_weight,
+		.io_limits = io_limits, .n_io_limits = n_io_limits,
 	};
 	_cleanup_free_ char *spec = NULL;
 	if (huskctl_spec_build(&so, &spec, &err) < 0)

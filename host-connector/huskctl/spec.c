@@ -13,6 +13,7 @@
 #include <inttypes.h>
 #include <linux/openat2.h>
 #include <pwd.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -33,6 +34,14 @@
 #define CPU_PERIOD_MIN 1000u
 #define CPU_PERIOD_MAX 1000000u
 #define CPU_QUOTA_MIN 1000u
+/* The default cpu.max period; --limit-cpus scales the quota to it. */
+#define CPU_PERIOD_DEFAULT 100000u
+/* cgroup v1 cpu.shares bounds, which runc converts to cpu.weight. */
+#define CPU_SHARES_MIN 2u
+#define CPU_SHARES_MAX 262144u
+/* OCI blockIO.weight bounds (blkio's scale, converted to io.weight). */
+#define IO_WEIGHT_MIN 10u
+#define IO_WEIGHT_MAX 1000u
 
 static const char *const default_caps[] = {
 	"CAP_AUDIT_WRITE",
@@ -470,6 +479,33 @@ static int check_process(const struct huskctl_spec_opts *o, struct husk_err *err
 	return 0;
 }
 
+/* cpuset lists as the kernel's cpulist_parse takes them: "N" or "N-M"
+ * entries separated by commas (the kernel checks the numbers exist). */
+static int check_cpu_list(const char *what, const char *s, struct husk_err *err)
+{
+	if (!s)
+		return 0;
+	const char *p = s;
+	for (;;) {
+		if (*p < '0' || *p > '9')
+			break;
+		while (*p >= '0' && *p <= '9')
+			p++;
+		if (*p == '-') {
+			p++;
+			if (*p < '0' || *p > '9')
+				break;
+			while (*p >= '0' && *p <= '9')
+				p++;
+		}
+		if (!*p)
+			return 0;
+		if (*p++ != ',')
+			break;
+	}
+	return husk_err_set(err, -EINVAL, "%s \"%s\": want a list like 0-2,4", what, s);
+}
+
 static int check_spec(const struct huskctl_spec_opts *o, struct husk_err *err)
 {
 	if (o->hostname) {
@@ -495,6 +531,35 @@ static int check_spec(const struct huskctl_spec_opts *o, struct husk_err *err)
 	    (o->cpu_period_us < CPU_PERIOD_MIN || o->cpu_period_us > CPU_PERIOD_MAX))
 		return husk_err_set(err, -ERANGE, "cpu period %" PRIu64 " us: must be %u to %u us",
 				    o->cpu_period_us, CPU_PERIOD_MIN, CPU_PERIOD_MAX);
+	if (o->cpu_shares && (o->cpu_shares < CPU_SHARES_MIN || o->cpu_shares > CPU_SHARES_MAX))
+		return husk_err_set(err, -ERANGE, "cpu shares %" PRIu64 ": must be %u to %u",
+				    o->cpu_shares, CPU_SHARES_MIN, CPU_SHARES_MAX);
+	int r = check_cpu_list("cpuset cpus", o->cpuset_cpus, err);
+	if (r == 0)
+		r = check_cpu_list("cpuset mems", o->cpuset_mems, err);
+	if (r < 0)
+		return r;
+	if (o->io_weight && (o->io_weight < IO_WEIGHT_MIN || o->io_weight > IO_WEIGHT_MAX))
+		return husk_err_set(err, -ERANGE, "io weight %u: must be %u to %u", o->io_weight,
+				    IO_WEIGHT_MIN, IO_WEIGHT_MAX);
+	if (o->n_io_limits && !o->io_limits)
+		return husk_err_set(err, -EINVAL, "io limits: %zu entries but no array",
+				    o->n_io_limits);
+	for (size_t i = 0; i < o->n_io_limits; i++) {
+		const struct huskctl_io_limit *l = &o->io_limits[i];
+		const uint64_t v[] = { l->rbps, l->wbps, l->riops, l->wiops };
+		bool any = false;
+		for (size_t k = 0; k < ARRAY_SIZE(v); k++) {
+			any = any || v[k];
+			if (v[k] > (uint64_t)INT64_MAX)
+				return husk_err_set(err, -ERANGE,
+						    "io limit %u:%u: %" PRIu64 " is more than %" PRId64,
+						    l->major, l->minor, v[k], INT64_MAX);
+		}
+		if (!any)
+			return husk_err_set(err, -EINVAL, "io limit %u:%u: no rate given", l->major,
+					    l->minor);
+	}
 	return 0;
 }
 
@@ -572,26 +637,67 @@ static struct json_object *build_process(struct jb *b, const struct huskctl_spec
 	return p;
 }
 
+/* blockIO.<key>: [{major, minor, rate}] for the limits that set `rate`. */
+static void build_throttles(struct jb *b, struct json_object *blkio, const char *key,
+			    const struct huskctl_spec_opts *o, size_t rate_off)
+{
+	struct json_object *arr = NULL;
+	for (size_t i = 0; i < o->n_io_limits; i++) {
+		uint64_t rate;
+		memcpy(&rate, (const char *)&o->io_limits[i] + rate_off, sizeof(rate));
+		if (!rate)
+			continue;
+		if (!arr)
+			arr = jadd(b, blkio, key, json_object_new_array());
+		struct json_object *e = jpush(b, arr, json_object_new_object());
+		jadd(b, e, "major", json_object_new_int64(o->io_limits[i].major));
+		jadd(b, e, "minor", json_object_new_int64(o->io_limits[i].minor));
+		jadd(b, e, "rate", json_object_new_uint64(rate));
+	}
+}
+
 static void build_resources(struct jb *b, struct json_object *lnx,
 			    const struct huskctl_spec_opts *o)
 {
-	if (!o->memory_limit && !o->pids_limit && !o->cpu_quota_us && !o->cpu_period_us)
+	bool cpu = o->cpu_quota_us || o->cpu_period_us || o->cpu_shares || o->cpuset_cpus ||
+		   o->cpuset_mems;
+	bool io = o->io_weight || o->n_io_limits;
+	if (!o->memory_limit && !o->pids_limit && !cpu && !io)
 		return;
 	struct json_object *res = jadd(b, lnx, "resources", json_object_new_object());
 	if (o->memory_limit) {
 		struct json_object *m = jadd(b, res, "memory", json_object_new_object());
 		jadd(b, m, "limit", json_object_new_int64((int64_t)o->memory_limit));
 	}
-	if (o->cpu_quota_us || o->cpu_period_us) {
+	if (cpu) {
 		struct json_object *c = jadd(b, res, "cpu", json_object_new_object());
+		if (o->cpu_shares)
+			jadd(b, c, "shares", json_object_new_uint64(o->cpu_shares));
 		if (o->cpu_quota_us)
 			jadd(b, c, "quota", json_object_new_int64((int64_t)o->cpu_quota_us));
 		if (o->cpu_period_us)
 			jadd(b, c, "period", json_object_new_uint64(o->cpu_period_us));
+		if (o->cpuset_cpus)
+			jadd(b, c, "cpus", json_object_new_string(o->cpuset_cpus));
+		if (o->cpuset_mems)
+			jadd(b, c, "mems", json_object_new_string(o->cpuset_mems));
 	}
 	if (o->pids_limit) {
 		struct json_object *pl = jadd(b, res, "pids", json_object_new_object());
 		jadd(b, pl, "limit", json_object_new_int64((int64_t)o->pids_limit));
+	}
+	if (io) {
+		struct json_object *bio = jadd(b, res, "blockIO", json_object_new_object());
+		if (o->io_weight)
+			jadd(b, bio, "weight", json_object_new_int64(o->io_weight));
+		build_throttles(b, bio, "throttleReadBpsDevice", o,
+				offsetof(struct huskctl_io_limit, rbps));
+		build_throttles(b, bio, "throttleWriteBpsDevice", o,
+				offsetof(struct huskctl_io_limit, wbps));
+		build_throttles(b, bio, "throttleReadIOPSDevice", o,
+				offsetof(struct huskctl_io_limit, riops));
+		build_throttles(b, bio, "throttleWriteIOPSDevice", o,
+				offsetof(struct huskctl_io_limit, wiops));
 	}
 }
 
@@ -738,5 +844,120 @@ int huskctl_parse_size(const char *s, uint64_t *out, struct husk_err *err)
 		return husk_err_set(err, -ERANGE, "size \"%s\": more than %" PRIu64 " bytes", s,
 				    UINT64_MAX);
 	*out = v << shift;
+	return 0;
+}
+
+/* ---- cpus and io limits ----------------------------------------------------------- */
+
+int huskctl_parse_cpus(const char *s, uint64_t *quota_us, uint64_t *period_us,
+		       struct husk_err *err)
+{
+	static const char expect[] = "expected a number of CPUs such as 0.5 or 2";
+	if (!s || !*s)
+		return husk_err_set(err, -EINVAL, "cpus \"\": %s", expect);
+	/* Fixed point in millionths of a CPU: no float rounding, and one
+	 * microsecond of quota per 100000 us period is 10 millionths. */
+	uint64_t whole = 0, frac = 0, scale = 1000000;
+	const char *p = s;
+	for (; *p >= '0' && *p <= '9'; p++) {
+		whole = whole * 10 + (uint64_t)(*p - '0');
+		if (whole > 1000000)
+			return husk_err_set(err, -ERANGE, "cpus \"%s\": too many", s);
+	}
+	bool digits = p != s;
+	if (*p == '.') {
+		for (p++; *p >= '0' && *p <= '9'; p++, digits = true) {
+			if (scale > 1) {
+				scale /= 10;
+				frac += (uint64_t)(*p - '0') * scale;
+			}
+		}
+	}
+	if (*p || !digits)
+		return husk_err_set(err, -EINVAL, "cpus \"%s\": %s", s, expect);
+	uint64_t quota = (whole * 1000000 + frac) * CPU_PERIOD_DEFAULT / 1000000;
+	if (quota < CPU_QUOTA_MIN)
+		return husk_err_set(err, -ERANGE, "cpus \"%s\": less than the minimum %u.%02u", s,
+				    CPU_QUOTA_MIN / CPU_PERIOD_DEFAULT,
+				    CPU_QUOTA_MIN * 100 / CPU_PERIOD_DEFAULT % 100);
+	*quota_us = quota;
+	*period_us = CPU_PERIOD_DEFAULT;
+	return 0;
+}
+
+static bool parse_dec_u32(const char **p, uint32_t *out)
+{
+	uint64_t v = 0;
+	const char *q = *p;
+	for (; *q >= '0' && *q <= '9'; q++) {
+		v = v * 10 + (uint64_t)(*q - '0');
+		if (v > UINT32_MAX)
+			return false;
+	}
+	if (q == *p)
+		return false;
+	*out = (uint32_t)v;
+	*p = q;
+	return true;
+}
+
+int huskctl_parse_io_limit(const char *s, struct huskctl_io_limit *out, struct husk_err *err)
+{
+	static const char expect[] =
+		"want MAJ:MIN:KEY=VALUE[,KEY=VALUE...] with KEY rbps, wbps, riops or wiops";
+	*out = (struct huskctl_io_limit){ 0 };
+	const char *p = s ? s : "";
+	if (!parse_dec_u32(&p, &out->major) || *p++ != ':' || !parse_dec_u32(&p, &out->minor) ||
+	    *p++ != ':' || !*p)
+		return husk_err_set(err, -EINVAL, "io limit \"%s\": %s", s ? s : "", expect);
+	_cleanup_free_ char *list = strdup(p);
+	if (!list)
+		return husk_err_set(err, -ENOMEM, "io limit \"%s\": out of memory", s);
+	char *save = NULL;
+	for (char *kv = strtok_r(list, ",", &save); kv; kv = strtok_r(NULL, ",", &save)) {
+		char *eq = strchr(kv, '=');
+		if (!eq)
+			return husk_err_set(err, -EINVAL, "io limit \"%s\": \"%s\": %s", s, kv,
+					    expect);
+		*eq = '\0';
+		const char *val = eq + 1;
+		const struct {
+			const char *key;
+			uint64_t *dst;
+			bool bytes;
+		} keys[] = {
+			{ "rbps", &out->rbps, true },
+			{ "wbps", &out->wbps, true },
+			{ "riops", &out->riops, false },
+			{ "wiops", &out->wiops, false },
+		};
+		size_t k = 0;
+		while (k < ARRAY_SIZE(keys) && strcmp(kv, keys[k].key))
+			k++;
+		if (k == ARRAY_SIZE(keys))
+			return husk_err_set(err, -EINVAL, "io limit \"%s\": unknown key \"%s\"; %s",
+					    s, kv, expect);
+		uint64_t *dst = keys[k].dst;
+		bool bytes = keys[k].bytes;
+		uint64_t v = 0;
+		if (bytes) {
+			if (huskctl_parse_size(val, &v, err) < 0)
+				return husk_err_wrap(err, "io limit \"%s\": %s", s, kv);
+		} else {
+			const char *q = val;
+			uint32_t n;
+			if (!parse_dec_u32(&q, &n) || *q)
+				return husk_err_set(err, -EINVAL,
+						    "io limit \"%s\": %s \"%s\": want a count", s,
+						    kv, val);
+			v = n;
+		}
+		if (!v)
+			return husk_err_set(err, -EINVAL, "io limit \"%s\": %s must be more than 0",
+					    s, kv);
+		*dst = v;
+	}
+	if (!out->rbps && !out->wbps && !out->riops && !out->wiops)
+		return husk_err_set(err, -EINVAL, "io limit \"%s\": %s", s, expect);
 	return 0;
 }

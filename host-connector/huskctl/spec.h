@@ -21,6 +21,13 @@
 /* Largest uid or gid accepted, as runc and Docker bound them. */
 #define HUSKCTL_ID_MAX 2147483647u
 
+/* One device's blockIO throttles (cgroup v2 io.max "MAJ:MIN rbps=..."); a
+ * zero rate leaves that limit out. */
+struct huskctl_io_limit {
+	uint32_t major, minor;
+	uint64_t rbps, wbps, riops, wiops;
+};
+
 struct huskctl_spec_opts {
 	char *const *args; /* required, n_args >= 1, args[0] non-empty */
 	size_t n_args;
@@ -39,6 +46,12 @@ struct huskctl_spec_opts {
 	uint64_t memory_limit;	/* bytes; 0: none */
 	uint64_t pids_limit;	/* 0: none */
 	uint64_t cpu_quota_us, cpu_period_us; /* 0: none */
+	uint64_t cpu_shares;	/* 2-262144 (cpu.weight 1 + (shares - 2) * 9999 / 262142); 0: none */
+	const char *cpuset_cpus; /* "0-2,4" (cpuset.cpus); NULL: all */
+	const char *cpuset_mems; /* memory nodes, the same syntax (cpuset.mems); NULL: all */
+	uint32_t io_weight;	/* blockIO.weight 10-1000; 0: none */
+	const struct huskctl_io_limit *io_limits;
+	size_t n_io_limits;
 };
 
 /* A complete config.json (ociVersion 1.0.2, root.path "rootfs") as a
@@ -48,6 +61,16 @@ int huskctl_spec_build(const struct huskctl_spec_opts *o, char **json, struct hu
 /* Only the "process" object, for Task.Exec: the same rules for args, env,
  * cwd, user and terminal; hostname and resources are ignored. */
 int huskctl_process_build(const struct huskctl_spec_opts *o, char **json, struct husk_err *err);
+
+/* "--limit-cpus 1.5": CPUs as a decimal number, as docker's --cpus; gives
+ * the cpu.max quota for a period of 100000 us (at least 0.01 CPUs). */
+int huskctl_parse_cpus(const char *s, uint64_t *quota_us, uint64_t *period_us,
+		       struct husk_err *err);
+
+/* "--io-max 254:0:rbps=1M,wiops=100": MAJ:MIN, then KEY=VALUE pairs with KEY
+ * rbps or wbps (a size as huskctl_parse_size takes) or riops or wiops (a
+ * count); at least one. */
+int huskctl_parse_io_limit(const char *s, struct huskctl_io_limit *out, struct husk_err *err);
 
 /* "--memory 64M" style sizes: plain bytes, or a K, M, G or T suffix
  * (1024-based, either case, optionally followed by "B" or "iB"). */

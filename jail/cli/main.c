@@ -188,6 +188,7 @@ static int wait_forwarding(pid_t pid)
 	return exit_code_of(status);
 }
 
+/* --process FILE: may be a pipe, so read to EOF without a size hint. */
 static int read_file(const char *path, char **out, size_t *len, struct husk_err *err)
 {
 	_cleanup_fclose_ FILE *f = fopen(path, "re");
@@ -196,8 +197,8 @@ static int read_file(const char *path, char **out, size_t *len, struct husk_err 
 	char *buf = NULL;
 	size_t cap = 0, n = 0;
 	for (;;) {
-		if (cap - n < 65536) {
-			cap = cap ? cap * 2 : 65536;
+		if (n == cap) {
+			cap = cap ? cap * 2 : 4096;
 			char *nb = realloc(buf, cap + 1);
 			if (!nb) {
 				free(buf);
@@ -216,23 +217,18 @@ static int read_file(const char *path, char **out, size_t *len, struct husk_err 
 	return 0;
 }
 
-static int copy_config(const char *bundle, const char *dir, struct husk_err *err)
+/* The spec as created, kept in the state directory: exec and poststop
+ * hooks use it, and the bundle may have changed since. */
+static int save_config(const char *dir, const char *data, size_t len, struct husk_err *err)
 {
-	char src[PATH_MAX], dst[PATH_MAX];
-	husk_path_fmt(src, sizeof(src), "%s/config.json", bundle);
+	char dst[PATH_MAX];
 	husk_path_fmt(dst, sizeof(dst), "%s/config.json", dir);
-	_cleanup_free_ char *data = NULL;
-	size_t len;
-	int r = read_file(src, &data, &len, err);
-	if (r < 0)
-		return r;
 	_cleanup_fd_ int fd = open(dst, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
 	if (fd < 0 || write(fd, data, len) != (ssize_t)len)
 		return husk_err_sys(err, -errno, "write %s", dst);
 	return 0;
 }
 
-/* The spec saved at create time: the bundle may have changed since. */
 static int load_saved_spec(const struct jail_state *st, struct jail_spec **spec,
 			   struct husk_err *err)
 {
@@ -240,7 +236,7 @@ static int load_saved_spec(const struct jail_state *st, struct jail_spec **spec,
 	husk_path_fmt(path, sizeof(path), "%s/config.json", st->dir);
 	_cleanup_free_ char *data = NULL;
 	size_t len;
-	int r = read_file(path, &data, &len, err);
+	int r = jail_spec_read(path, &data, &len, err);
 	if (r < 0)
 		return r;
 	return jail_spec_parse(data, len, st->bundle, spec, err);
@@ -285,7 +281,7 @@ static int parse_create_args(int argc, char **argv, struct create_args *ca)
 }
 
 /* Creates the container; on failure nothing is left behind. */
-static int do_create(const struct globals *g, const struct create_args *ca,
+static int do_create(const struct globals *g, const struct create_args *ca, bool self_start,
 		     struct jail_spec **spec_out, struct jail_container **c_out,
 		     struct jail_state **st_out, struct husk_err *err)
 {
@@ -295,8 +291,16 @@ static int do_create(const struct globals *g, const struct create_args *ca,
 	char bundle[PATH_MAX];
 	if (!realpath(ca->bundle, bundle))
 		return husk_err_sys(err, -errno, "--bundle %s", ca->bundle);
+	/* Read once: parsed here, saved below. */
+	char config[PATH_MAX];
+	husk_path_fmt(config, sizeof(config), "%s/config.json", bundle);
+	_cleanup_free_ char *data = NULL;
+	size_t len;
+	r = jail_spec_read(config, &data, &len, err);
+	if (r < 0)
+		return r;
 	struct jail_spec *spec = NULL;
-	r = jail_spec_load(bundle, &spec, err);
+	r = jail_spec_parse(data, len, bundle, &spec, err);
 	if (r < 0)
 		return r;
 	if (spec->process.terminal && !ca->console_socket && ca->detach) {
@@ -317,7 +321,7 @@ static int do_create(const struct globals *g, const struct create_args *ca,
 	r = jail_state_create_dir(g->root, ca->id, &st->dir, err);
 	if (r < 0)
 		goto fail_nodir;
-	r = copy_config(bundle, st->dir, err);
+	r = save_config(st->dir, data, len, err);
 	if (r < 0)
 		goto fail;
 	char default_cg[256];
@@ -329,6 +333,8 @@ static int do_create(const struct globals *g, const struct create_args *ca,
 		.cgroup_mount = g->cgroup_mount,
 		.default_cgroup_path = default_cg,
 		.stdio = { -1, -1, -1 },
+		/* run starts it from this process: no exec fifo to make. */
+		.no_exec_fifo = self_start,
 	};
 	struct jail_container *c = NULL;
 	r = jail_container_create(spec, &opts, &c, err);
@@ -382,7 +388,7 @@ static int cmd_create(const struct globals *g, int argc, char **argv)
 	struct jail_spec *spec;
 	struct jail_container *c;
 	struct jail_state *st;
-	if (do_create(g, &ca, &spec, &c, &st, &err) < 0)
+	if (do_create(g, &ca, false, &spec, &c, &st, &err) < 0)
 		return die(&err);
 	jail_container_free(c);
 	jail_state_free(st);
@@ -422,7 +428,8 @@ static int cmd_start(const struct globals *g, int argc, char **argv)
 	return rc;
 }
 
-static int destroy_container(const struct jail_state *st, bool run_poststop, struct husk_err *err);
+static int destroy_container(const struct jail_state *st, const struct jail_spec *spec,
+			     bool run_poststop, struct husk_err *err);
 
 static int cmd_run(const struct globals *g, int argc, char **argv)
 {
@@ -434,7 +441,7 @@ static int cmd_run(const struct globals *g, int argc, char **argv)
 	struct jail_spec *spec;
 	struct jail_container *c;
 	struct jail_state *st;
-	if (do_create(g, &ca, &spec, &c, &st, &err) < 0)
+	if (do_create(g, &ca, true, &spec, &c, &st, &err) < 0)
 		return die(&err);
 	struct jail_create_opts opts = { .id = ca.id, .bundle = st->bundle, .state_dir = st->dir };
 	int rc;
@@ -451,7 +458,7 @@ static int cmd_run(const struct globals *g, int argc, char **argv)
 	}
 	if (!ca.detach) {
 		struct husk_err derr = { 0 };
-		if (destroy_container(st, true, &derr) < 0)
+		if (destroy_container(st, spec, true, &derr) < 0)
 			die(&derr);
 	}
 	jail_container_free(c);
@@ -707,11 +714,15 @@ static int cmd_kill(const struct globals *g, int argc, char **argv)
 }
 
 /* Kills what is left, removes the cgroup, runs poststop hooks, removes the
- * state. Hook failures are warnings, as the OCI spec wants. */
-static int destroy_container(const struct jail_state *st, bool run_poststop, struct husk_err *err)
+ * state. Hook failures are warnings, as the OCI spec wants. `known` is the
+ * spec when the caller has it (run), else the saved one is read. */
+static int destroy_container(const struct jail_state *st, const struct jail_spec *known,
+			     bool run_poststop, struct husk_err *err)
 {
-	struct jail_spec *spec = NULL;
-	load_saved_spec(st, &spec, NULL);
+	struct jail_spec *loaded = NULL;
+	if (!known)
+		load_saved_spec(st, &loaded, NULL);
+	const struct jail_spec *spec = known ? known : loaded;
 	if (jail_state_alive(st)) {
 		_cleanup_fd_ int pfd = pidfd_open_compat(st->pid);
 		signal_all(st, SIGKILL, NULL);
@@ -734,7 +745,7 @@ static int destroy_container(const struct jail_state *st, bool run_poststop, str
 				   state ? state : "{}", &herr) < 0)
 			fprintf(stderr, "husk-jail: warning: %s\n", herr.msg);
 	}
-	jail_spec_free(spec);
+	jail_spec_free(loaded);
 	if (r < 0)
 		return r;
 	return jail_state_remove(st->dir, err);
@@ -764,7 +775,7 @@ static int cmd_delete(const struct globals *g, int argc, char **argv)
 		husk_err_set(&err, -EBUSY, "container \"%s\" is %s: stop it first or use --force",
 			     st->id, status);
 		rc = die(&err);
-	} else if (destroy_container(st, strcmp(status, "created") != 0, &err) < 0) {
+	} else if (destroy_container(st, NULL, strcmp(status, "created") != 0, &err) < 0) {
 		rc = die(&err);
 	}
 	jail_state_free(st);
@@ -831,7 +842,7 @@ static int cmd_exec(const struct globals *g, int argc, char **argv)
 	}
 	if (process_file) {
 		_cleanup_free_ char *data = NULL;
-		size_t len;
+		size_t len = 0;
 		if (read_file(process_file, &data, &len, &err) < 0 ||
 		    jail_process_parse(data, len, &fileproc, &err) < 0)
 			goto out;

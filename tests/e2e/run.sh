@@ -94,6 +94,77 @@ rc=$?
 	grep -q "OOM killer" "$tmp/oom.err" && pass oom-killed-reported ||
 	fail oom-killed-reported "rc=$rc out=$(cat "$tmp/oom.out") err=$(cat "$tmp/oom.err")"
 
+# ---- cgroup v2 cpu and io resources, read back inside the container ----
+# A quota of 5 ms per 100 ms: a busy loop is throttled. The loop ends as soon
+# as cpu.stat counts a throttled period (read with shell builtins, no forks),
+# or after a bounded amount of work; no clock is involved.
+RUN --limit-cpus 0.05 --rootfs "$rootfs" -- sh -c '
+	cat /sys/fs/cgroup/cpu.max /sys/block/vda/dev
+	n=0 t=0
+	while [ $n -lt 200 ] && [ "$t" = 0 ]; do
+		i=0; while [ $i -lt 300 ]; do i=$((i + 1)); done
+		while read -r k v; do [ "$k" = nr_throttled ] && t=$v; done </sys/fs/cgroup/cpu.stat
+		n=$((n + 1))
+	done
+	echo "throttled $t"' >"$tmp/cpu.out" 2>"$tmp/err"
+rc=$?
+throttled=$(awk '$1=="throttled"{print $2}' "$tmp/cpu.out")
+[ $rc -eq 0 ] && [ "$(sed -n 1p "$tmp/cpu.out")" = "5000 100000" ] && [ "${throttled:-0}" -gt 0 ] &&
+	pass cgroup-cpu-max-throttles || fail cgroup-cpu-max-throttles "rc=$rc $(cat "$tmp/cpu.out" "$tmp/err")"
+# The rootfs disk's MAJ:MIN as the guest kernel numbered it.
+vda=$(sed -n 2p "$tmp/cpu.out")
+
+# Shares to cpu.weight as runc converts them; cpuset (a real effect: the
+# process's affinity); an explicit quota and period; io.max for the rootfs
+# disk. Two vCPUs so that the cpuset is a choice.
+RUN --cpus 2 --cpu-shares 512 --cpuset-cpus 1 --cpuset-mems 0 --cpu-quota 150000 --cpu-period 50000 \
+	--io-max "$vda:rbps=1M,wiops=100" --rootfs "$rootfs" -- sh -c '
+	cd /sys/fs/cgroup
+	echo "weight $(cat cpu.weight)"
+	echo "cpus $(cat cpuset.cpus.effective) mems $(cat cpuset.mems.effective)"
+	grep Cpus_allowed_list /proc/self/status
+	echo "max $(cat cpu.max)"
+	echo "io $(cat io.max)"
+	ls io.weight io.bfq.weight 2>/dev/null | sed "s/^/has /"' >"$tmp/res.out" 2>"$tmp/err"
+rc=$?
+get() { sed -n "s/^$1 //p" "$tmp/res.out"; }
+[ $rc -eq 0 ] && [ "$(get weight)" = $((1 + (512 - 2) * 9999 / 262142)) ] &&
+	pass cgroup-cpu-weight-from-shares || fail cgroup-cpu-weight-from-shares "rc=$rc $(cat "$tmp/res.out" "$tmp/err")"
+[ "$(get cpus)" = "1 mems 0" ] && grep -q "^Cpus_allowed_list:[[:space:]]*1$" "$tmp/res.out" &&
+	pass cgroup-cpuset || fail cgroup-cpuset "$(cat "$tmp/res.out")"
+[ "$(get max)" = "150000 50000" ] && pass cgroup-cpu-quota-period || fail cgroup-cpu-quota-period "$(cat "$tmp/res.out")"
+[ -n "$vda" ] && [ "$(get io)" = "$vda rbps=1048576 wbps=max riops=max wiops=100" ] &&
+	pass cgroup-io-max || fail cgroup-io-max "vda=$vda $(cat "$tmp/res.out")"
+
+# io weights exist only with BFQ (io.bfq.weight) or iocost (io.weight);
+# without either the run is refused naming the field, never silently.
+RUN --io-weight 500 --rootfs "$rootfs" -- sh -c 'cat /sys/fs/cgroup/io.bfq.weight 2>/dev/null ||
+	cat /sys/fs/cgroup/io.weight' >"$tmp/iow.out" 2>"$tmp/err"
+rc=$?
+if get has | grep -q "io\.bfq\.weight"; then
+	[ $rc -eq 0 ] && grep -q "^default 500$" "$tmp/iow.out" && pass cgroup-io-weight ||
+		fail cgroup-io-weight "rc=$rc $(cat "$tmp/iow.out" "$tmp/err")"
+elif get has | grep -q "io\.weight"; then
+	[ $rc -eq 0 ] && grep -q "^default $((1 + (500 - 10) * 9999 / 990))$" "$tmp/iow.out" &&
+		pass cgroup-io-weight || fail cgroup-io-weight "rc=$rc $(cat "$tmp/iow.out" "$tmp/err")"
+else
+	[ $rc -eq 125 ] && grep -q "blockIO.weight" "$tmp/err" && grep -q "iocost" "$tmp/err" &&
+		pass cgroup-io-weight-refused-without-iocost-or-bfq ||
+		fail cgroup-io-weight-refused-without-iocost-or-bfq "rc=$rc $(cat "$tmp/err")"
+fi
+
+# Values the guest kernel refuses are reported with the field and value.
+RUN --io-max 250:99:rbps=1M --rootfs "$rootfs" -- true >/dev/null 2>"$tmp/err"
+rc=$?
+[ $rc -eq 125 ] && grep -q "throttleReadBpsDevice" "$tmp/err" && grep -q "250:99" "$tmp/err" &&
+	pass cgroup-io-max-unknown-device-refused ||
+	fail cgroup-io-max-unknown-device-refused "rc=$rc $(cat "$tmp/err")"
+RUN --cpuset-cpus 5 --rootfs "$rootfs" -- true >/dev/null 2>"$tmp/err"
+rc=$?
+[ $rc -eq 125 ] && grep -q "cpu.cpus" "$tmp/err" && grep -q '"5"' "$tmp/err" &&
+	pass cgroup-cpuset-missing-cpu-refused ||
+	fail cgroup-cpuset-missing-cpu-refused "rc=$rc $(cat "$tmp/err")"
+
 # ---- a long-running container: exec, tty, pause/resume, stats, kill ----
 # Started directly (not through a shell function) so that $! is huskctl.
 "$huskctl" --state-dir "$state" run --kernel "$kernel" --initrd "$initrd" --image-cache "$tmp/cache" \

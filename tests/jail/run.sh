@@ -259,6 +259,19 @@ for _ in $(seq 50); do [ "$(J state life | jq -r .status)" = stopped ] && break;
 [ "$(J state life | jq -r .status)" = stopped ] && pass kill-stops || fail kill-stops "$(J state life | jq -r .status)"
 J delete life && nothing_left life && pass delete-cleans-up || fail delete-cleans-up "$(ls "$root")"
 
+# run starts the init over its own socket: no exec fifo, running at once,
+# and a later start is refused.
+b=$(bundle "$(args 'sleep 1000; : husk-jail-test-marker-rund')")
+J run --detach --bundle "$b" rund </dev/null >/dev/null 2>"$tmp/err"
+rc=$?
+st=$(J state rund | jq -r .status)
+[ $rc -eq 0 ] && [ "$st" = running ] && [ ! -e "$root/rund/exec.fifo" ] &&
+	pgrep -f husk-jail-test-marker-rund >/dev/null && pass run-detach-no-exec-fifo ||
+	fail run-detach-no-exec-fifo "rc=$rc status=$st $(ls "$root/rund" 2>&1)"
+J start rund 2>"$tmp/err"; [ $? -ne 0 ] && grep -q "not created" "$tmp/err" &&
+	pass run-detach-start-refused || fail run-detach-start-refused "$(cat "$tmp/err")"
+J delete --force rund && nothing_left rund || fail run-detach-delete "$(ls "$root")"
+
 # ---- joining namespaces by path (how pods share them) ----
 b=$(bundle "$(args 'sleep 1000; : husk-jail-test-marker-poda') | .hostname=\"pod-a\"")
 J create --bundle "$b" poda </dev/null >/dev/null 2>"$tmp/err" && J start poda

@@ -177,7 +177,14 @@ static void test_open_fake_path(void **state)
 
 static void test_open_refuses_escape(void **state)
 {
-	struct fake *f = *state;
+	(void)state;
+	/* The "mount" sits inside a directory of our own, so that what an
+	 * escape would create (outer/x) cannot be someone else's /tmp/x. */
+	char outer[64] = "/tmp/husk-cgesc-XXXXXX";
+	assert_non_null(mkdtemp(outer));
+	struct fake fk = {0}, *f = &fk;
+	snprintf(f->root, sizeof(f->root), "%s/mnt", outer);
+	assert_int_equal(mkdir(f->root, 0755), 0);
 	static const char *const bad[] = {"../x", "/a/../../x", "a/..", "..", "/ctr/../ctr"};
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
 		struct jail_cgroup *cg = NULL;
@@ -195,10 +202,12 @@ static void test_open_refuses_escape(void **state)
 		assert_int_equal(jail_cgroup_open(f->root, root[i], false, &cg, &err), -EINVAL);
 		assert_non_null(strstr(err.msg, "root"));
 	}
-	/* Nothing was created outside the mount. */
+	/* Nothing was created outside the mount, nor in it. */
 	char outside[PATH_MAX];
-	snprintf(outside, sizeof(outside), "%s/../x", f->root);
+	snprintf(outside, sizeof(outside), "%s/x", outer);
 	assert_false(exists(outside));
+	assert_int_equal(rmdir(f->root), 0);
+	assert_int_equal(rmdir(outer), 0);
 }
 
 static struct jail_weight_device wdev[] = {
@@ -306,6 +315,24 @@ static void test_apply_bfq(void **state)
 	res.has_blkio_weight = false;
 	assert_int_equal(jail_cgroup_apply(f->cg, &res, &err), 0);
 	ASSERT_FILE(f, "io.bfq.weight", "8:0 300\n");
+}
+
+static void test_apply_io_weight_without_scheduler(void **state)
+{
+	struct fake *f = *state;
+	/* The io controller (io.max) without BFQ or iocost has no weights:
+	 * refused, naming the field and both files, nothing written. */
+	char path[PATH_MAX];
+	snprintf(path, sizeof(path), "%s/io.weight", f->dir);
+	assert_int_equal(unlink(path), 0);
+	struct jail_resources res = {.has_blkio_weight = true, .blkio_weight = 500};
+	struct husk_err err = {0};
+	assert_int_equal(jail_cgroup_apply(f->cg, &res, &err), -EOPNOTSUPP);
+	assert_non_null(strstr(err.msg, "blockIO.weight"));
+	assert_non_null(strstr(err.msg, "io.bfq.weight"));
+	assert_non_null(strstr(err.msg, "iocost"));
+	ASSERT_FILE(f, "io.max", "");
+	write_file(f->dir, "io.weight", "");
 }
 
 static void test_apply_conversions(void **state)
@@ -1125,11 +1152,12 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_open_fake_path, fake_setup, fake_teardown),
-		cmocka_unit_test_setup_teardown(test_open_refuses_escape, fake_setup,
-						fake_teardown),
+		cmocka_unit_test(test_open_refuses_escape),
 		cmocka_unit_test_setup_teardown(test_apply_full, fake_setup, fake_teardown),
 		cmocka_unit_test_setup_teardown(test_apply_nothing, fake_setup, fake_teardown),
 		cmocka_unit_test_setup_teardown(test_apply_bfq, fake_setup, fake_teardown),
+		cmocka_unit_test_setup_teardown(test_apply_io_weight_without_scheduler, fake_setup,
+						fake_teardown),
 		cmocka_unit_test_setup_teardown(test_apply_conversions, fake_setup, fake_teardown),
 		cmocka_unit_test_setup_teardown(test_apply_cpu_max, fake_setup, fake_teardown),
 		cmocka_unit_test_setup_teardown(test_apply_memory_swap, fake_setup, fake_teardown),

@@ -47,6 +47,8 @@ int jail_cgroup_open(const char *mount, const char *path, bool create, struct ja
 
 /* Absolute path of the cgroup directory. */
 const char *jail_cgroup_path(const struct jail_cgroup *cg);
+/* Its O_DIRECTORY fd (clone3's CLONE_INTO_CGROUP); owned by the handle. */
+int jail_cgroup_fd(const struct jail_cgroup *cg);
 
 /* Writes linux.resources as runc's cgroup v2 driver does:
  *   memory.max (limit, -1: "max"), memory.low (reservation),

@@ -35,6 +35,10 @@ struct jail_create_opts {
 	/* Used when the spec has no linux.cgroupsPath. */
 	const char *default_cgroup_path;
 	struct jail_stdio stdio;
+	/* The caller starts the container itself, with jail_container_start on
+	 * the handle create returns (husk-jail run): the init then waits on the
+	 * runtime's socket instead of an exec fifo, and none is made. */
+	bool no_exec_fifo;
 	/* Called for warnings (ignored AppArmor/SELinux fields, failing
 	 * poststop hooks); NULL prints them to stderr. */
 	void (*warn)(void *data, const char *msg);
@@ -45,7 +49,8 @@ struct jail_container {
 	pid_t pid;	     /* the init process, in the caller's pid namespace */
 	int pidfd;	     /* pidfd of pid, or -1 where unsupported */
 	int console_fd;	     /* pty master when process.terminal, else -1 */
-	char *fifo_path;     /* exec fifo; removed by start */
+	char *fifo_path;     /* exec fifo, removed by start; NULL with no_exec_fifo */
+	int sync_fd;	     /* with no_exec_fifo: the init's socket until start, else -1 */
 	struct jail_cgroup *cgroup; /* NULL without cgroups */
 	unsigned long long start_time; /* /proc/PID/stat starttime, against pid reuse */
 };
@@ -54,7 +59,7 @@ int jail_container_create(const struct jail_spec *spec, const struct jail_create
 			  struct jail_container **out, struct husk_err *err);
 /* Unblocks the init process (it runs startContainer hooks, then execs) and
  * runs poststart hooks. Works from another process too: only the fifo path
- * is needed, see jail_start_fifo(). */
+ * is needed, see jail_start_fifo() (not with no_exec_fifo). */
 int jail_container_start(const struct jail_spec *spec, const struct jail_create_opts *opts,
 			 struct jail_container *c, struct husk_err *err);
 int jail_start_fifo(const char *fifo_path, struct husk_err *err);

@@ -224,6 +224,9 @@ struct jail_spec {
  * Errors name the JSON field and value, e.g.
  *   "config.json: process.user.uid: expected an unsigned 32-bit integer, got -1". */
 int jail_spec_load(const char *bundle_dir, struct jail_spec **out, struct husk_err *err);
+/* Reads a spec file whole (a regular file within the size bound) into a
+ * malloc'd buffer, so a caller that also keeps a copy reads it only once. */
+int jail_spec_read(const char *path, char **data, size_t *len, struct husk_err *err);
 /* Parses a spec from memory; `bundle_dir` may be NULL (root.path then kept as is). */
 int jail_spec_parse(const char *json, size_t len, const char *bundle_dir, struct jail_spec **out,
 		    struct husk_err *err);
