@@ -30,22 +30,54 @@
 
 #define SHIM_VERSION "0.1.0"
 
-void shim_log(const char *fmt, ...)
+static void vlog(const char *level, const char *source, const char *fmt, va_list ap)
 {
-	char msg[2048];
-	va_list ap;
-	va_start(ap, fmt);
+	char msg[2048], esc[4200];
 	vsnprintf(msg, sizeof(msg), fmt, ap);
-	va_end(ap);
+	/* Quoted as logrus quotes: the line stays one line. */
+	size_t n = 0;
+	for (const char *c = msg; *c && n + 8 < sizeof(esc); c++) {
+		if (*c == '"' || *c == '\\') {
+			esc[n++] = '\\';
+			esc[n++] = *c;
+		} else if (*c == '\n' || *c == '\t' || *c == '\r') {
+			esc[n++] = '\\';
+			esc[n++] = *c == '\n' ? 'n' : *c == '\t' ? 't' : 'r';
+		} else if ((unsigned char)*c < 0x20) {
+			n += (size_t)snprintf(esc + n, sizeof(esc) - n, "\\x%02x",
+					      (unsigned char)*c);
+		} else {
+			esc[n++] = *c;
+		}
+	}
+	esc[n] = '\0';
 	struct timespec ts;
 	clock_gettime(CLOCK_REALTIME, &ts);
 	struct tm tm;
 	gmtime_r(&ts.tv_sec, &tm);
-	/* One write per line: the log FIFO is shared with nobody, but a short
-	 * write must not interleave with the next line. */
-	dprintf(STDERR_FILENO, "time=\"%04d-%02d-%02dT%02d:%02d:%02d.%06ldZ\" level=info msg=\"%s\" runtime=io.containerd.husk.v2\n",
+	/* One write per line: a short write must not interleave with the next
+	 * line. */
+	dprintf(STDERR_FILENO,
+		"time=\"%04d-%02d-%02dT%02d:%02d:%02d.%06ldZ\" level=%s msg=\"%s\" "
+		"runtime=io.containerd.husk.v2%s%s\n",
 		tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
-		ts.tv_nsec / 1000, msg);
+		ts.tv_nsec / 1000, level, esc, source ? " source=" : "", source ? source : "");
+}
+
+void shim_log(const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	vlog("info", NULL, fmt, ap);
+	va_end(ap);
+}
+
+void shim_log_at(const char *level, const char *source, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	vlog(level, source, fmt, ap);
+	va_end(ap);
 }
 
 static uint64_t fnv64(uint64_t h, const char *s)
@@ -61,16 +93,22 @@ void shim_vm_name(const char *ns, const char *id, char *out, size_t len)
 	snprintf(out, len, "ctr-%016llx", (unsigned long long)h);
 }
 
-/* <state dir>/shim/<hash of containerd address, namespace, id>.sock: like
- * containerd's own /run/containerd/s/<hash>, distinct per containerd. */
-static int socket_path(const struct shim_opts *o, char *out, size_t len, struct husk_err *err)
+/* <hash of containerd address, namespace, id>.sock */
+static void socket_name(const struct shim_opts *o, char *out, size_t len)
 {
-	char state[PATH_MAX];
-	husk_default_state_dir(state, sizeof(state));
 	uint64_t h = fnv64(fnv64(fnv64(1469598103934665603ull, o->address), o->namespace_), o->id);
-	char dir[PATH_MAX];
+	snprintf(out, len, "%016llx.sock", (unsigned long long)h);
+}
+
+/* <state dir>/shim/<socket_name>: like containerd's own
+ * /run/containerd/s/<hash>, distinct per containerd. */
+static int socket_path(const struct shim_opts *o, const char *state, char *out, size_t len,
+		       struct husk_err *err)
+{
+	char dir[PATH_MAX], name[64];
+	socket_name(o, name, sizeof(name));
 	if (husk_path_fmt(dir, sizeof(dir), "%s/shim", state) < 0 ||
-	    husk_path_fmt(out, len, "%s/%016llx.sock", dir, (unsigned long long)h) < 0)
+	    husk_path_fmt(out, len, "%s/%s", dir, name) < 0)
 		return husk_err_set(err, -ENAMETOOLONG, "shim socket in %s: path too long", state);
 	mkdir(state, 0711);
 	if (mkdir(dir, 0711) < 0 && errno != EEXIST)
@@ -121,10 +159,14 @@ out:
 	s.shutting_down = true;
 	shim_vm_teardown(&s);
 	ev_io_del(sig_io);
-	ttrpc_server_free(s.server);
+	ttrpc_server_free(s.server); /* cancels calls still waiting on processes */
 	ttrpc_client_free(s.events);
+	shim_procs_free(&s);
 	if (s.loop)
 		ev_loop_free(s.loop);
+	shim_config_free(&s.cfg);
+	free(s.id);
+	free(s.bundle);
 	unlink(opt->socket);
 	shim_log("shim for %s exits", opt->id);
 	return rc < 0 ? 1 : 0;
@@ -146,11 +188,52 @@ static void detach_stdio(void)
 		close(log);
 }
 
+/* `start`'s stdin: containerd's runtime options as a serialized Any, or
+ * nothing. */
+static Google__Protobuf__Any *read_start_options(void)
+{
+	if (isatty(STDIN_FILENO))
+		return NULL;
+	size_t cap = 4096, len = 0;
+	_cleanup_free_ uint8_t *buf = malloc(cap);
+	while (buf) {
+		ssize_t n = read(STDIN_FILENO, buf + len, cap - len);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			break;
+		len += (size_t)n;
+		if (len == cap) {
+			if (cap >= (1u << 20))
+				break;
+			uint8_t *nb = realloc(buf, cap *= 2);
+			if (!nb)
+				break;
+			buf = nb;
+		}
+	}
+	if (!buf || !len)
+		return NULL;
+	return google__protobuf__any__unpack(NULL, len, buf);
+}
+
+/* Returns in the daemon too: main's return runs the exit handlers
+ * (LeakSanitizer's among them under ASan). */
 static int cmd_start(struct shim_opts *o)
 {
 	struct husk_err err = { 0 };
-	char path[PATH_MAX];
-	if (socket_path(o, path, sizeof(path), &err) < 0) {
+	char path[PATH_MAX], state[PATH_MAX];
+	o->start_options = read_start_options();
+	/* The config's state_dir holds the socket too. A bad config is
+	 * reported by Create, where containerd shows it. */
+	struct shim_config cfg;
+	if (shim_config_load(&cfg, o->start_options, NULL) == 0) {
+		shim_config_state_dir(&cfg, state, sizeof(state));
+		shim_config_free(&cfg);
+	} else {
+		husk_default_state_dir(state, sizeof(state));
+	}
+	if (socket_path(o, state, path, sizeof(path), &err) < 0) {
 		fprintf(stderr, "containerd-shim-husk-v2: %s\n", err.msg);
 		return 1;
 	}
@@ -177,7 +260,7 @@ static int cmd_start(struct shim_opts *o)
 			if (chdir("/") < 0)
 				shim_log("chdir /: %s", strerror(errno));
 			signal(SIGPIPE, SIG_IGN);
-			_exit(serve(o, lfd));
+			return serve(o, lfd);
 		}
 		close(lfd);
 	}
@@ -201,17 +284,42 @@ static int rm_entry(const char *path, const struct stat *st, int type, struct FT
 	return 0;
 }
 
+/* The first line of <bundle>/<name>, if it ends in "/<want>" (a sanity
+ * check: the path is removed). */
+static bool bundle_record(const char *bundle, const char *name, const char *prefix,
+			  const char *want, char *out, size_t len)
+{
+	char path[PATH_MAX], buf[PATH_MAX + 16];
+	if (!bundle || husk_path_fmt(path, sizeof(path), "%s/%s", bundle, name) < 0)
+		return false;
+	_cleanup_fclose_ FILE *f = fopen(path, "re");
+	if (!f || !fgets(buf, sizeof(buf), f))
+		return false;
+	buf[strcspn(buf, "\n")] = '\0';
+	size_t pl = strlen(prefix), bl = strlen(buf), wl = strlen(want);
+	if (strncmp(buf, prefix, pl) != 0 || buf[pl] != '/' || bl < pl + wl + 1 ||
+	    strcmp(buf + bl - wl, want) != 0 || buf[bl - wl - 1] != '/')
+		return false;
+	snprintf(out, len, "%s", buf + pl);
+	return true;
+}
+
 /* After the shim is gone (it exited or was killed): what it may have left.
  * Its VM died with it (QEMU and husk-vsockd get SIGKILL when their parent
- * dies), so only files and mounts remain. */
+ * dies), so only files and mounts remain. The bundle's `address` and
+ * `husk-vm` say where they are (the config may have named a state_dir). */
 static int cmd_delete(struct shim_opts *o)
 {
 	char path[PATH_MAX], state[PATH_MAX], name[64], vmdir[PATH_MAX];
-	if (socket_path(o, path, sizeof(path), NULL) == 0)
+	socket_name(o, name, sizeof(name));
+	if (bundle_record(o->bundle, "address", "unix://", name, path, sizeof(path)) ||
+	    socket_path(o, husk_default_state_dir(state, sizeof(state)), path, sizeof(path),
+			NULL) == 0)
 		unlink(path);
-	husk_default_state_dir(state, sizeof(state));
 	shim_vm_name(o->namespace_, o->id, name, sizeof(name));
-	if (husk_path_fmt(vmdir, sizeof(vmdir), "%s/%s", state, name) == 0)
+	husk_default_state_dir(state, sizeof(state));
+	if (bundle_record(o->bundle, SHIM_VM_RECORD, "", name, vmdir, sizeof(vmdir)) ||
+	    husk_path_fmt(vmdir, sizeof(vmdir), "%s/%s", state, name) == 0)
 		nftw(vmdir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
 	if (o->bundle && husk_path_fmt(path, sizeof(path), "%s/rootfs", o->bundle) == 0)
 		umount2(path, MNT_DETACH);
@@ -297,8 +405,12 @@ int main(int argc, char **argv)
 		usage(stderr);
 		return 2;
 	}
-	if (strcmp(cmd, "start") == 0)
-		return cmd_start(&o);
+	if (strcmp(cmd, "start") == 0) {
+		int rc = cmd_start(&o);
+		if (o.start_options)
+			protobuf_c_message_free_unpacked(&o.start_options->base, NULL);
+		return rc;
+	}
 	if (strcmp(cmd, "delete") == 0)
 		return cmd_delete(&o);
 	fprintf(stderr, "containerd-shim-husk-v2: unknown command %s\n", cmd);

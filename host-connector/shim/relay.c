@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <stdlib.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "shim.h"
@@ -86,7 +87,8 @@ static void update(struct relay *r)
 		return;
 	}
 	ev_io_set_events(r->src_io, r->len == 0 ? EPOLLIN : 0);
-	ev_io_set_events(r->dst_io, r->len ? EPOLLOUT : 0);
+	if (r->dst_io)
+		ev_io_set_events(r->dst_io, r->len ? EPOLLOUT : 0);
 }
 
 static void on_src(struct ev_io *io, int fd, uint32_t events, void *data)
@@ -136,9 +138,12 @@ int relay_new(struct ev_loop *loop, int src, int dst, bool dst_is_socket,
 		return husk_err_sys(err, rc, "stdio relay: O_NONBLOCK");
 	}
 	/* A FIFO and a socket are distinct fds even when they are the same
-	 * object to us: two watches are fine. */
+	 * object to us: two watches are fine. A regular file (file:// log
+	 * URIs) cannot be watched and never makes a write wait. */
+	struct stat st;
+	bool dst_file = fstat(dst, &st) == 0 && S_ISREG(st.st_mode);
 	if ((rc = ev_io_add(loop, src, EPOLLIN, on_src, r, &r->src_io, err)) < 0 ||
-	    (rc = ev_io_add(loop, dst, 0, on_dst, r, &r->dst_io, err)) < 0) {
+	    (!dst_file && (rc = ev_io_add(loop, dst, 0, on_dst, r, &r->dst_io, err)) < 0)) {
 		relay_free(r);
 		return rc;
 	}

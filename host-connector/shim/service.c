@@ -87,6 +87,35 @@ static void proc_close_io(struct proc *p)
 	p->outputs_open = 0;
 }
 
+/* A process that never came to be (its Exec failed). */
+static void proc_drop(struct proc *p)
+{
+	proc_close_io(p);
+	p->deleted = true;
+	logger_free(p->logger);
+	p->logger = NULL;
+}
+
+void shim_procs_free(struct shim *s)
+{
+	while (s->procs) {
+		struct proc *p = s->procs;
+		s->procs = p->next;
+		proc_close_io(p);
+		logger_free(p->logger);
+		while (p->waiters) { /* their calls went with the server */
+			struct waiter *w = p->waiters;
+			p->waiters = w->next;
+			free(w);
+		}
+		free(p->exec_id);
+		free(p->stdin_path);
+		free(p->stdout_path);
+		free(p->stderr_path);
+		free(p);
+	}
+}
+
 static const char *task_id(const struct proc *p)
 {
 	return *p->exec_id ? p->exec_id : p->s->id;
@@ -109,10 +138,11 @@ static void reply_wait(struct ttrpc_call *call, const struct proc *p)
 }
 
 /* Exited for containerd once the agent reported the exit (or the VM is
- * gone) and every output byte reached containerd's FIFOs. */
-static void proc_maybe_exited(struct proc *p)
+ * gone), every output byte reached containerd's FIFOs, and an OOM kill (if
+ * it was one) has been published. */
+void proc_maybe_exited(struct proc *p)
 {
-	if (p->exited || !p->wait_done || p->outputs_open)
+	if (p->exited || !p->wait_done || p->outputs_open || p->oom_check)
 		return;
 	p->exited = true;
 	struct shim *s = p->s;
@@ -164,29 +194,65 @@ static void on_relay_done(void *data, int tag)
 	proc_maybe_exited(p);
 }
 
-/* Opens containerd's side of one stdio stream: a FIFO path (ctr, CRI) or a
- * file:// URI. Output FIFOs are opened read-write: that never blocks,
- * whether or not containerd has opened its end yet. stdin is opened
- * read-only and nonblocking: epoll reports nothing until a writer has come
- * (Linux signals HUP only for writers that arrived after our open), so the
- * writer's close is the process's stdin EOF, as with runc; CloseIO ends it
- * too. */
-static int open_host_stdio(const char *uri, bool input, struct husk_err *err)
+/* Opens containerd's side of one stdio stream (logio.c parses the URI;
+ * the stdout URI's scheme decides for stderr too, as in containerd).
+ * Output FIFOs are opened read-write: that never blocks, whether or not
+ * containerd has opened its end yet. stdin is opened read-only and
+ * nonblocking: epoll reports nothing until a writer has come (Linux signals
+ * HUP only for writers that arrived after our open), so the writer's close
+ * is the process's stdin EOF, as with runc; CloseIO ends it too. */
+static int open_host_stdio(struct proc *p, int which, struct husk_err *err)
 {
-	if (strncmp(uri, "file://", 7) == 0) {
-		if (input)
-			return husk_err_set(err, -EINVAL, "stdin %s: file:// is for output only", uri);
-		int fd = open(uri + 7, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
-		return fd < 0 ? husk_err_sys(err, -errno, "open %s", uri + 7) : fd;
+	const char *paths[3] = { p->stdin_path, p->stdout_path, p->stderr_path };
+	struct stdio_uri u;
+	int rc = stdio_uri_parse(which == 0 ? p->stdin_path : p->stdout_path, &u, err);
+	if (rc < 0)
+		return rc;
+	if (which == 0 && u.kind != STDIO_FIFO) {
+		stdio_uri_free(&u);
+		return husk_err_set(err, -EINVAL, "stdin %s: only a FIFO can be stdin",
+				    p->stdin_path);
 	}
-	if (strstr(uri, "://") && strncmp(uri, "fifo://", 7) != 0)
-		return husk_err_set(err, -EINVAL, "stdio %s: unsupported URI scheme", uri);
-	if (strncmp(uri, "fifo://", 7) == 0)
-		uri += 7;
-	int fd = open(uri, (input ? O_RDONLY : O_RDWR) | O_NONBLOCK | O_CLOEXEC);
-	if (fd < 0)
-		return husk_err_sys(err, -errno, "open %s", uri);
-	return fd;
+	int fd;
+	if (u.kind == STDIO_BINARY) {
+		fd = p->logger ? logger_take_fd(p->logger, which) : -1;
+		if (fd < 0)
+			husk_err_set(err, -EBADF, "%s: no logger pipe", paths[which]);
+	} else if (u.kind == STDIO_FILE) {
+		fd = stdio_open_file(u.path, err);
+	} else {
+		/* Each FIFO is its own path; fifo:// is the same as none. */
+		const char *path = paths[which];
+		if (strncmp(path, "fifo://", 7) == 0)
+			path += 7;
+		fd = open(path, (which == 0 ? O_RDONLY : O_RDWR) | O_NONBLOCK | O_CLOEXEC);
+		if (fd < 0)
+			husk_err_sys(err, -errno, "open %s", path);
+	}
+	stdio_uri_free(&u);
+	return fd < 0 ? (err && err->code ? err->code : -EBADF) : fd;
+}
+
+/* A binary:// stdout: its logger starts with the process (Create, Exec),
+ * as containerd-shim-runc-v2 starts it in createIO; CONTAINER_ID is the
+ * task's id (the exec id for an exec). */
+static int open_logger(struct shim *s, const char *task, const char *stdout_uri,
+		       struct logger **out, struct husk_err *err)
+{
+	*out = NULL;
+	if (!*stdout_uri)
+		return 0;
+	struct stdio_uri u;
+	int rc = stdio_uri_parse(stdout_uri, &u, err);
+	if (rc < 0)
+		return rc;
+	if (u.kind == STDIO_BINARY) {
+		rc = logger_start(s->loop, &u, s->opt.namespace_, task, s->bundle, out, err);
+		if (rc == 0)
+			shim_log("%s: logger %s started", task, u.path);
+	}
+	stdio_uri_free(&u);
+	return rc;
 }
 
 /* After the agent's Create/Exec: its stdio ports listen; connect before
@@ -195,7 +261,6 @@ static int proc_connect_io(struct proc *p, struct husk_err *err)
 {
 	struct shim *s = p->s;
 	const uint32_t ports[3] = { p->ports.in, p->ports.out, p->ports.err };
-	const char *paths[3] = { p->stdin_path, p->stdout_path, p->stderr_path };
 	struct relay **slots[3] = { &p->in, &p->out, &p->err };
 	for (int i = 0; i < 3; i++) {
 		if (!ports[i])
@@ -203,7 +268,7 @@ static int proc_connect_io(struct proc *p, struct husk_err *err)
 		int vfd = husk_vm_connect(s->vm, ports[i], 5000, err);
 		if (vfd < 0)
 			return husk_err_wrap(err, "stdio port %u", ports[i]);
-		int hfd = open_host_stdio(paths[i], i == 0, err);
+		int hfd = open_host_stdio(p, i, err);
 		if (hfd < 0) {
 			close(vfd);
 			return hfd;
@@ -251,10 +316,15 @@ void shim_vm_lost(struct shim *s, const char *why)
 	s->vm_lost = true;
 	bool any = false;
 	for (struct proc *p = s->procs; p; p = p->next) {
+		if (p->oom_check && p->wait_done && !p->exited) {
+			p->oom_check = false;
+			proc_maybe_exited(p);
+		}
 		if (p->exited || p->deleted || !p->started)
 			continue;
 		any = true;
 		proc_set_exit(p, SHIM_VM_LOST_STATUS, NULL);
+		p->oom_check = false; /* nobody will answer it */
 		/* Without the VM no more output comes; keep what was copied. */
 		relay_abort_source(p->out);
 		relay_abort_source(p->err);
@@ -270,6 +340,7 @@ void shim_vm_teardown(struct shim *s)
 	s->vm_lost = true;
 	for (struct proc *p = s->procs; p; p = p->next)
 		proc_close_io(p);
+	guest_log_stop(s); /* the fd goes with the VM */
 	ttrpc_client_free(s->agent);
 	s->agent = NULL;
 	ev_io_del(s->vm_io);
@@ -300,6 +371,8 @@ struct fwd {
 	fwd_hook hook;
 };
 
+static void after_exec(struct fwd *f, ProtobufCMessage *msg);
+
 static void fwd_cancel(struct ttrpc_call *call, void *data)
 {
 	(void)call;
@@ -311,6 +384,8 @@ static void fwd_reply(struct ttrpc_reply *reply, void *data)
 {
 	struct fwd *f = data;
 	if (reply->status.code != TTRPC_OK) {
+		if (f->hook == after_exec) /* the agent has no such process */
+			proc_drop(f->p);
 		if (f->call)
 			ttrpc_call_fail(f->call, reply->status.code, "%s", reply->status.message);
 	} else if (f->hook) {
@@ -349,6 +424,8 @@ static void forward(struct shim *s, struct ttrpc_call *call, const char *method,
 				   &opts, fwd_reply, f);
 	if (r < 0) {
 		free(f);
+		if (hook == after_exec)
+			proc_drop(p);
 		ttrpc_call_fail(call, TTRPC_UNAVAILABLE, "%s to the agent: %s", method, strerror(-r));
 		return;
 	}
@@ -480,17 +557,48 @@ static void spec_hostname(const char *spec, char *out, size_t len)
 	json_object_put(o);
 }
 
+/* <bundle>/husk-vm names the VM's state directory, for `delete` after a
+ * shim that is gone (its config may have named another state_dir). */
+static void record_vm_dir(struct shim *s)
+{
+	char path[PATH_MAX];
+	if (husk_path_fmt(path, sizeof(path), "%s/" SHIM_VM_RECORD, s->bundle) < 0)
+		return;
+	FILE *f = fopen(path, "we");
+	if (!f || fprintf(f, "%s\n", husk_vm_dir(s->vm)) < 0 || fclose(f) != 0) {
+		shim_log("writing %s: %s", path, strerror(errno));
+		if (f)
+			fclose(f);
+	}
+}
+
+static void log_config(const struct shim *s)
+{
+	const struct shim_config *c = &s->cfg;
+	char mem[32] = "default", cpus[16] = "default";
+	if (c->memory_mib)
+		snprintf(mem, sizeof(mem), "%u MiB", c->memory_mib);
+	if (c->vcpus)
+		snprintf(cpus, sizeof(cpus), "%u", c->vcpus);
+	shim_log("container %s: config %s: vcpus %s, memory %s, accel %s", s->id,
+		 *c->sources ? c->sources : "(defaults)", cpus, mem, husk_accel_name(c->accel));
+	if (*c->warning)
+		shim_log_at("warning", NULL, "container %s: %s", s->id, c->warning);
+}
+
 static int boot_vm(struct shim *s, const Task(CreateTaskRequest) *r, const char *spec,
 		   char **guest_bundle, struct husk_err *err)
 {
 	char dir[PATH_MAX], name[BOOT_NAME_MAX + 1], host[256];
 	_cleanup_free_ char *kernel = NULL, *initrd = NULL, *image = NULL;
 	int rc;
+	const struct shim_config *c = &s->cfg;
 	if ((rc = rootfs_dir(s, r, spec, dir, sizeof(dir), err)) < 0)
 		return rc;
-	if (!(kernel = husk_default_path("kernel", err)) || !(initrd = husk_default_path("initrd", err)))
-		return err ? err->code : -ENOENT;
-	if ((rc = husk_image_from_dir(NULL, dir, &image, err)) < 0)
+	if (!(kernel = c->kernel ? strdup(c->kernel) : husk_default_path("kernel", err)) ||
+	    !(initrd = c->initrd ? strdup(c->initrd) : husk_default_path("initrd", err)))
+		return err && err->code ? err->code : -ENOMEM;
+	if ((rc = husk_image_from_dir(c->image_cache, dir, &image, err)) < 0)
 		return rc;
 	/* The image is a copy: containerd's mounts are not needed any more. */
 	if (s->rootfs_mount) {
@@ -501,10 +609,17 @@ static int boot_vm(struct shim *s, const Task(CreateTaskRequest) *r, const char 
 	shim_vm_name(s->opt.namespace_, s->id, name, sizeof(name));
 	struct husk_disk disk = { .path = image, .serial = "rootfs0", .readonly = true };
 	struct husk_vm_config cfg = {
-		.name = name, .kernel = kernel, .initrd = initrd, .disks = &disk, .n_disks = 1,
-		.die_with_parent = true,
+		.name = name, .state_dir = c->state_dir, .kernel = kernel, .initrd = initrd,
+		.cmdline_extra = c->cmdline_extra, .qemu = c->qemu, .vsockd = c->vsockd,
+		.vcpus = c->vcpus, .memory_mib = c->memory_mib, .accel = c->accel,
+		.transport = c->transport, .disks = &disk, .n_disks = 1,
+		.debug_console = c->debug_console, .log_level = (int)c->log_level,
+		.boot_timeout_ms = c->boot_timeout_ms, .die_with_parent = true,
 	};
 	if ((rc = husk_vm_start(&cfg, &s->vm, err)) < 0)
+		return rc;
+	record_vm_dir(s);
+	if ((rc = guest_log_start(s, err)) < 0)
 		return rc;
 	struct husk_agent *a = NULL;
 	spec_hostname(spec, host, sizeof(host));
@@ -524,6 +639,7 @@ static int boot_vm(struct shim *s, const Task(CreateTaskRequest) *r, const char 
 	int pfd = husk_vm_pidfd(s->vm);
 	if (pfd >= 0 && (rc = ev_io_add(s->loop, pfd, EPOLLIN, on_vm_exit, s, &s->vm_io, err)) < 0)
 		return rc;
+	guest_events_start(s);
 	return 0;
 }
 
@@ -570,13 +686,27 @@ static void on_create(struct ttrpc_call *call, const ProtobufCMessage *req, void
 	}
 	s->id = strdup(r->id);
 	s->bundle = strdup(r->bundle);
+	if (!s->id || !s->bundle) {
+		ttrpc_call_fail(call, TTRPC_RESOURCE_EXHAUSTED, "out of memory");
+		return;
+	}
 	char path[PATH_MAX];
 	_cleanup_free_ char *spec = NULL, *guest_bundle = NULL;
 	if (husk_path_fmt(path, sizeof(path), "%s/config.json", r->bundle) < 0) {
 		ttrpc_call_fail(call, TTRPC_INVALID_ARGUMENT, "bundle %s: path too long", r->bundle);
 		return;
 	}
-	if (!(spec = read_file(path, &err)) || boot_vm(s, r, spec, &guest_bundle, &err) < 0) {
+	/* A bad config is the caller's error, named as such. */
+	if (shim_config_load(&s->cfg, r->options ? r->options : s->opt.start_options, &err) < 0) {
+		shim_log("create %s: %s", r->id, err.msg);
+		ttrpc_call_fail(call, TTRPC_INVALID_ARGUMENT, "create %s: %s", r->id, err.msg);
+		return;
+	}
+	log_config(s);
+	struct logger *lg = NULL;
+	if (open_logger(s, r->id, r->stdout, &lg, &err) < 0 || !(spec = read_file(path, &err)) ||
+	    boot_vm(s, r, spec, &guest_bundle, &err) < 0) {
+		logger_free(lg);
 		shim_log("create %s: %s", r->id, err.msg);
 		if (s->vm) {
 			char tail[1024];
@@ -591,9 +721,11 @@ static void on_create(struct ttrpc_call *call, const ProtobufCMessage *req, void
 	}
 	struct proc *p = proc_new(s, "", r->stdin, r->stdout, r->stderr, r->terminal);
 	if (!p) {
+		logger_free(lg);
 		ttrpc_call_fail(call, TTRPC_RESOURCE_EXHAUSTED, "out of memory");
 		return;
 	}
+	p->logger = lg;
 	char in[32], out[32], er[32];
 	Task(CreateTaskRequest) fr = *r;
 	fr.bundle = guest_bundle;
@@ -630,6 +762,9 @@ static void on_agent_wait(struct ttrpc_reply *reply, void *data)
 		clock_gettime(CLOCK_REALTIME, &at);
 	}
 	proc_set_exit(p, w->exit_status, &at);
+	/* SIGKILL may be the OOM killer's: /tasks/oom goes first if so. */
+	if (w->exit_status == 128 + 9)
+		guest_oom_check(p->s, p);
 	proc_maybe_exited(p);
 }
 
@@ -682,14 +817,50 @@ static struct proc *lookup(struct shim *s, struct ttrpc_call *call, const char *
 	return p;
 }
 
+static void forward_start(struct proc *p, struct ttrpc_call *call)
+{
+	Task(StartRequest) req = CONTAINERD__TASK__V2__START_REQUEST__INIT;
+	req.id = p->s->id;
+	req.exec_id = p->exec_id;
+	forward(p->s, call, "Start", &req.base, &containerd__task__v2__start_response__descriptor,
+		after_start, p, AGENT_TIMEOUT_NS);
+}
+
+static void start_cancel(struct ttrpc_call *call, void *data)
+{
+	(void)call;
+	struct proc *p = data;
+	p->start_call = NULL;
+}
+
+static void on_logger_ready(void *data)
+{
+	struct proc *p = data;
+	struct ttrpc_call *call = take_ptr(p->start_call);
+	if (call)
+		forward_start(p, call);
+}
+
 static void on_start(struct ttrpc_call *call, const ProtobufCMessage *req, void *data)
 {
 	struct shim *s = data;
 	const Task(StartRequest) *r = (const Task(StartRequest) *)req;
 	struct proc *p = lookup(s, call, r->id, r->exec_id);
-	if (p)
-		forward(s, call, "Start", req, &containerd__task__v2__start_response__descriptor,
-			after_start, p, AGENT_TIMEOUT_NS);
+	if (!p)
+		return;
+	/* As containerd: nothing runs before its logger is ready. */
+	if (p->logger && !logger_ready(p->logger)) {
+		if (p->start_call) {
+			ttrpc_call_fail(call, TTRPC_FAILED_PRECONDITION, "%s: already starting",
+					task_id(p));
+			return;
+		}
+		p->start_call = call;
+		logger_when_ready(p->logger, on_logger_ready, p);
+		ttrpc_call_defer(call, start_cancel, p);
+		return;
+	}
+	forward_start(p, call);
 }
 
 static void after_exec(struct fwd *f, ProtobufCMessage *msg)
@@ -699,8 +870,7 @@ static void after_exec(struct fwd *f, ProtobufCMessage *msg)
 	struct husk_err err = { 0 };
 	if (proc_connect_io(p, &err) < 0) {
 		shim_log("exec %s: %s", p->exec_id, err.msg);
-		proc_close_io(p);
-		p->deleted = true;
+		proc_drop(p);
 		if (f->call)
 			ttrpc_call_fail(f->call, TTRPC_INTERNAL, "stdio of exec %s: %s", p->exec_id,
 					err.msg);
@@ -718,26 +888,34 @@ static void on_exec(struct ttrpc_call *call, const ProtobufCMessage *req, void *
 {
 	struct shim *s = data;
 	const Task(ExecProcessRequest) *r = (const Task(ExecProcessRequest) *)req;
-	if (!lookup(s, call, r->id, ""))
+	if (!lookup(s, call, r->id, "") || !agent_up(s, call))
 		return;
 	if (!*r->exec_id || proc_find(s, r->exec_id)) {
 		ttrpc_call_fail(call, TTRPC_ALREADY_EXISTS, "exec %s: already exists or empty",
 				r->exec_id);
 		return;
 	}
+	struct husk_err err = { 0 };
+	struct logger *lg = NULL;
+	if (open_logger(s, r->exec_id, r->stdout, &lg, &err) < 0) {
+		ttrpc_call_fail(call, TTRPC_INVALID_ARGUMENT, "exec %s: %s", r->exec_id, err.msg);
+		return;
+	}
 	struct proc *p = proc_new(s, r->exec_id, r->stdin, r->stdout, r->stderr, r->terminal);
 	if (!p) {
+		logger_free(lg);
 		ttrpc_call_fail(call, TTRPC_RESOURCE_EXHAUSTED, "out of memory");
 		return;
 	}
+	p->logger = lg;
 	char in[32], out[32], er[32];
 	Task(ExecProcessRequest) fr = *r;
 	fr.stdin = vsock_uri(in, sizeof(in), p->ports.in);
 	fr.stdout = vsock_uri(out, sizeof(out), p->ports.out);
 	fr.stderr = vsock_uri(er, sizeof(er), p->ports.err);
+	/* An Exec the agent refused leaves no process behind (fwd_reply). */
 	forward(s, call, "Exec", &fr.base, &google__protobuf__empty__descriptor, after_exec, p,
 		AGENT_TIMEOUT_NS);
-	/* An Exec the agent refused leaves no process behind. */
 }
 
 /* ---- Wait, State, Kill, Delete ---- */
@@ -868,6 +1046,21 @@ static void teardown_cb(void *data)
 	shim_vm_teardown(data);
 }
 
+static void on_logger_gone(void *data)
+{
+	struct proc *p = data;
+	struct ttrpc_call *call = take_ptr(p->delete_call);
+	if (call)
+		reply_delete(call, p);
+}
+
+static void delete_cancel(struct ttrpc_call *call, void *data)
+{
+	(void)call;
+	struct proc *p = data;
+	p->delete_call = NULL;
+}
+
 static void finish_delete(struct ttrpc_call *call, struct proc *p)
 {
 	struct shim *s = p->s;
@@ -890,6 +1083,12 @@ static void finish_delete(struct ttrpc_call *call, struct proc *p)
 		ev.exited_at = &ts;
 		ev.id = s->id;
 		shim_publish(s, "/tasks/delete", &ev.base);
+	}
+	/* As containerd-shim-runc-v2: the reply waits for the logger. */
+	if (call && p->logger && logger_stop(p->logger, on_logger_gone, p)) {
+		p->delete_call = call;
+		ttrpc_call_defer(call, delete_cancel, p);
+		return;
 	}
 	if (call)
 		reply_delete(call, p);

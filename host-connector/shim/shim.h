@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <time.h>
 
+#include "google/protobuf/any.pb-c.h"
 #include "husk.h"
 #include "ttrpc/client.h"
 #include "ttrpc/loop.h"
@@ -23,6 +24,8 @@
 /* Exit status of processes whose VM went away under them (QEMU killed,
  * guest panic, agent connection lost): non-zero and unlike a signal. */
 #define SHIM_VM_LOST_STATUS 255
+/* <bundle>/husk-vm: the VM's state directory, for `delete`. */
+#define SHIM_VM_RECORD "husk-vm"
 
 struct shim_opts {
 	const char *namespace_;
@@ -32,10 +35,36 @@ struct shim_opts {
 	const char *bundle;
 	const char *socket; /* our own socket path (no unix://) */
 	bool debug;
+	/* The runtime options containerd wrote to `start`'s stdin (NULL:
+	 * none); CreateTaskRequest.options, when set, wins. */
+	Google__Protobuf__Any *start_options;
 };
+
+/* config.c: the VM settings (docs/config-file.md). 0 / NULL: libhusk's
+ * default. */
+struct shim_config {
+	char *kernel, *initrd, *qemu, *vsockd, *cmdline_extra, *state_dir, *image_cache;
+	unsigned vcpus, memory_mib, log_level, boot_timeout_ms;
+	enum husk_accel accel;
+	enum husk_transport transport;
+	bool debug_console;
+	char sources[1024]; /* the files read, for the log: "" when none */
+	char warning[256];  /* something ignored, for the log: "" when none */
+};
+
+/* Loads the config file ($HUSK_CONFIG or /etc/husk/config.json), then the
+ * file or JSON body named by `options` (runtimeoptions.v1.Options; NULL:
+ * none) over it. An unknown key or a wrong type is an error naming the
+ * file and the key. */
+int shim_config_load(struct shim_config *c, const Google__Protobuf__Any *options,
+		     struct husk_err *err);
+void shim_config_free(struct shim_config *c);
+/* The config's state_dir, else libhusk's default. */
+const char *shim_config_state_dir(const struct shim_config *c, char *buf, size_t len);
 
 struct relay;
 struct proc;
+struct logger;
 
 struct shim {
 	struct shim_opts opt;
@@ -43,17 +72,26 @@ struct shim {
 	struct ttrpc_server *server;
 	struct ttrpc_client *events; /* to containerd, connected lazily */
 	bool events_broken;
+	bool shutting_down;
+	struct ev_deferred stop, teardown;
 
-	/* The container (one per shim). */
-	char *id, *bundle;
+	/* The VM and what comes from it besides replies. */
+	struct shim_config cfg;
 	struct husk_vm *vm;
 	struct ttrpc_client *agent;
 	struct ev_io *vm_io; /* QEMU's pidfd */
 	bool vm_lost;	     /* QEMU exited or the agent connection failed */
-	char *rootfs_mount;  /* bundle/rootfs while mounted by us */
-	struct proc *procs;  /* init first; never freed before exit */
-	bool shutting_down;
-	struct ev_deferred stop, teardown;
+	struct ev_io *log_io; /* the agent's log stream (guest.c) */
+	size_t log_len;
+	char log_buf[4096];
+	uint64_t event_seq; /* the last Sandbox.GetEvents event seen */
+	bool events_polling;
+
+	/* The container (one per shim). */
+	char *id, *bundle;
+	char *rootfs_mount;	  /* bundle/rootfs while mounted by us */
+	struct proc *procs;	  /* init first; freed at exit */
+	uint64_t oom_kills_seen; /* memory.events oom_kill already published */
 };
 
 struct waiter {
@@ -71,7 +109,11 @@ struct proc {
 	uint32_t pid; /* in the guest */
 	struct relay *in, *out, *err;
 	unsigned outputs_open; /* output relays still copying */
+	struct logger *logger;	/* binary:// stdout */
+	struct ttrpc_call *start_call;	/* Start waiting for the logger */
+	struct ttrpc_call *delete_call;	/* Delete waiting for the logger to exit */
 	bool started, wait_done, exited, deleted;
+	bool oom_check; /* killed: exit held until the OOM check answered */
 	uint32_t status;
 	struct timespec exited_at;
 	struct waiter *waiters;
@@ -84,6 +126,45 @@ int shim_service_register(struct shim *s, struct husk_err *err);
 void shim_vm_lost(struct shim *s, const char *why);
 /* Stops the VM if it runs and forgets it. */
 void shim_vm_teardown(struct shim *s);
+/* At exit, after the server is gone: every process, logger and waiter. */
+void shim_procs_free(struct shim *s);
+
+/* Publishes /tasks/exit once the process is gone for containerd. */
+void proc_maybe_exited(struct proc *p);
+
+/* guest.c: the agent's log stream into the shim log, and the agent's
+ * events (Sandbox.GetEvents): OOM kills become /tasks/oom. */
+int guest_log_start(struct shim *s, struct husk_err *err);
+void guest_log_stop(struct shim *s);
+void guest_events_start(struct shim *s);
+/* Asks the agent for the container's OOM kill count and publishes
+ * /tasks/oom when it grew; `p` (may be NULL) has its exit held until then. */
+void guest_oom_check(struct shim *s, struct proc *p);
+
+/* logio.c: containerd's stdio URIs and binary:// loggers. */
+enum stdio_kind { STDIO_FIFO, STDIO_FILE, STDIO_BINARY };
+struct stdio_uri {
+	enum stdio_kind kind;
+	char *path;	/* decoded */
+	char **args;	/* binary: "key", "value", ... from the query */
+	size_t n_args;
+};
+int stdio_uri_parse(const char *uri, struct stdio_uri *u, struct husk_err *err);
+void stdio_uri_free(struct stdio_uri *u);
+/* file://: creates the directories and opens for appending. */
+int stdio_open_file(const char *path, struct husk_err *err);
+int logger_start(struct ev_loop *loop, const struct stdio_uri *u, const char *ns, const char *id,
+		 const char *cwd, struct logger **out, struct husk_err *err);
+/* The write end of the logger's stdout (which 1) or stderr (2) pipe, once. */
+int logger_take_fd(struct logger *l, int which);
+/* Ready: it closed (or wrote to) fd 5, or exited. */
+bool logger_ready(const struct logger *l);
+void logger_when_ready(struct logger *l, void (*fn)(void *data), void *data);
+/* Closes our pipe ends, SIGTERM, SIGKILL 12 s later. False when it has
+ * exited already; else `done` runs once it has. */
+bool logger_stop(struct logger *l, void (*done)(void *data), void *data);
+/* SIGKILL if still running, reap, free. NULL is ignored. */
+void logger_free(struct logger *l);
 
 /* relay.c: copies one byte stream from src to dst (both owned). */
 typedef void (*relay_done_fn)(void *data, int tag);
@@ -106,5 +187,9 @@ void shim_publish(struct shim *s, const char *topic, const ProtobufCMessage *eve
  * state directory are limited to 107 bytes). */
 void shim_vm_name(const char *ns, const char *id, char *out, size_t len);
 __attribute__((format(printf, 1, 2))) void shim_log(const char *fmt, ...);
+/* One logrus-style line at `level` ("debug", "info", "warning", "error"),
+ * with `source=SOURCE` when source is not NULL. */
+__attribute__((format(printf, 3, 4))) void shim_log_at(const char *level, const char *source,
+						      const char *fmt, ...);
 
 #endif
