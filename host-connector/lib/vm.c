@@ -22,12 +22,12 @@
 #include "husk/path.h"
 #include "internal.h"
 
-#define ARGV_MAX 96
+#define ARGV_MAX 128
 
 struct argv_buf {
 	const char *argv[ARGV_MAX];
 	size_t n;
-	char strings[16][PATH_MAX + 64]; /* formatted arguments */
+	char strings[16 + HUSK_HOTPLUG_MAX][PATH_MAX + 64]; /* formatted arguments */
 	size_t n_strings;
 	bool overflow;
 };

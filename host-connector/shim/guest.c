@@ -96,7 +96,7 @@ int guest_log_start(struct shim *s, struct husk_err *err)
 {
 	int fd = husk_vm_log_fd(s->vm); /* owned by the VM */
 	if (fd < 0) {
-		shim_log("container %s: the agent's log stream did not connect", s->id);
+		shim_log("shim for %s: the agent's log stream did not connect", s->opt.id);
 		return 0;
 	}
 	return ev_io_add(s->loop, fd, EPOLLIN, on_log, s, &s->log_io, err);
@@ -111,7 +111,7 @@ void guest_log_stop(struct shim *s)
 /* ---- OOM ---- */
 
 struct oom_check {
-	struct shim *s;
+	struct ctr *c;
 	struct proc *p;
 };
 
@@ -130,22 +130,23 @@ static uint64_t oom_kills(const Containerd__Task__V2__StatsResponse *r)
 
 static void on_oom_stats(struct ttrpc_reply *reply, void *data)
 {
-	struct oom_check *c = data;
+	struct oom_check *oc = data;
+	struct ctr *c = oc->c;
 	struct shim *s = c->s;
-	struct proc *p = c->p;
-	free(c);
+	struct proc *p = oc->p;
+	free(oc);
 	if (reply->status.code == TTRPC_OK) {
 		uint64_t n = oom_kills((const Containerd__Task__V2__StatsResponse *)reply->msg);
-		if (n > s->oom_kills_seen) {
-			s->oom_kills_seen = n;
-			shim_log("container %s: OOM kill (memory.events oom_kill %llu)", s->id,
+		if (n > c->oom_kills_seen) {
+			c->oom_kills_seen = n;
+			shim_log("container %s: OOM kill (memory.events oom_kill %llu)", c->id,
 				 (unsigned long long)n);
 			Containerd__Events__TaskOOM ev = CONTAINERD__EVENTS__TASK_OOM__INIT;
-			ev.container_id = s->id;
+			ev.container_id = c->id;
 			shim_publish(s, "/tasks/oom", &ev.base);
 		}
 	} else if (s->opt.debug && !s->vm_lost) {
-		shim_log_at("debug", NULL, "OOM check for %s: %s", s->id, reply->status.message);
+		shim_log_at("debug", NULL, "OOM check for %s: %s", c->id, reply->status.message);
 	}
 	if (p && p->oom_check) {
 		p->oom_check = false;
@@ -153,16 +154,17 @@ static void on_oom_stats(struct ttrpc_reply *reply, void *data)
 	}
 }
 
-void guest_oom_check(struct shim *s, struct proc *p)
+void guest_oom_check(struct ctr *ctr, struct proc *p)
 {
-	if (!s->agent || s->vm_lost || !s->id)
+	struct shim *s = ctr->s;
+	if (!s->agent || s->vm_lost)
 		return;
 	struct oom_check *c = calloc(1, sizeof(*c));
 	if (!c)
 		return;
-	*c = (struct oom_check){ .s = s, .p = p };
+	*c = (struct oom_check){ .c = ctr, .p = p };
 	Containerd__Task__V2__StatsRequest req = CONTAINERD__TASK__V2__STATS_REQUEST__INIT;
-	req.id = s->id;
+	req.id = ctr->id;
 	const struct ttrpc_call_opts opts = { .timeout_ns = OOM_CHECK_TIMEOUT_NS };
 	if (ttrpc_client_start(s->agent, SHIM_TASK_SERVICE, "Stats", &req.base, NULL, 0,
 			       &containerd__task__v2__stats_response__descriptor, &opts,
@@ -182,23 +184,22 @@ static void on_events(struct ttrpc_reply *reply, void *data)
 	s->events_polling = false;
 	if (reply->status.code != TTRPC_OK) {
 		if (!s->vm_lost && !s->shutting_down)
-			shim_log("agent events for %s: %s: %s", s->id,
+			shim_log("agent events for %s: %s: %s", s->opt.id,
 				 ttrpc_code_name(reply->status.code), reply->status.message);
 		return;
 	}
 	const Husk__Sandbox__V1__GetEventsResponse *r =
 		(const Husk__Sandbox__V1__GetEventsResponse *)reply->msg;
-	bool oom = false;
 	for (size_t i = 0; i < r->n_events; i++) {
 		const Husk__Sandbox__V1__Event *e = r->events[i];
 		if (e->seq > s->event_seq)
 			s->event_seq = e->seq;
-		if (e->type == HUSK__SANDBOX__V1__EVENT__TYPE__OOM && s->id &&
-		    strcmp(e->container_id, s->id) == 0)
-			oom = true;
+		struct ctr *c = e->type == HUSK__SANDBOX__V1__EVENT__TYPE__OOM
+					? shim_ctr_find(s, e->container_id)
+					: NULL;
+		if (c)
+			guest_oom_check(c, NULL);
 	}
-	if (oom)
-		guest_oom_check(s, NULL);
 	guest_events_start(s);
 }
 
@@ -213,7 +214,7 @@ void guest_events_start(struct shim *s)
 				   &husk__sandbox__v1__get_events_response__descriptor, NULL,
 				   on_events, s);
 	if (r < 0)
-		shim_log("agent events for %s: %s", s->id, strerror(-r));
+		shim_log("agent events for %s: %s", s->opt.id, strerror(-r));
 	else
 		s->events_polling = true;
 }

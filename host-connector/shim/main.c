@@ -93,10 +93,12 @@ void shim_vm_name(const char *ns, const char *id, char *out, size_t len)
 	snprintf(out, len, "ctr-%016llx", (unsigned long long)h);
 }
 
-/* <hash of containerd address, namespace, id>.sock */
+/* <hash of containerd address, namespace, id>.sock; a pod's containers
+ * use their sandbox's id, so that they reach the shim that runs its VM. */
 static void socket_name(const struct shim_opts *o, char *out, size_t len)
 {
-	uint64_t h = fnv64(fnv64(fnv64(1469598103934665603ull, o->address), o->namespace_), o->id);
+	uint64_t h = fnv64(fnv64(fnv64(1469598103934665603ull, o->address), o->namespace_),
+			   o->group ? o->group : o->id);
 	snprintf(out, len, "%016llx.sock", (unsigned long long)h);
 }
 
@@ -165,8 +167,6 @@ out:
 	if (s.loop)
 		ev_loop_free(s.loop);
 	shim_config_free(&s.cfg);
-	free(s.id);
-	free(s.bundle);
 	unlink(opt->socket);
 	shim_log("shim for %s exits", opt->id);
 	return rc < 0 ? 1 : 0;
@@ -233,6 +233,16 @@ static int cmd_start(struct shim_opts *o)
 	} else {
 		husk_default_state_dir(state, sizeof(state));
 	}
+	/* As containerd-shim-runc-v2: a pod's containers are grouped under its
+	 * sandbox id (the CRI annotations in the bundle's config.json). */
+	enum shim_pod_role role;
+	char sandbox[256];
+	if (shim_pod_role_file("config.json", &role, sandbox, sizeof(sandbox), &err) < 0) {
+		fprintf(stderr, "containerd-shim-husk-v2: %s\n", err.msg);
+		return 1;
+	}
+	if (role == SHIM_POD_CONTAINER)
+		o->group = sandbox;
 	if (socket_path(o, state, path, sizeof(path), &err) < 0) {
 		fprintf(stderr, "containerd-shim-husk-v2: %s\n", err.msg);
 		return 1;

@@ -35,21 +35,61 @@ static const Google__Protobuf__Empty empty = GOOGLE__PROTOBUF__EMPTY__INIT;
 
 /* ---- processes ---- */
 
-static struct proc *proc_find(struct shim *s, const char *exec_id)
+struct ctr *shim_ctr_find(struct shim *s, const char *id)
 {
-	for (struct proc *p = s->procs; p; p = p->next)
+	for (struct ctr *c = s->ctrs; c; c = c->next)
+		if (!c->deleted && strcmp(c->id, id) == 0)
+			return c;
+	return NULL;
+}
+
+static struct ctr *ctr_new(struct shim *s, const char *id, const char *bundle,
+			   enum shim_pod_role role)
+{
+	struct ctr *c = calloc(1, sizeof(*c));
+	if (!c)
+		return NULL;
+	*c = (struct ctr){ .s = s, .id = strdup(id), .bundle = strdup(bundle), .role = role,
+			   .image_hold = -1 };
+	if (!c->id || !c->bundle) {
+		free(c->id);
+		free(c->bundle);
+		free(c);
+		return NULL;
+	}
+	struct ctr **pp = &s->ctrs;
+	while (*pp)
+		pp = &(*pp)->next;
+	*pp = c;
+	return c;
+}
+
+/* containerd's rootfs mounts on the host, once the image is made. */
+static void ctr_unmount(struct ctr *c)
+{
+	if (c->rootfs_mount) {
+		umount2(c->rootfs_mount, MNT_DETACH);
+		free(c->rootfs_mount);
+		c->rootfs_mount = NULL;
+	}
+}
+
+static struct proc *proc_find(struct ctr *c, const char *exec_id)
+{
+	for (struct proc *p = c->procs; p; p = p->next)
 		if (!p->deleted && strcmp(p->exec_id, exec_id ? exec_id : "") == 0)
 			return p;
 	return NULL;
 }
 
-static struct proc *proc_new(struct shim *s, const char *exec_id, const char *in, const char *out,
+static struct proc *proc_new(struct ctr *c, const char *exec_id, const char *in, const char *out,
 			     const char *errp, bool terminal)
 {
 	struct proc *p = calloc(1, sizeof(*p));
 	if (!p)
 		return NULL;
-	p->s = s;
+	p->s = c->s;
+	p->c = c;
 	p->exec_id = strdup(exec_id);
 	p->stdin_path = strdup(in);
 	p->stdout_path = strdup(out);
@@ -71,7 +111,7 @@ static struct proc *proc_new(struct shim *s, const char *exec_id, const char *in
 		return NULL;
 	}
 	/* Append: init stays first. */
-	struct proc **pp = &s->procs;
+	struct proc **pp = &c->procs;
 	while (*pp)
 		pp = &(*pp)->next;
 	*pp = p;
@@ -96,11 +136,11 @@ static void proc_drop(struct proc *p)
 	p->logger = NULL;
 }
 
-void shim_procs_free(struct shim *s)
+static void ctr_procs_free(struct ctr *c)
 {
-	while (s->procs) {
-		struct proc *p = s->procs;
-		s->procs = p->next;
+	while (c->procs) {
+		struct proc *p = c->procs;
+		c->procs = p->next;
 		proc_close_io(p);
 		logger_free(p->logger);
 		while (p->waiters) { /* their calls went with the server */
@@ -116,9 +156,23 @@ void shim_procs_free(struct shim *s)
 	}
 }
 
+void shim_procs_free(struct shim *s)
+{
+	while (s->ctrs) {
+		struct ctr *c = s->ctrs;
+		s->ctrs = c->next;
+		ctr_procs_free(c);
+		ctr_unmount(c);
+		husk_image_release(c->image_hold);
+		free(c->id);
+		free(c->bundle);
+		free(c);
+	}
+}
+
 static const char *task_id(const struct proc *p)
 {
-	return *p->exec_id ? p->exec_id : p->s->id;
+	return *p->exec_id ? p->exec_id : p->c->id;
 }
 
 static void fill_ts(Google__Protobuf__Timestamp *ts, const struct timespec *t)
@@ -149,7 +203,7 @@ void proc_maybe_exited(struct proc *p)
 	Google__Protobuf__Timestamp ts = GOOGLE__PROTOBUF__TIMESTAMP__INIT;
 	fill_ts(&ts, &p->exited_at);
 	Ev(TaskExit) ev = CONTAINERD__EVENTS__TASK_EXIT__INIT;
-	ev.container_id = s->id;
+	ev.container_id = p->c->id;
 	ev.id = (char *)task_id(p);
 	ev.pid = p->pid;
 	ev.exit_status = p->status;
@@ -236,8 +290,8 @@ static int open_host_stdio(struct proc *p, int which, struct husk_err *err)
 /* A binary:// stdout: its logger starts with the process (Create, Exec),
  * as containerd-shim-runc-v2 starts it in createIO; CONTAINER_ID is the
  * task's id (the exec id for an exec). */
-static int open_logger(struct shim *s, const char *task, const char *stdout_uri,
-		       struct logger **out, struct husk_err *err)
+static int open_logger(struct shim *s, const char *task, const char *bundle,
+		       const char *stdout_uri, struct logger **out, struct husk_err *err)
 {
 	*out = NULL;
 	if (!*stdout_uri)
@@ -247,7 +301,7 @@ static int open_logger(struct shim *s, const char *task, const char *stdout_uri,
 	if (rc < 0)
 		return rc;
 	if (u.kind == STDIO_BINARY) {
-		rc = logger_start(s->loop, &u, s->opt.namespace_, task, s->bundle, out, err);
+		rc = logger_start(s->loop, &u, s->opt.namespace_, task, bundle, out, err);
 		if (rc == 0)
 			shim_log("%s: logger %s started", task, u.path);
 	}
@@ -315,7 +369,8 @@ void shim_vm_lost(struct shim *s, const char *why)
 		return;
 	s->vm_lost = true;
 	bool any = false;
-	for (struct proc *p = s->procs; p; p = p->next) {
+	for (struct ctr *c = s->ctrs; c; c = c->next)
+	for (struct proc *p = c->procs; p; p = p->next) {
 		if (p->oom_check && p->wait_done && !p->exited) {
 			p->oom_check = false;
 			proc_maybe_exited(p);
@@ -330,7 +385,7 @@ void shim_vm_lost(struct shim *s, const char *why)
 		relay_abort_source(p->err);
 		proc_maybe_exited(p);
 	}
-	shim_log("container %s: the VM is gone (%s)%s", s->id ? s->id : "?", why,
+	shim_log("shim for %s: the VM is gone (%s)%s", s->opt.id, why,
 		 any ? "; its processes are reported exited with status 255" : "");
 }
 
@@ -338,8 +393,9 @@ void shim_vm_teardown(struct shim *s)
 {
 	/* What freeing the agent client cancels is no news about the VM. */
 	s->vm_lost = true;
-	for (struct proc *p = s->procs; p; p = p->next)
-		proc_close_io(p);
+	for (struct ctr *c = s->ctrs; c; c = c->next)
+		for (struct proc *p = c->procs; p; p = p->next)
+			proc_close_io(p);
 	guest_log_stop(s); /* the fd goes with the VM */
 	ttrpc_client_free(s->agent);
 	s->agent = NULL;
@@ -352,10 +408,11 @@ void shim_vm_teardown(struct shim *s)
 		husk_vm_free(s->vm);
 		s->vm = NULL;
 	}
-	if (s->rootfs_mount) {
-		umount2(s->rootfs_mount, MNT_DETACH);
-		free(s->rootfs_mount);
-		s->rootfs_mount = NULL;
+	/* Nothing uses the images any more. */
+	for (struct ctr *c = s->ctrs; c; c = c->next) {
+		ctr_unmount(c);
+		husk_image_release(c->image_hold);
+		c->image_hold = -1;
 	}
 }
 
@@ -478,7 +535,7 @@ static char *read_file(const char *path, struct husk_err *err)
 
 /* containerd's mounts for the rootfs (snapshotter overlay or bind) onto
  * bundle/rootfs, as containerd's mount.All does. */
-static int mount_rootfs(struct shim *s, const Task(CreateTaskRequest) *r, const char *target,
+static int mount_rootfs(struct ctr *c, const Task(CreateTaskRequest) *r, const char *target,
 			struct husk_err *err)
 {
 	for (size_t i = 0; i < r->n_rootfs; i++) {
@@ -513,20 +570,20 @@ static int mount_rootfs(struct shim *s, const Task(CreateTaskRequest) *r, const 
 		if (mount(m->source, target, type, flags, dl ? data : NULL) < 0)
 			return husk_err_sys(err, -errno, "mount %s (%s) on %s", m->source, m->type,
 					    target);
-		if (!s->rootfs_mount)
-			s->rootfs_mount = strdup(target);
+		if (!c->rootfs_mount)
+			c->rootfs_mount = strdup(target);
 	}
 	return 0;
 }
 
 /* The host directory that becomes the container's rootfs image. */
-static int rootfs_dir(struct shim *s, const Task(CreateTaskRequest) *r, const char *spec,
+static int rootfs_dir(struct ctr *c, const Task(CreateTaskRequest) *r, const char *spec,
 		      char *out, size_t len, struct husk_err *err)
 {
 	if (r->n_rootfs) {
 		if (husk_path_fmt(out, len, "%s/rootfs", r->bundle) < 0)
 			return husk_err_set(err, -ENAMETOOLONG, "bundle %s: path too long", r->bundle);
-		return mount_rootfs(s, r, out, err);
+		return mount_rootfs(c, r, out, err);
 	}
 	struct json_object *o = json_tokener_parse(spec), *root, *path;
 	if (!o)
@@ -559,10 +616,10 @@ static void spec_hostname(const char *spec, char *out, size_t len)
 
 /* <bundle>/husk-vm names the VM's state directory, for `delete` after a
  * shim that is gone (its config may have named another state_dir). */
-static void record_vm_dir(struct shim *s)
+static void record_vm_dir(struct shim *s, const char *bundle)
 {
 	char path[PATH_MAX];
-	if (husk_path_fmt(path, sizeof(path), "%s/" SHIM_VM_RECORD, s->bundle) < 0)
+	if (husk_path_fmt(path, sizeof(path), "%s/" SHIM_VM_RECORD, bundle) < 0)
 		return;
 	FILE *f = fopen(path, "we");
 	if (!f || fprintf(f, "%s\n", husk_vm_dir(s->vm)) < 0 || fclose(f) != 0) {
@@ -572,7 +629,7 @@ static void record_vm_dir(struct shim *s)
 	}
 }
 
-static void log_config(const struct shim *s)
+static void log_config(const struct shim *s, const char *id)
 {
 	const struct shim_config *c = &s->cfg;
 	char mem[32] = "default", cpus[16] = "default";
@@ -580,56 +637,76 @@ static void log_config(const struct shim *s)
 		snprintf(mem, sizeof(mem), "%u MiB", c->memory_mib);
 	if (c->vcpus)
 		snprintf(cpus, sizeof(cpus), "%u", c->vcpus);
-	shim_log("container %s: config %s: vcpus %s, memory %s, accel %s", s->id,
+	shim_log("container %s: config %s: vcpus %s, memory %s, accel %s", id,
 		 *c->sources ? c->sources : "(defaults)", cpus, mem, husk_accel_name(c->accel));
 	if (*c->warning)
-		shim_log_at("warning", NULL, "container %s: %s", s->id, c->warning);
+		shim_log_at("warning", NULL, "container %s: %s", id, c->warning);
 }
 
-static int boot_vm(struct shim *s, const Task(CreateTaskRequest) *r, const char *spec,
-		   char **guest_bundle, struct husk_err *err)
+/* The container's rootfs as an image: made (or found in the cache) from
+ * containerd's mounts or root.path, held until the VM no longer uses it. */
+static int ctr_image(struct ctr *c, const Task(CreateTaskRequest) *r, const char *spec,
+		     char **image, struct husk_err *err)
 {
-	char dir[PATH_MAX], name[BOOT_NAME_MAX + 1], host[256];
+	char dir[PATH_MAX];
+	int rc = rootfs_dir(c, r, spec, dir, sizeof(dir), err);
+	if (rc == 0)
+		rc = husk_image_from_dir_hold(c->s->cfg.image_cache, dir, image, &c->image_hold,
+					      err);
+	/* The image is a copy: containerd's mounts are not needed any more. */
+	ctr_unmount(c);
+	return rc;
+}
+
+/* The agent's Sandbox calls for a container: CreateSandbox for the VM's
+ * first, then CreateBundle on the container's disk. */
+static int guest_bundle(struct shim *s, struct ctr *c, const char *spec, const char *gspec,
+			bool first, char **bundle, struct husk_err *err)
+{
+	char host[256];
+	struct husk_agent *a = NULL;
+	spec_hostname(spec, host, sizeof(host));
+	int rc = husk_agent_open(s->vm, 30000, &a, err);
+	if (rc == 0 && first)
+		rc = husk_agent_create_sandbox(a, host, err);
+	if (rc == 0)
+		rc = husk_agent_create_bundle(a, c->id, gspec, c->serial, bundle, err);
+	husk_agent_close(a);
+	return rc;
+}
+
+/* `spec` is containerd's config.json, `gspec` what the guest gets. */
+static int boot_vm(struct shim *s, struct ctr *c, const Task(CreateTaskRequest) *r,
+		   const char *spec, const char *gspec, char **bundle, struct husk_err *err)
+{
+	char name[BOOT_NAME_MAX + 1];
 	_cleanup_free_ char *kernel = NULL, *initrd = NULL, *image = NULL;
 	int rc;
-	const struct shim_config *c = &s->cfg;
-	if ((rc = rootfs_dir(s, r, spec, dir, sizeof(dir), err)) < 0)
+	const struct shim_config *cf = &s->cfg;
+	if ((rc = ctr_image(c, r, spec, &image, err)) < 0)
 		return rc;
-	if (!(kernel = c->kernel ? strdup(c->kernel) : husk_default_path("kernel", err)) ||
-	    !(initrd = c->initrd ? strdup(c->initrd) : husk_default_path("initrd", err)))
+	if (!(kernel = cf->kernel ? strdup(cf->kernel) : husk_default_path("kernel", err)) ||
+	    !(initrd = cf->initrd ? strdup(cf->initrd) : husk_default_path("initrd", err)))
 		return err && err->code ? err->code : -ENOMEM;
-	if ((rc = husk_image_from_dir(c->image_cache, dir, &image, err)) < 0)
-		return rc;
-	/* The image is a copy: containerd's mounts are not needed any more. */
-	if (s->rootfs_mount) {
-		umount2(s->rootfs_mount, MNT_DETACH);
-		free(s->rootfs_mount);
-		s->rootfs_mount = NULL;
-	}
-	shim_vm_name(s->opt.namespace_, s->id, name, sizeof(name));
-	struct husk_disk disk = { .path = image, .serial = "rootfs0", .readonly = true };
+	shim_vm_name(s->opt.namespace_, c->id, name, sizeof(name));
+	snprintf(c->serial, sizeof(c->serial), "rootfs0");
+	struct husk_disk disk = { .path = image, .serial = c->serial, .readonly = true };
 	struct husk_vm_config cfg = {
-		.name = name, .state_dir = c->state_dir, .kernel = kernel, .initrd = initrd,
-		.cmdline_extra = c->cmdline_extra, .qemu = c->qemu, .vsockd = c->vsockd,
-		.vcpus = c->vcpus, .memory_mib = c->memory_mib, .accel = c->accel,
-		.transport = c->transport, .disks = &disk, .n_disks = 1,
-		.debug_console = c->debug_console, .log_level = (int)c->log_level,
-		.boot_timeout_ms = c->boot_timeout_ms, .die_with_parent = true,
+		.name = name, .state_dir = cf->state_dir, .kernel = kernel, .initrd = initrd,
+		.cmdline_extra = cf->cmdline_extra, .qemu = cf->qemu, .vsockd = cf->vsockd,
+		.vcpus = cf->vcpus, .memory_mib = cf->memory_mib, .accel = cf->accel,
+		.transport = cf->transport, .disks = &disk, .n_disks = 1,
+		.debug_console = cf->debug_console, .log_level = (int)cf->log_level,
+		.boot_timeout_ms = cf->boot_timeout_ms, .die_with_parent = true,
+		/* A pod's later containers come as hot-added disks. */
+		.hotplug_slots = c->role == SHIM_POD_SANDBOX ? SHIM_POD_SLOTS : 0,
 	};
 	if ((rc = husk_vm_start(&cfg, &s->vm, err)) < 0)
 		return rc;
-	record_vm_dir(s);
-	if ((rc = guest_log_start(s, err)) < 0)
+	record_vm_dir(s, c->bundle);
+	if ((rc = guest_log_start(s, err)) < 0 ||
+	    (rc = guest_bundle(s, c, spec, gspec, true, bundle, err)) < 0)
 		return rc;
-	struct husk_agent *a = NULL;
-	spec_hostname(spec, host, sizeof(host));
-	if ((rc = husk_agent_open(s->vm, 30000, &a, err)) < 0 ||
-	    (rc = husk_agent_create_sandbox(a, host, err)) < 0 ||
-	    (rc = husk_agent_create_bundle(a, r->id, spec, "rootfs0", guest_bundle, err)) < 0) {
-		husk_agent_close(a);
-		return rc;
-	}
-	husk_agent_close(a);
 	int fd = husk_vm_connect(s->vm, HUSK_AGENT_PORT, 0, err);
 	if (fd < 0)
 		return fd;
@@ -643,6 +720,40 @@ static int boot_vm(struct shim *s, const Task(CreateTaskRequest) *r, const char 
 	return 0;
 }
 
+/* A pod's container joins its sandbox's VM: its rootfs disk is hot-added. */
+static int join_vm(struct shim *s, struct ctr *c, const Task(CreateTaskRequest) *r,
+		   const char *spec, const char *gspec, char **bundle, struct husk_err *err)
+{
+	_cleanup_free_ char *image = NULL;
+	int rc;
+	if ((rc = ctr_image(c, r, spec, &image, err)) < 0)
+		return rc;
+	snprintf(c->serial, sizeof(c->serial), "rootfs%u", ++s->disks_added);
+	struct husk_disk disk = { .path = image, .serial = c->serial, .readonly = true };
+	if ((rc = husk_vm_add_disk(s->vm, &disk, err)) < 0)
+		return husk_err_wrap(err, "adding its rootfs to the pod's VM");
+	c->hotplugged = true;
+	return guest_bundle(s, c, spec, gspec, false, bundle, err);
+}
+
+/* A joined container leaves the VM: its disk goes (the agent has unmounted
+ * it), and so do its host-side mounts and image hold. */
+static void ctr_leave_vm(struct ctr *c)
+{
+	struct shim *s = c->s;
+	if (c->hotplugged && s->vm && !s->vm_lost) {
+		struct husk_err err = { 0 };
+		if (husk_vm_remove_disk(s->vm, c->serial, 0, &err) < 0)
+			shim_log("container %s: %s", c->id, err.msg);
+	}
+	c->hotplugged = false;
+	ctr_unmount(c);
+	/* QEMU keeps the file open until the guest lets the slot go; its own
+	 * lock keeps a prune away until then. */
+	husk_image_release(c->image_hold);
+	c->image_hold = -1;
+}
+
 static void after_create(struct fwd *f, ProtobufCMessage *msg)
 {
 	struct shim *s = f->s;
@@ -651,9 +762,10 @@ static void after_create(struct fwd *f, ProtobufCMessage *msg)
 	struct husk_err err = { 0 };
 	p->pid = resp->pid;
 	if (proc_connect_io(p, &err) < 0) {
-		shim_log("create %s: %s", s->id, err.msg);
+		shim_log("create %s: %s", p->c->id, err.msg);
 		if (f->call)
-			ttrpc_call_fail(f->call, TTRPC_INTERNAL, "stdio of %s: %s", s->id, err.msg);
+			ttrpc_call_fail(f->call, TTRPC_INTERNAL, "stdio of %s: %s", p->c->id,
+					err.msg);
 		return;
 	}
 	Ev(TaskIO) io = CONTAINERD__EVENTS__TASK_IO__INIT;
@@ -662,8 +774,8 @@ static void after_create(struct fwd *f, ProtobufCMessage *msg)
 	io.stderr = p->stderr_path;
 	io.terminal = p->terminal;
 	Ev(TaskCreate) ev = CONTAINERD__EVENTS__TASK_CREATE__INIT;
-	ev.container_id = s->id;
-	ev.bundle = s->bundle;
+	ev.container_id = p->c->id;
+	ev.bundle = p->c->bundle;
 	ev.io = &io;
 	ev.pid = p->pid;
 	shim_publish(s, "/tasks/create", &ev.base);
@@ -671,55 +783,107 @@ static void after_create(struct fwd *f, ProtobufCMessage *msg)
 		ttrpc_call_reply(f->call, msg);
 }
 
+/* Whether container `r` may be created in this shim, and how: a VM of its
+ * own (the shim's first), or joining the pod's sandbox's VM. */
+static bool create_allowed(struct shim *s, struct ttrpc_call *call,
+			   const Task(CreateTaskRequest) *r, enum shim_pod_role role,
+			   const char *sandbox)
+{
+	struct ctr *owner = s->ctrs;
+	if (shim_ctr_find(s, r->id)) {
+		ttrpc_call_fail(call, TTRPC_ALREADY_EXISTS, "container %s: already exists", r->id);
+		return false;
+	}
+	if (role != SHIM_POD_CONTAINER) {
+		if (owner)
+			ttrpc_call_fail(call, TTRPC_ALREADY_EXISTS,
+					"this shim already runs container %s", owner->id);
+		return !owner;
+	}
+	if (!owner || owner->role != SHIM_POD_SANDBOX || strcmp(owner->id, sandbox) != 0) {
+		ttrpc_call_fail(call, TTRPC_FAILED_PRECONDITION,
+				"container %s: its pod sandbox %s does not run in this shim", r->id,
+				sandbox);
+		return false;
+	}
+	if (owner->deleted || !s->vm || s->vm_lost || !owner->procs || !owner->procs->pid) {
+		ttrpc_call_fail(call, TTRPC_FAILED_PRECONDITION,
+				"container %s: pod sandbox %s is not running", r->id, sandbox);
+		return false;
+	}
+	return true;
+}
+
 static void on_create(struct ttrpc_call *call, const ProtobufCMessage *req, void *data)
 {
 	struct shim *s = data;
 	const Task(CreateTaskRequest) *r = (const Task(CreateTaskRequest) *)req;
 	struct husk_err err = { 0 };
-	if (s->id) {
-		ttrpc_call_fail(call, TTRPC_ALREADY_EXISTS, "this shim already runs container %s", s->id);
-		return;
-	}
 	if (*r->checkpoint) {
 		ttrpc_call_fail(call, TTRPC_UNIMPLEMENTED, "checkpoint/restore is not supported");
 		return;
 	}
-	s->id = strdup(r->id);
-	s->bundle = strdup(r->bundle);
-	if (!s->id || !s->bundle) {
-		ttrpc_call_fail(call, TTRPC_RESOURCE_EXHAUSTED, "out of memory");
-		return;
-	}
-	char path[PATH_MAX];
-	_cleanup_free_ char *spec = NULL, *guest_bundle = NULL;
+	char path[PATH_MAX], sandbox[256];
+	_cleanup_free_ char *spec = NULL, *gspec = NULL, *guest_bundle = NULL;
+	enum shim_pod_role role;
 	if (husk_path_fmt(path, sizeof(path), "%s/config.json", r->bundle) < 0) {
 		ttrpc_call_fail(call, TTRPC_INVALID_ARGUMENT, "bundle %s: path too long", r->bundle);
 		return;
 	}
-	/* A bad config is the caller's error, named as such. */
-	if (shim_config_load(&s->cfg, r->options ? r->options : s->opt.start_options, &err) < 0) {
-		shim_log("create %s: %s", r->id, err.msg);
+	if (!(spec = read_file(path, &err)) ||
+	    shim_pod_role(spec, &role, sandbox, sizeof(sandbox), &err) < 0) {
 		ttrpc_call_fail(call, TTRPC_INVALID_ARGUMENT, "create %s: %s", r->id, err.msg);
 		return;
 	}
-	log_config(s);
+	if (!create_allowed(s, call, r, role, sandbox))
+		return;
+	bool join = role == SHIM_POD_CONTAINER;
+	/* A bad config is the caller's error, named as such. A pod's later
+	 * containers run in the VM the sandbox's config made. */
+	if (!join) {
+		if (shim_config_load(&s->cfg, r->options ? r->options : s->opt.start_options,
+				     &err) < 0) {
+			shim_log("create %s: %s", r->id, err.msg);
+			ttrpc_call_fail(call, TTRPC_INVALID_ARGUMENT, "create %s: %s", r->id,
+					err.msg);
+			return;
+		}
+		log_config(s, r->id);
+	}
+	if (role != SHIM_POD_NONE &&
+	    !(gspec = shim_pod_rewrite_spec(spec, role, join ? s->ctrs->procs->pid : 0, &err))) {
+		ttrpc_call_fail(call, TTRPC_INVALID_ARGUMENT, "create %s: %s", r->id, err.msg);
+		return;
+	}
+	struct ctr *c = ctr_new(s, r->id, r->bundle, role);
+	if (!c) {
+		ttrpc_call_fail(call, TTRPC_RESOURCE_EXHAUSTED, "out of memory");
+		return;
+	}
 	struct logger *lg = NULL;
-	if (open_logger(s, r->id, r->stdout, &lg, &err) < 0 || !(spec = read_file(path, &err)) ||
-	    boot_vm(s, r, spec, &guest_bundle, &err) < 0) {
+	const char *guest_spec = gspec ? gspec : spec;
+	if (open_logger(s, r->id, r->bundle, r->stdout, &lg, &err) < 0 ||
+	    (join ? join_vm(s, c, r, spec, guest_spec, &guest_bundle, &err)
+		  : boot_vm(s, c, r, spec, guest_spec, &guest_bundle, &err)) < 0) {
 		logger_free(lg);
 		shim_log("create %s: %s", r->id, err.msg);
-		if (s->vm) {
-			char tail[1024];
-			husk_vm_console_tail(s->vm, tail, sizeof(tail));
-			if (*tail)
-				shim_log("guest console (last lines):\n%s", tail);
+		if (join) {
+			ctr_leave_vm(c);
+		} else {
+			if (s->vm) {
+				char tail[1024];
+				husk_vm_console_tail(s->vm, tail, sizeof(tail));
+				if (*tail)
+					shim_log("guest console (last lines):\n%s", tail);
+			}
+			shim_vm_teardown(s);
 		}
-		shim_vm_teardown(s);
+		c->deleted = true;
 		ttrpc_call_fail(call, err.code == -ENOENT ? TTRPC_NOT_FOUND : TTRPC_INTERNAL,
 				"create %s: %s", r->id, err.msg);
 		return;
 	}
-	struct proc *p = proc_new(s, "", r->stdin, r->stdout, r->stderr, r->terminal);
+	struct proc *p = proc_new(c, "", r->stdin, r->stdout, r->stderr, r->terminal);
 	if (!p) {
 		logger_free(lg);
 		ttrpc_call_fail(call, TTRPC_RESOURCE_EXHAUSTED, "out of memory");
@@ -764,7 +928,7 @@ static void on_agent_wait(struct ttrpc_reply *reply, void *data)
 	proc_set_exit(p, w->exit_status, &at);
 	/* SIGKILL may be the OOM killer's: /tasks/oom goes first if so. */
 	if (w->exit_status == 128 + 9)
-		guest_oom_check(p->s, p);
+		guest_oom_check(p->c, p);
 	proc_maybe_exited(p);
 }
 
@@ -777,7 +941,7 @@ static void after_start(struct fwd *f, ProtobufCMessage *msg)
 	if (resp->pid)
 		p->pid = resp->pid;
 	Task(WaitRequest) wr = CONTAINERD__TASK__V2__WAIT_REQUEST__INIT;
-	wr.id = s->id;
+	wr.id = p->c->id;
 	wr.exec_id = p->exec_id;
 	int r = ttrpc_client_start(s->agent, SHIM_TASK_SERVICE, "Wait", &wr.base, NULL, 0,
 				   &containerd__task__v2__wait_response__descriptor, NULL,
@@ -788,13 +952,13 @@ static void after_start(struct fwd *f, ProtobufCMessage *msg)
 	}
 	if (*p->exec_id) {
 		Ev(TaskExecStarted) ev = CONTAINERD__EVENTS__TASK_EXEC_STARTED__INIT;
-		ev.container_id = s->id;
+		ev.container_id = p->c->id;
 		ev.exec_id = p->exec_id;
 		ev.pid = p->pid;
 		shim_publish(s, "/tasks/exec-started", &ev.base);
 	} else {
 		Ev(TaskStart) ev = CONTAINERD__EVENTS__TASK_START__INIT;
-		ev.container_id = s->id;
+		ev.container_id = p->c->id;
 		ev.pid = p->pid;
 		shim_publish(s, "/tasks/start", &ev.base);
 	}
@@ -806,11 +970,12 @@ static void after_start(struct fwd *f, ProtobufCMessage *msg)
 static struct proc *lookup(struct shim *s, struct ttrpc_call *call, const char *id,
 			   const char *exec_id)
 {
-	if (!s->id || strcmp(id, s->id) != 0) {
+	struct ctr *c = shim_ctr_find(s, id);
+	if (!c) {
 		ttrpc_call_fail(call, TTRPC_NOT_FOUND, "container %s: not found", id);
 		return NULL;
 	}
-	struct proc *p = proc_find(s, exec_id);
+	struct proc *p = proc_find(c, exec_id);
 	if (!p)
 		ttrpc_call_fail(call, TTRPC_NOT_FOUND, "process %s in container %s: not found",
 				exec_id && *exec_id ? exec_id : "init", id);
@@ -820,7 +985,7 @@ static struct proc *lookup(struct shim *s, struct ttrpc_call *call, const char *
 static void forward_start(struct proc *p, struct ttrpc_call *call)
 {
 	Task(StartRequest) req = CONTAINERD__TASK__V2__START_REQUEST__INIT;
-	req.id = p->s->id;
+	req.id = p->c->id;
 	req.exec_id = p->exec_id;
 	forward(p->s, call, "Start", &req.base, &containerd__task__v2__start_response__descriptor,
 		after_start, p, AGENT_TIMEOUT_NS);
@@ -877,7 +1042,7 @@ static void after_exec(struct fwd *f, ProtobufCMessage *msg)
 		return;
 	}
 	Ev(TaskExecAdded) ev = CONTAINERD__EVENTS__TASK_EXEC_ADDED__INIT;
-	ev.container_id = s->id;
+	ev.container_id = p->c->id;
 	ev.exec_id = p->exec_id;
 	shim_publish(s, "/tasks/exec-added", &ev.base);
 	if (f->call)
@@ -888,20 +1053,22 @@ static void on_exec(struct ttrpc_call *call, const ProtobufCMessage *req, void *
 {
 	struct shim *s = data;
 	const Task(ExecProcessRequest) *r = (const Task(ExecProcessRequest) *)req;
-	if (!lookup(s, call, r->id, "") || !agent_up(s, call))
+	struct proc *init = lookup(s, call, r->id, "");
+	if (!init || !agent_up(s, call))
 		return;
-	if (!*r->exec_id || proc_find(s, r->exec_id)) {
+	struct ctr *c = init->c;
+	if (!*r->exec_id || proc_find(c, r->exec_id)) {
 		ttrpc_call_fail(call, TTRPC_ALREADY_EXISTS, "exec %s: already exists or empty",
 				r->exec_id);
 		return;
 	}
 	struct husk_err err = { 0 };
 	struct logger *lg = NULL;
-	if (open_logger(s, r->exec_id, r->stdout, &lg, &err) < 0) {
+	if (open_logger(s, r->exec_id, c->bundle, r->stdout, &lg, &err) < 0) {
 		ttrpc_call_fail(call, TTRPC_INVALID_ARGUMENT, "exec %s: %s", r->exec_id, err.msg);
 		return;
 	}
-	struct proc *p = proc_new(s, r->exec_id, r->stdin, r->stdout, r->stderr, r->terminal);
+	struct proc *p = proc_new(c, r->exec_id, r->stdin, r->stdout, r->stderr, r->terminal);
 	if (!p) {
 		logger_free(lg);
 		ttrpc_call_fail(call, TTRPC_RESOURCE_EXHAUSTED, "out of memory");
@@ -957,11 +1124,10 @@ static void on_wait(struct ttrpc_call *call, const ProtobufCMessage *req, void *
 
 static void state_local(struct ttrpc_call *call, struct proc *p)
 {
-	struct shim *s = p->s;
 	Google__Protobuf__Timestamp ts = GOOGLE__PROTOBUF__TIMESTAMP__INIT;
 	Task(StateResponse) resp = CONTAINERD__TASK__V2__STATE_RESPONSE__INIT;
 	resp.id = (char *)task_id(p);
-	resp.bundle = s->bundle;
+	resp.bundle = p->c->bundle;
 	resp.pid = p->pid;
 	resp.stdin = p->stdin_path;
 	resp.stdout = p->stdout_path;
@@ -994,7 +1160,7 @@ static void after_state(struct fwd *f, ProtobufCMessage *msg)
 	}
 	Task(StateResponse) out = *resp;
 	out.id = (char *)task_id(p);
-	out.bundle = p->s->bundle;
+	out.bundle = p->c->bundle;
 	out.stdin = p->stdin_path;
 	out.stdout = p->stdout_path;
 	out.stderr = p->stderr_path;
@@ -1043,7 +1209,14 @@ static void reply_delete(struct ttrpc_call *call, const struct proc *p)
 
 static void teardown_cb(void *data)
 {
-	shim_vm_teardown(data);
+	struct shim *s = data;
+	/* A pod's sandbox deleted under its containers: they lose the VM. */
+	for (struct ctr *c = s->ctrs; c; c = c->next)
+		if (!c->deleted) {
+			shim_vm_lost(s, "the pod's sandbox was deleted");
+			break;
+		}
+	shim_vm_teardown(s);
 }
 
 static void on_logger_gone(void *data)
@@ -1064,24 +1237,31 @@ static void delete_cancel(struct ttrpc_call *call, void *data)
 static void finish_delete(struct ttrpc_call *call, struct proc *p)
 {
 	struct shim *s = p->s;
+	struct ctr *c = p->c;
 	if (!p->wait_done) /* deleted before it ran: as runc, "killed" */
 		proc_set_exit(p, 128 + 9, NULL);
 	p->deleted = true;
 	proc_close_io(p);
 	if (!*p->exec_id) {
-		/* The container is gone: so is its VM. Not from here: this may
-		 * run inside a callback of the agent client that goes with it. */
-		s->teardown.fn = teardown_cb;
-		s->teardown.data = s;
-		ev_defer(s->loop, &s->teardown);
+		c->deleted = true;
+		if (c == s->ctrs) {
+			/* The VM's owner is gone: so is its VM. Not from here:
+			 * this may run inside a callback of the agent client
+			 * that goes with it. */
+			s->teardown.fn = teardown_cb;
+			s->teardown.data = s;
+			ev_defer(s->loop, &s->teardown);
+		} else {
+			ctr_leave_vm(c);
+		}
 		Google__Protobuf__Timestamp ts = GOOGLE__PROTOBUF__TIMESTAMP__INIT;
 		fill_ts(&ts, &p->exited_at);
 		Ev(TaskDelete) ev = CONTAINERD__EVENTS__TASK_DELETE__INIT;
-		ev.container_id = s->id;
+		ev.container_id = c->id;
 		ev.pid = p->pid;
 		ev.exit_status = p->status;
 		ev.exited_at = &ts;
-		ev.id = s->id;
+		ev.id = c->id;
 		shim_publish(s, "/tasks/delete", &ev.base);
 	}
 	/* As containerd-shim-runc-v2: the reply waits for the logger. */
@@ -1117,10 +1297,10 @@ static void on_delete(struct ttrpc_call *call, const ProtobufCMessage *req, void
 	if (!p)
 		return;
 	if (!*p->exec_id) {
-		for (struct proc *q = s->procs; q; q = q->next)
+		for (struct proc *q = p->c->procs; q; q = q->next)
 			if (q != p && !q->deleted && !q->exited && q->started && !s->vm_lost) {
 				ttrpc_call_fail(call, TTRPC_FAILED_PRECONDITION,
-						"container %s: exec %s is still running", s->id,
+						"container %s: exec %s is still running", p->c->id,
 						q->exec_id);
 				return;
 			}
@@ -1150,15 +1330,18 @@ static void on_pids(struct ttrpc_call *call, const ProtobufCMessage *req, void *
 
 static void after_pause(struct fwd *f, ProtobufCMessage *msg)
 {
-	if (f->p) { /* on_pause_resume: a process for Resume, none for Pause */
-		Ev(TaskResumed) ev = CONTAINERD__EVENTS__TASK_RESUMED__INIT;
-		ev.container_id = f->s->id;
-		shim_publish(f->s, "/tasks/resumed", &ev.base);
-	} else {
-		Ev(TaskPaused) ev = CONTAINERD__EVENTS__TASK_PAUSED__INIT;
-		ev.container_id = f->s->id;
-		shim_publish(f->s, "/tasks/paused", &ev.base);
-	}
+	Ev(TaskPaused) ev = CONTAINERD__EVENTS__TASK_PAUSED__INIT;
+	ev.container_id = f->p->c->id;
+	shim_publish(f->s, "/tasks/paused", &ev.base);
+	if (f->call)
+		ttrpc_call_reply(f->call, msg);
+}
+
+static void after_resume(struct fwd *f, ProtobufCMessage *msg)
+{
+	Ev(TaskResumed) ev = CONTAINERD__EVENTS__TASK_RESUMED__INIT;
+	ev.container_id = f->p->c->id;
+	shim_publish(f->s, "/tasks/resumed", &ev.base);
 	if (f->call)
 		ttrpc_call_reply(f->call, msg);
 }
@@ -1172,7 +1355,7 @@ static void on_pause_resume(struct ttrpc_call *call, const ProtobufCMessage *req
 	struct proc *init = lookup(s, call, r->id, "");
 	if (init)
 		forward(s, call, pause ? "Pause" : "Resume", req, &google__protobuf__empty__descriptor,
-			after_pause, pause ? NULL : init, AGENT_TIMEOUT_NS);
+			pause ? after_pause : after_resume, init, AGENT_TIMEOUT_NS);
 }
 
 static void on_pause(struct ttrpc_call *call, const ProtobufCMessage *req, void *data)
@@ -1233,7 +1416,7 @@ static void on_connect(struct ttrpc_call *call, const ProtobufCMessage *req, voi
 {
 	struct shim *s = data;
 	(void)req;
-	struct proc *init = s->procs;
+	struct proc *init = s->ctrs ? s->ctrs->procs : NULL;
 	Task(ConnectResponse) resp = CONTAINERD__TASK__V2__CONNECT_RESPONSE__INIT;
 	resp.shim_pid = (uint32_t)getpid();
 	resp.task_pid = init ? init->pid : 0;
@@ -1251,11 +1434,13 @@ static void on_shutdown(struct ttrpc_call *call, const ProtobufCMessage *req, vo
 {
 	struct shim *s = data;
 	const Task(ShutdownRequest) *r = (const Task(ShutdownRequest) *)req;
-	struct proc *init = s->procs;
-	/* As the runc shim: exit only once the container is gone, unless told
-	 * "now". The reply goes out before the loop stops. */
+	bool live = false;
+	for (struct ctr *c = s->ctrs; c; c = c->next)
+		live |= !c->deleted;
+	/* As the runc shim: exit only once every container is gone, unless
+	 * told "now". The reply goes out before the loop stops. */
 	ttrpc_call_reply(call, &empty.base);
-	if (r->now || !init || init->deleted) {
+	if (r->now || !live) {
 		s->stop.fn = stop_loop;
 		s->stop.data = s;
 		ev_defer(s->loop, &s->stop);

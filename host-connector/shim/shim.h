@@ -1,5 +1,7 @@
 /* containerd-shim-husk-v2: containerd's runtime v2 shim for husk. One shim
- * process per container: it boots the container's microVM with libhusk and
+ * process per VM: per container for plain containerd, per pod when the CRI
+ * annotations say so (the pod's later containers join the sandbox's VM,
+ * their rootfs disks hot-added; pod.c). It boots the VM with libhusk and
  * forwards containerd's Task API to the guest agent, which speaks the same
  * API. What the shim keeps itself: the stdio bridges between containerd's
  * FIFOs and the guest's vsock stdio ports, the exit status of every process
@@ -32,6 +34,7 @@ struct shim_opts {
 	const char *address;	    /* containerd's gRPC socket */
 	const char *ttrpc_address; /* $TTRPC_ADDRESS: containerd's event sink */
 	const char *id;
+	const char *group; /* the pod's sandbox id: whose shim serves us (NULL: id) */
 	const char *bundle;
 	const char *socket; /* our own socket path (no unix://) */
 	bool debug;
@@ -66,6 +69,45 @@ struct relay;
 struct proc;
 struct logger;
 
+/* pod.c: what the CRI annotations make of a container. */
+enum shim_pod_role {
+	SHIM_POD_NONE,	    /* plain containerd: a VM of its own */
+	SHIM_POD_SANDBOX,   /* a pod's sandbox: its VM takes later containers */
+	SHIM_POD_CONTAINER, /* joins the VM of the pod's sandbox */
+};
+/* Reads the role from a config.json text; *sandbox_id gets the pod's
+ * sandbox id for SANDBOX and CONTAINER. */
+int shim_pod_role(const char *spec_json, enum shim_pod_role *role, char *sandbox_id, size_t len,
+		  struct husk_err *err);
+/* The same from a config.json file (the bundle's, at `start`). */
+int shim_pod_role_file(const char *path, enum shim_pod_role *role, char *sandbox_id, size_t len,
+		       struct husk_err *err);
+/* The spec to run in the guest: namespace paths name host paths, which
+ * mean nothing there. A joining container's network, ipc, uts and pid
+ * namespaces with a path become the sandbox's (/proc/<sandbox_pid>/ns/..,
+ * a guest pid); any other path is dropped (a namespace of its own). */
+char *shim_pod_rewrite_spec(const char *spec_json, enum shim_pod_role role, uint32_t sandbox_pid,
+			    struct husk_err *err);
+/* Hot-plug slots of a pod sandbox's VM: the containers that can join it
+ * at once. */
+#define SHIM_POD_SLOTS 8
+
+/* One container. The first one booted the VM (for a pod: the sandbox);
+ * it going takes the VM with it. */
+struct ctr {
+	struct shim *s;
+	char *id, *bundle;
+	enum shim_pod_role role;
+	char serial[24];	  /* its rootfs disk in the guest */
+	bool hotplugged;	  /* added to a running VM: removed on delete */
+	int image_hold;		  /* husk_image hold on its rootfs image, or -1 */
+	char *rootfs_mount;	  /* bundle/rootfs while mounted by us */
+	struct proc *procs;	  /* init first; freed at exit */
+	uint64_t oom_kills_seen; /* memory.events oom_kill already published */
+	bool deleted;
+	struct ctr *next;
+};
+
 struct shim {
 	struct shim_opts opt;
 	struct ev_loop *loop;
@@ -87,11 +129,9 @@ struct shim {
 	uint64_t event_seq; /* the last Sandbox.GetEvents event seen */
 	bool events_polling;
 
-	/* The container (one per shim). */
-	char *id, *bundle;
-	char *rootfs_mount;	  /* bundle/rootfs while mounted by us */
-	struct proc *procs;	  /* init first; freed at exit */
-	uint64_t oom_kills_seen; /* memory.events oom_kill already published */
+	/* The containers: the VM's owner first. */
+	struct ctr *ctrs;
+	unsigned disks_added; /* names the next hot-added disk */
 };
 
 struct waiter {
@@ -102,6 +142,7 @@ struct waiter {
 
 struct proc {
 	struct shim *s;
+	struct ctr *c;
 	char *exec_id; /* "" for the container's init process */
 	char *stdin_path, *stdout_path, *stderr_path;
 	bool terminal;
@@ -126,8 +167,11 @@ int shim_service_register(struct shim *s, struct husk_err *err);
 void shim_vm_lost(struct shim *s, const char *why);
 /* Stops the VM if it runs and forgets it. */
 void shim_vm_teardown(struct shim *s);
-/* At exit, after the server is gone: every process, logger and waiter. */
+/* At exit, after the server is gone: every container, process, logger and
+ * waiter. */
 void shim_procs_free(struct shim *s);
+/* The live container `id`, or NULL. */
+struct ctr *shim_ctr_find(struct shim *s, const char *id);
 
 /* Publishes /tasks/exit once the process is gone for containerd. */
 void proc_maybe_exited(struct proc *p);
@@ -139,7 +183,7 @@ void guest_log_stop(struct shim *s);
 void guest_events_start(struct shim *s);
 /* Asks the agent for the container's OOM kill count and publishes
  * /tasks/oom when it grew; `p` (may be NULL) has its exit held until then. */
-void guest_oom_check(struct shim *s, struct proc *p);
+void guest_oom_check(struct ctr *c, struct proc *p);
 
 /* logio.c: containerd's stdio URIs and binary:// loggers. */
 enum stdio_kind { STDIO_FIFO, STDIO_FILE, STDIO_BINARY };

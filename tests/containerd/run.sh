@@ -317,6 +317,59 @@ else
 	fail oci-image-overlayfs "import failed: $(tail -5 "$tmp/img.log")"
 fi
 
+# ---- a pod: the sandbox's VM takes the pod's later containers ----
+# The CRI annotations as containerd's CRI plugin writes them. A pod's
+# container names the sandbox's namespaces by host paths (here: made up);
+# in the VM they become the sandbox process's namespaces.
+cp -a "$R" "$tmp/rootfs2"
+echo second-image >"$tmp/rootfs2/marker"
+SB="--annotation io.kubernetes.cri.container-type=sandbox --annotation io.kubernetes.cri.sandbox-id=pod1"
+IN="--annotation io.kubernetes.cri.container-type=container --annotation io.kubernetes.cri.sandbox-id=pod1"
+# What a process sees: its VM (boot_id), its uts, ipc and pid namespaces.
+show='cat /proc/sys/kernel/random/boot_id; for n in uts ipc pid; do readlink /proc/self/ns/$n; done'
+if RUN -d $SB --rootfs "$R" pod1 sh -c 'sleep 1000' >"$tmp/out" 2>&1; then
+	shim_pid=$(pgrep -f -- "-address $sock .*-id pod1 " | head -1)
+	sb=$(C task exec --exec-id b1 pod1 sh -c "$show" 2>&1)
+	out=$(RUN --rm $IN --with-ns uts:/var/run/netns/cni-made-up --with-ns ipc:/proc/4242/ns/ipc \
+		--rootfs "$tmp/rootfs2" pc1 sh -c "cat /marker; $show; exit 3" 2>&1)
+	rc=$?
+	# Same VM, same uts and ipc namespaces, a pid namespace of its own.
+	expect="second-image
+$(echo "$sb" | head -3)"
+	[ $rc -eq 3 ] && [ "$(echo "$out" | head -4)" = "$expect" ] &&
+		[ "$(echo "$out" | sed -n 5p)" != "$(echo "$sb" | sed -n 4p)" ] &&
+		pass pod-container-joins-vm || fail pod-container-joins-vm "rc=$rc out=$out sandbox=$sb"
+	# One VM for the pod: the sandbox's shim still has one QEMU, the pod
+	# still runs, and a second container joins after the first left.
+	out=$(RUN --rm $IN --rootfs "$tmp/rootfs2" pc2 sh -c 'cat /marker' 2>&1)
+	rc=$?
+	n=$(pgrep -P "${shim_pid:-0}" qemu-system | wc -l)
+	[ $rc -eq 0 ] && [ "$out" = second-image ] && [ "$n" = 1 ] && [ "$(state pod1)" = RUNNING ] &&
+		pass pod-one-vm || fail pod-one-vm "rc=$rc out=$out qemu=$n state=$(state pod1)"
+	# The sandbox goes last and takes the VM with it.
+	C task kill -s SIGKILL pod1
+	for _ in $(seq 100); do [ "$(state pod1)" = STOPPED ] && break; sleep 0.1; done
+	C task delete pod1 >"$tmp/del" 2>&1
+	rc=$?
+	C container rm pod1 >/dev/null 2>&1
+	for _ in $(seq 100); do kill -0 "${shim_pid:-0}" 2>/dev/null || break; sleep 0.1; done
+	kill -0 "${shim_pid:-0}" 2>/dev/null && alive=yes || alive=no
+	[ $rc -eq 0 ] && [ $alive = no ] && pass pod-sandbox-delete ||
+		fail pod-sandbox-delete "delete rc=$rc $(cat "$tmp/del"); shim alive: $alive"
+else
+	fail pod-container-joins-vm "sandbox: $(cat "$tmp/out")"
+fi
+# A pod container whose sandbox runs nowhere: refused, naming the sandbox.
+out=$(RUN --rm --annotation io.kubernetes.cri.container-type=container \
+	--annotation io.kubernetes.cri.sandbox-id=nopod --rootfs "$R" pc3 true 2>&1)
+rc=$?
+C container rm pc3 >/dev/null 2>&1
+case "$rc $out" in
+0\ *) fail pod-no-sandbox "ran: $out" ;;
+*'pod sandbox nopod does not run'*) pass pod-no-sandbox ;;
+*) fail pod-no-sandbox "rc=$rc out=$out" ;;
+esac
+
 # ---- the VM's QEMU killed from outside ----
 if RUN -d --rootfs "$R" k1 sh -c 'sleep 1000' >"$tmp/out" 2>&1; then
 	shim_pid=$(pgrep -f -- "-address $sock .*-id k1 " | head -1)

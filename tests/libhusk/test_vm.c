@@ -263,6 +263,16 @@ static void test_hotplug_disk(void **state)
 	assert_non_null(strstr(err.msg, "hotplug"));
 	husk_vm_free(vm);
 
+	/* The most slots there may be boot; one more is refused up front. */
+	f->cfg.name = "maxslots";
+	f->cfg.hotplug_slots = HUSK_HOTPLUG_MAX + 1;
+	assert_int_equal(husk_vm_start(&f->cfg, &vm, &err), -EINVAL);
+	assert_non_null(strstr(err.msg, "hotplug_slots"));
+	f->cfg.hotplug_slots = HUSK_HOTPLUG_MAX;
+	if (husk_vm_start(&f->cfg, &vm, &err) < 0)
+		fail_msg("%u slots: %s", HUSK_HOTPLUG_MAX, err.msg);
+	husk_vm_free(vm);
+
 	f->cfg.name = "pod";
 	f->cfg.hotplug_slots = 2;
 	assert_int_equal(husk_vm_start(&f->cfg, &vm, &err), 0);
