@@ -154,6 +154,11 @@ static unsigned parse_uint(const char *opt, const char *s, unsigned max, bool *o
 	return (unsigned)v;
 }
 
+static void release_hold(int *fd)
+{
+	husk_image_release(*fd);
+}
+
 int cmd_run(const struct global_opts *g, int argc, char **argv)
 {
 	static const struct option opts[] = {
@@ -319,10 +324,14 @@ int cmd_run(const struct global_opts *g, int argc, char **argv)
 	_cleanup_free_ char *spec = NULL;
 	if (huskctl_spec_build(&so, &spec, &err) < 0)
 		return fail("%s", err.msg);
+	/* Held until the VM is gone, so that a cache prune leaves it alone. */
+	__attribute__((cleanup(release_hold))) int hold = -1;
 	if (rootfs) {
-		if (husk_image_from_dir(cache, rootfs, &built_image, &err) < 0)
+		if (husk_image_from_dir_hold(cache, rootfs, &built_image, &hold, &err) < 0)
 			return fail("%s", err.msg);
 		image = built_image;
+	} else if ((hold = husk_image_hold(image, &err)) < 0) {
+		return fail("%s", err.msg);
 	}
 	disks[0] = (struct husk_disk){ .path = image, .serial = "rootfs0", .readonly = true };
 	for (size_t i = 0; i < n_extra; i++) {
