@@ -670,18 +670,25 @@ static int hash_dir(struct walk *w, int fd)
 
 /* ---- building ------------------------------------------------------------------- */
 
+/* A directory stream of its own on the cache (the fd stays the caller's). */
+static DIR *cache_dir_stream(int cache_fd)
+{
+	int fd = openat(cache_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0)
+		return NULL;
+	DIR *d = fdopendir(fd);
+	if (!d)
+		close(fd);
+	return d;
+}
+
 /* Removes what a builder killed mid-way left: only called under the lock,
  * so no live builder owns a temp file of this hash. */
 static void remove_stale_tmp(int cache_fd, const char *hex)
 {
-	int fd = openat(cache_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (fd < 0)
+	__attribute__((cleanup(closedirp))) DIR *d = cache_dir_stream(cache_fd);
+	if (!d)
 		return;
-	__attribute__((cleanup(closedirp))) DIR *d = fdopendir(fd);
-	if (!d) {
-		close(fd);
-		return;
-	}
 	char prefix[SHA256_HEX_LEN + 8];
 	snprintf(prefix, sizeof(prefix), ".%s.tmp.", hex);
 	struct dirent *de;
@@ -1087,14 +1094,9 @@ int husk_image_cache_list(const char *cache_dir, struct husk_image_info **out, s
  * builder holds now. */
 static void prune_stale(int cache_fd, const char *cache)
 {
-	int fd = openat(cache_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (fd < 0)
+	__attribute__((cleanup(closedirp))) DIR *d = cache_dir_stream(cache_fd);
+	if (!d)
 		return;
-	__attribute__((cleanup(closedirp))) DIR *d = fdopendir(fd);
-	if (!d) {
-		close(fd);
-		return;
-	}
 	_cleanup_free_ char(*hexes)[SHA256_HEX_LEN + 1] = NULL;
 	size_t n = 0, cap = 0;
 	struct dirent *de;
