@@ -25,10 +25,10 @@ $(BUILD)/asan/containerd-shim-husk-v2: $(call objs,asan,$(SHIM_SRC),$(SHIM_GEN))
 	$(call link,asan,$(LIBHUSK_DEPS_LIBS))
 TEST_BINS += $(BUILD)/asan/containerd-shim-husk-v2
 
-# Unit test of the config layers and stdio URI parsing (run by make check as
+# Unit test of the config layers, stdio URI parsing and pod roles (run by make check as
 # unit-shim-config).
 SHIM_UNIT_SRC := tests/containerd/test_shim_config.c host-connector/shim/config.c \
-	host-connector/shim/logio.c
+	host-connector/shim/logio.c host-connector/shim/pod.c
 $(call objs,asan,$(SHIM_UNIT_SRC)): | $(BUILD)/gen/shim/runtimeoptions.pb-c.h
 $(TEST_DIR)/unit-shim-config: $(call objs,asan,$(SHIM_UNIT_SRC),$(SHIM_GEN)) $(BUILD)/asan/libhusk.a
 	$(call link,asan,-lcmocka $(LIBHUSK_DEPS_LIBS))

@@ -1,5 +1,6 @@
 /* Unit tests for the shim's config layers (host-connector/shim/config.c) and
- * containerd stdio URI parsing (host-connector/shim/logio.c): what the
+ * containerd stdio URI parsing (host-connector/shim/logio.c), and pod roles
+ * and namespace rewriting (host-connector/shim/pod.c): what the
  * containerd suite cannot reach with ctr 1.6 (config_body, null resets,
  * every error message) and the URI corner cases. Files live in a temporary
  * directory removed by the teardown; HUSK_CONFIG always points into it, so
@@ -245,6 +246,58 @@ static void test_uris(void **state)
 	assert_true(stdio_uri_parse("file://rel", &u, &err) < 0);
 }
 
+#define ANN(type, sb)                                                                              \
+	"\"annotations\":{\"io.kubernetes.cri.container-type\":\"" type "\""                      \
+	",\"io.kubernetes.cri.sandbox-id\":\"" sb "\"}"
+
+static void test_pod_roles(void **state)
+{
+	(void)state;
+	struct husk_err err = { 0 };
+	enum shim_pod_role role;
+	char sb[64];
+	assert_int_equal(shim_pod_role("{}", &role, sb, sizeof(sb), &err), 0);
+	assert_int_equal(role, SHIM_POD_NONE);
+	assert_int_equal(shim_pod_role("{" ANN("sandbox", "p1") "}", &role, sb, sizeof(sb), &err), 0);
+	assert_int_equal(role, SHIM_POD_SANDBOX);
+	assert_string_equal(sb, "p1");
+	assert_int_equal(shim_pod_role("{" ANN("container", "p1") "}", &role, sb, sizeof(sb), &err),
+			 0);
+	assert_int_equal(role, SHIM_POD_CONTAINER);
+	assert_string_equal(sb, "p1");
+	/* Refused, naming the annotation. */
+	assert_true(shim_pod_role("{" ANN("podlet", "p1") "}", &role, sb, sizeof(sb), &err) < 0);
+	assert_non_null(strstr(err.msg, "podlet"));
+	assert_true(shim_pod_role("{" ANN("container", "") "}", &role, sb, sizeof(sb), &err) < 0);
+	assert_non_null(strstr(err.msg, "io.kubernetes.cri.sandbox-id"));
+	assert_true(shim_pod_role("{", &role, sb, sizeof(sb), &err) < 0);
+	assert_true(shim_pod_role("{" ANN("sandbox", "a-sandbox-id-longer-than-the-buffer") "}",
+				  &role, sb, 8, &err) < 0);
+}
+
+static void test_pod_rewrite(void **state)
+{
+	(void)state;
+	struct husk_err err = { 0 };
+	const char *spec = "{\"linux\":{\"namespaces\":[{\"type\":\"pid\",\"path\":\"/proc/9/ns/pid\"},"
+			   "{\"type\":\"network\",\"path\":\"/var/run/netns/cni-1\"},"
+			   "{\"type\":\"ipc\"},{\"type\":\"mount\",\"path\":\"/proc/9/ns/mnt\"}]}}";
+	char *c = shim_pod_rewrite_spec(spec, SHIM_POD_CONTAINER, 42, &err);
+	assert_non_null(c);
+	/* Shared types with a path join the sandbox; the rest lose the path. */
+	assert_non_null(strstr(c, "{\"type\":\"pid\",\"path\":\"\\/proc\\/42\\/ns\\/pid\"}"));
+	assert_non_null(strstr(c, "{\"type\":\"network\",\"path\":\"\\/proc\\/42\\/ns\\/net\"}"));
+	assert_non_null(strstr(c, "{\"type\":\"ipc\"}"));
+	assert_non_null(strstr(c, "{\"type\":\"mount\"}"));
+	free(c);
+	char *s = shim_pod_rewrite_spec(spec, SHIM_POD_SANDBOX, 0, &err);
+	assert_non_null(s);
+	assert_null(strstr(s, "path"));
+	free(s);
+	assert_null(shim_pod_rewrite_spec("[", SHIM_POD_SANDBOX, 0, &err));
+	assert_non_null(strstr(err.msg, "config.json"));
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -253,6 +306,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_defaults, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_errors, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_uris, setup, teardown),
+		cmocka_unit_test(test_pod_roles),
+		cmocka_unit_test(test_pod_rewrite),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
