@@ -17,6 +17,7 @@
 static void close_log(struct agent *a)
 {
 	init_log_set_sink(NULL, NULL);
+	init_log_set_stderr_level(INIT_LOG_DEBUG); /* the console is all there is */
 	ev_io_del(a->log_io);
 	a->log_io = NULL;
 	if (a->log_fd >= 0)
@@ -55,23 +56,37 @@ static void on_connected(struct ev_io *io, int fd, uint32_t events, void *data)
 	socklen_t len = sizeof(soerr);
 	if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &len) < 0 || soerr) {
 		close_log(a); /* nobody listens on the host: no stream */
+		init_log(INIT_LOG_INFO, "husk-agent %s: serving on vsock port %u (no log stream: %s)",
+			 HUSK_AGENT_VERSION, a->opt.vsock_port, strerror(soerr ? soerr : errno));
 		return;
 	}
 	ev_io_del(a->log_io);
 	a->log_io = NULL;
 	init_log_set_sink(sink, a);
-	init_log(INIT_LOG_INFO, "husk-agent %s: log stream connected", HUSK_AGENT_VERSION);
+	/* The host now has every line: the serial console, slow under TCG,
+	 * keeps the ones that matter after the host is gone (all of them at
+	 * husk.log_level=7, for whoever debugs from the console). */
+	if (init_log_get_level() < INIT_LOG_DEBUG)
+		init_log_set_stderr_level(INIT_LOG_WARNING);
+	init_log(INIT_LOG_INFO, "husk-agent %s: serving on vsock port %u, log stream connected",
+		 HUSK_AGENT_VERSION, a->opt.vsock_port);
 }
 
 void logport_start(struct agent *a, unsigned port)
 {
 	a->log_fd = socket(AF_VSOCK, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-	if (a->log_fd < 0)
+	if (a->log_fd < 0) {
+		init_log(INIT_LOG_INFO, "husk-agent %s: serving on vsock port %u (no log stream: %s)",
+			 HUSK_AGENT_VERSION, a->opt.vsock_port, strerror(errno));
 		return;
+	}
 	struct sockaddr_vm sa = { .svm_family = AF_VSOCK, .svm_cid = VMADDR_CID_HOST,
 				  .svm_port = port };
 	if (connect(a->log_fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 && errno != EINPROGRESS) {
+		int e = errno;
 		close_log(a);
+		init_log(INIT_LOG_INFO, "husk-agent %s: serving on vsock port %u (no log stream: %s)",
+			 HUSK_AGENT_VERSION, a->opt.vsock_port, strerror(e));
 		return;
 	}
 	if (ev_io_add(a->loop, a->log_fd, EPOLLOUT, on_connected, a, &a->log_io, NULL) < 0)

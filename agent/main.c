@@ -224,9 +224,11 @@ int main(int argc, char **argv)
 		printf("ready\n");
 		fflush(stdout);
 	}
-	fprintf(stderr, "husk-agent %s: serving on %s%s\n", HUSK_AGENT_VERSION,
-		a.opt.listen_unix ? "unix:" : "vsock port ",
-		a.opt.listen_unix ? a.opt.listen_unix : "1024");
+	/* PID 1 says so once its log stream is settled (agent/logport.c). */
+	if (!a.opt.pid1)
+		fprintf(stderr, "husk-agent %s: serving on %s%s\n", HUSK_AGENT_VERSION,
+			a.opt.listen_unix ? "unix:" : "vsock port ",
+			a.opt.listen_unix ? a.opt.listen_unix : "1024");
 	int r = ev_run(a.loop);
 	if (a.opt.pid1)
 		init_poweroff(a.poweroff_requested ? "DestroySandbox" : "power button or signal");

@@ -11,7 +11,7 @@
 
 /* One log per process: these are the only globals of libinit. */
 static int log_level = INIT_LOG_DEFAULT;
-static bool log_stderr = true;
+static int stderr_level = INIT_LOG_DEBUG; /* stderr takes lines up to this level */
 static init_log_sink_fn log_sink;
 static void *log_sink_data;
 static bool in_sink;
@@ -54,7 +54,12 @@ void init_log_set_sink(init_log_sink_fn fn, void *data)
 
 void init_log_set_stderr(bool on)
 {
-	log_stderr = on;
+	stderr_level = on ? INIT_LOG_DEBUG : -1;
+}
+
+void init_log_set_stderr_level(int level)
+{
+	stderr_level = level < -1 ? -1 : level > INIT_LOG_DEBUG ? INIT_LOG_DEBUG : level;
 }
 
 static void write_all(int fd, const char *buf, size_t len)
@@ -91,7 +96,9 @@ void init_log(int level, const char *fmt, ...)
 	while (len > 0 && msg[len - 1] == '\n')
 		msg[--len] = '\0';
 
-	if (log_stderr || in_sink) {
+	/* A line the sink cannot carry (it is logging itself, or there is
+	 * no sink) always reaches stderr. */
+	if (level <= stderr_level || in_sink || !log_sink) {
 		struct timespec ts = { 0 };
 		clock_gettime(CLOCK_BOOTTIME, &ts);
 		char line[INIT_LOG_LINE_MAX + 64];

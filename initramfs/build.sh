@@ -1,11 +1,13 @@
 #!/bin/bash
-# Assembles the guest initramfs (a gzip'd newc cpio archive).
+# Assembles the guest initramfs (a newc cpio archive in a gzip container).
 #
 # usage: initramfs/build.sh OUT.cpio.gz --init AGENT [--busybox [--busybox-bin PATH]]
 #            [--kmods "mod1 mod2" --kernel-release REL [--modules-dir DIR]]
 #
 #   --init AGENT       the guest's /init (husk-agent): must be a static ELF
-#                      executable, since the archive carries no libc.
+#                      executable, since the archive carries no libc. It is
+#                      packed stripped (symbols and debug info stay in the
+#                      build tree's copy).
 #   --busybox          debug images: /bin/busybox (Debian's busybox-static)
 #                      and a symlink per applet, so the debug console has
 #                      /bin/sh. PATH defaults to the busybox on $PATH.
@@ -27,6 +29,11 @@
 # (0 by default) and a fixed mode, entries are sorted, inode numbers are
 # not recorded (cpio --reproducible) and gzip stores no name or time: the
 # same inputs give the same bytes.
+#
+# The gzip holds stored (uncompressed) blocks, written by pigz -0: the file
+# stays a gzip, as its name says, but the kernel only copies it. Inflating
+# our 460 KiB /init from a -9 archive (220 KiB) costs the guest about 25 ms
+# more per boot under QEMU TCG, far more than reading the larger file does.
 set -euo pipefail
 export LC_ALL=C
 umask 022
@@ -65,6 +72,7 @@ check_static() { # what path
 	fi
 }
 check_static --init "$init"
+command -v pigz >/dev/null || die "pigz not found (install Debian's pigz; make deps does)"
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/husk-initramfs.XXXXXX")
 trap 'rm -rf "$work"' EXIT
@@ -76,7 +84,8 @@ for d in dev proc sys run tmp mnt etc root; do
 done
 chmod 1777 "$stage/tmp"
 chmod 0700 "$stage/root"
-install -m 0755 "$init" "$stage/init"
+strip --strip-all -o "$stage/init" "$init" || die "strip $init failed"
+chmod 0755 "$stage/init"
 if [ "$(id -u)" = 0 ]; then
 	mknod -m 0600 "$stage/dev/console" c 5 1
 else
@@ -231,5 +240,5 @@ mkdir -p "$(dirname "$out")"
 	cd "$stage"
 	find . -mindepth 1 -printf '%P\n' | sort |
 		cpio --quiet --reproducible -o -H newc -R 0:0
-) | gzip -n -9 >"$tmp_out" || { rm -f "$tmp_out"; die "cpio or gzip failed"; }
+) | pigz -0 -n -c >"$tmp_out" || { rm -f "$tmp_out"; die "cpio or pigz failed"; }
 mv -f "$tmp_out" "$out"

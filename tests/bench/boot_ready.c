@@ -2,13 +2,17 @@
  * boot-ready: the measuring half of tests/bench/vm.sh.
  *
  *   boot-ready boot --state-dir D [--name N] [--kernel K] [--initrd I]
- *                   [--vsockd V] [--argv-dir DIR]
+ *                   [--vsockd V] [--argv-dir DIR] [--append WORDS]
+ *                   [--console-to FILE]
  *       Starts a VM through libhusk exactly as huskctl does (defaults: 1 vCPU,
  *       256 MiB, no disk), prints "boot_ns N" (QEMU launch to the first
  *       successful Sandbox.Check, husk_vm_boot_ns) and stops it. With
  *       --argv-dir, first saves the running QEMU's and husk-vsockd's command
  *       lines (NUL-separated, from /proc) as DIR/qemu.argv and
  *       DIR/vsockd.argv, so the floor boots with the very same ones.
+ *       --append adds kernel command-line words (e.g. loglevel=7);
+ *       --console-to copies the guest console once the agent answered
+ *       (for looking at a boot's timeline by hand).
  *
  *   boot-ready stream
  *       Copies stdin to stdout and prints "bytes N ns T" on stderr, T
@@ -64,11 +68,12 @@ static int save_argv(pid_t pid, const char *dir, const char *name, struct husk_e
 static int boot(int argc, char **argv)
 {
 	struct husk_vm_config cfg = { .name = "boot", .die_with_parent = true };
-	const char *argv_dir = NULL;
+	const char *argv_dir = NULL, *console_to = NULL;
 	static const struct option opts[] = {
 		{ "state-dir", required_argument, NULL, 's' }, { "name", required_argument, NULL, 'n' },
 		{ "kernel", required_argument, NULL, 'k' },    { "initrd", required_argument, NULL, 'i' },
 		{ "vsockd", required_argument, NULL, 'v' },    { "argv-dir", required_argument, NULL, 'a' },
+		{ "append", required_argument, NULL, 'x' },    { "console-to", required_argument, NULL, 'o' },
 		{ 0 },
 	};
 	int c;
@@ -80,6 +85,8 @@ static int boot(int argc, char **argv)
 		case 'i': cfg.initrd = optarg; break;
 		case 'v': cfg.vsockd = optarg; break;
 		case 'a': argv_dir = optarg; break;
+		case 'x': cfg.cmdline_extra = optarg; break;
+		case 'o': console_to = optarg; break;
 		default: return 2;
 		}
 	}
@@ -102,6 +109,8 @@ static int boot(int argc, char **argv)
 	if (r == 0)
 		printf("boot_ns %" PRIu64 "\n", husk_vm_boot_ns(vm));
 	struct husk_err stop_err = { 0 };
+	if (r == 0 && console_to)
+		r = copy_file(husk_vm_console_log(vm), console_to, &err);
 	if (husk_vm_stop(vm, 5000, &stop_err) < 0)
 		fprintf(stderr, "boot-ready: stopping the VM: %s\n", stop_err.msg);
 	husk_vm_free(vm);

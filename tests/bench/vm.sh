@@ -70,7 +70,7 @@ die() {
 # The floor's initramfs: only /init, which prints husk-boot-ok and powers off.
 mkdir -p "$tmp/floor-root"
 cp "$boot_init" "$tmp/floor-root/init"
-(cd "$tmp/floor-root" && echo init | cpio -o -H newc -R 0:0 --quiet) | gzip -n >"$tmp/floor.gz"
+(cd "$tmp/floor-root" && echo init | cpio -o -H newc -R 0:0 --quiet) | pigz -0 -n >"$tmp/floor.gz"
 
 # One agent boot through libhusk; the first also saves the QEMU and
 # husk-vsockd command lines the floor reuses.

@@ -221,8 +221,25 @@ static void test_log_levels_and_sink(void **state)
 	assert_null(strstr(out, "outer"));
 	assert_non_null(strstr(out, "husk-agent: error: from inside the sink"));
 
-	/* Long messages are cut, not overflowed. */
+	/* With a sink, stderr can keep only the severe lines. */
 	s.reenter = false;
+	init_log_set_stderr_level(INIT_LOG_WARNING);
+	s.calls = 0;
+	init_log(INIT_LOG_INFO, "chatty");
+	init_log(INIT_LOG_WARNING, "severe");
+	assert_int_equal(s.calls, 2);
+	drain(rd, out, sizeof(out));
+	assert_null(strstr(out, "chatty"));
+	assert_non_null(strstr(out, "husk-agent: warning: severe"));
+	/* ... and without one, everything that passes the level goes there. */
+	init_log_set_sink(NULL, NULL);
+	init_log(INIT_LOG_INFO, "alone");
+	drain(rd, out, sizeof(out));
+	assert_non_null(strstr(out, "husk-agent: info: alone"));
+	init_log_set_sink(sink, &s);
+	init_log_set_stderr_level(INIT_LOG_DEBUG);
+
+	/* Long messages are cut, not overflowed. */
 	char big[3000];
 	memset(big, 'z', sizeof(big) - 1);
 	big[sizeof(big) - 1] = '\0';

@@ -51,6 +51,13 @@ void init_log_set_sink(init_log_sink_fn fn, void *data);
  * sink carries everything and the console is slow (a TCG serial port). */
 void init_log_set_stderr(bool on);
 
+/* Only lines at `level` or more severe also go to stderr (-1: none) while a
+ * sink is set; without a sink every line that passes the level does. The
+ * agent keeps warnings and worse on the console once the host's log stream
+ * carries the rest: a TCG serial port costs the guest about 0.1 ms a
+ * character. */
+void init_log_set_stderr_level(int level);
+
 __attribute__((format(printf, 2, 3)))
 void init_log(int level, const char *fmt, ...);
 
