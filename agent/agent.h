@@ -144,6 +144,9 @@ struct agent {
 	size_t ev_count;
 	uint64_t ev_seq;
 	struct ev_waiter *ev_waiters;
+	/* CreateBundle calls waiting for hot-added disks and the uevent socket
+	 * they share (sandbox.c); NULL while none waits */
+	struct disk_waits *disk_waits;
 	bool shutting_down;
 	bool poweroff_requested;
 	/* the log stream to host port 1025 (logport.c); -1 when none */
@@ -155,10 +158,21 @@ struct agent {
 /* Connects the log stream to host `port` in the background (PID 1 only). */
 void logport_start(struct agent *a, unsigned port);
 
-/* disk.c: /dev/<name> of the virtio-blk disk whose serial is `serial`. In a
- * VM with PCI hotplug slots, waits up to wait_ms for a hot-added disk. */
+/* disk.c: virtio-blk disks by serial. */
+/* How long CreateBundle waits for a hot-added disk. */
 #define DISK_HOTPLUG_WAIT_MS 10000u
-int disk_find(const char *serial, unsigned wait_ms, char *dev, size_t size, struct husk_err *err);
+/* /dev/<name> of the disk whose serial is `serial`, without waiting;
+ * -ENOENT (disk_missing's message) when there is none yet. */
+int disk_find(const char *serial, char *dev, size_t size, struct husk_err *err);
+/* Sets the -ENOENT error for a missing disk; `waited`: after waiting for a
+ * hot-added one. */
+int disk_missing(const char *serial, bool waited, struct husk_err *err);
+/* Whether this VM has PCI hotplug slots: only then can a disk still come. */
+bool disk_hotplug_possible(void);
+/* A nonblocking NETLINK_KOBJECT_UEVENT socket, readable when the kernel
+ * adds (or changes) a device; disk_uevent_drain() empties it. */
+int disk_uevent_open(struct husk_err *err);
+void disk_uevent_drain(int fd);
 void logport_stop(struct agent *a);
 
 struct container *agent_find(struct agent *a, const char *id);

@@ -1,16 +1,15 @@
 /* Finding a virtio-blk disk by its serial (/sys/block/<name>/serial). Disks
  * the host hot-adds (a pod's later containers) appear a little after the
- * host's device_add returns: then the lookup waits for the kernel's block
- * uevents instead of polling sysfs. */
+ * host's device_add returns: callers that want to wait for one watch the
+ * kernel's uevents (disk_uevent_open) on their event loop and look again
+ * on each, instead of polling sysfs or blocking. */
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/netlink.h>
-#include <poll.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "agent.h"
@@ -45,8 +44,7 @@ static int scan(const char *serial, char *dev, size_t size)
 	return r;
 }
 
-/* Whether this VM has PCI hotplug slots: only then can a disk still come. */
-static bool hotplug_possible(void)
+bool disk_hotplug_possible(void)
 {
 	DIR *d = opendir("/sys/bus/pci/slots");
 	if (!d)
@@ -58,43 +56,40 @@ static bool hotplug_possible(void)
 	return any;
 }
 
-static uint64_t now_ms(void)
+int disk_find(const char *serial, char *dev, size_t size, struct husk_err *err)
 {
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+	int r = scan(serial, dev, size);
+	if (r == -ENOENT)
+		return disk_missing(serial, false, err);
+	return r < 0 ? husk_err_sys(err, r, "open /sys/block") : 0;
 }
 
-int disk_find(const char *serial, unsigned wait_ms, char *dev, size_t size, struct husk_err *err)
+int disk_missing(const char *serial, bool waited, struct husk_err *err)
 {
-	/* Subscribe before the first scan, so a disk that appears in between
-	 * still wakes us. */
-	_cleanup_fd_ int nl = -1;
-	if (wait_ms && hotplug_possible()) {
-		nl = socket(AF_NETLINK, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK,
-			    NETLINK_KOBJECT_UEVENT);
-		struct sockaddr_nl sa = { .nl_family = AF_NETLINK, .nl_groups = 1 };
-		if (nl >= 0 && bind(nl, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
-			close(nl);
-			nl = -1;
-		}
-	}
-	uint64_t deadline = now_ms() + wait_ms;
-	for (;;) {
-		int r = scan(serial, dev, size);
-		if (r != -ENOENT)
-			return r < 0 ? husk_err_sys(err, r, "open /sys/block") : 0;
-		uint64_t now = now_ms();
-		if (nl < 0 || now >= deadline)
-			break;
-		struct pollfd p = { .fd = nl, .events = POLLIN };
-		if (poll(&p, 1, (int)(deadline - now)) < 0 && errno != EINTR)
-			break;
-		/* Drain; any block "add" is reason enough to look again. */
-		char buf[4096];
-		while (recv(nl, buf, sizeof(buf), 0) > 0)
-			;
-	}
 	return husk_err_set(err, -ENOENT, "no disk with serial \"%s\"%s", serial,
-			    nl >= 0 ? " (waited for a hot-added one)" : "");
+			    waited ? " (waited for a hot-added one)" : "");
+}
+
+int disk_uevent_open(struct husk_err *err)
+{
+	_cleanup_fd_ int fd = socket(AF_NETLINK, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK,
+				     NETLINK_KOBJECT_UEVENT);
+	if (fd < 0)
+		return husk_err_sys(err, -errno, "uevent socket for hot-added disks");
+	struct sockaddr_nl sa = { .nl_family = AF_NETLINK, .nl_groups = 1 };
+	if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0)
+		return husk_err_sys(err, -errno, "bind uevent socket for hot-added disks");
+	return take_fd(&fd);
+}
+
+void disk_uevent_drain(int fd)
+{
+	/* The content does not matter: any uevent is reason enough to look
+	 * again. ENOBUFS (events dropped) is reported once; keep draining. */
+	char buf[4096];
+	for (;;) {
+		ssize_t n = recv(fd, buf, sizeof(buf), 0);
+		if (n < 0 && errno != ENOBUFS && errno != EINTR)
+			return;
+	}
 }

@@ -205,6 +205,17 @@ struct bundle_paths {
 	char dir[512], lower[560], rw[560], upper[580], work[580], rootfs[560], config[560];
 };
 
+/* The paths under b->dir, which the caller has set. */
+static void bundle_paths_fill(struct bundle_paths *b)
+{
+	snprintf(b->lower, sizeof(b->lower), "%s/lower", b->dir);
+	snprintf(b->rw, sizeof(b->rw), "%s/rw", b->dir);
+	snprintf(b->upper, sizeof(b->upper), "%s/upper", b->rw);
+	snprintf(b->work, sizeof(b->work), "%s/work", b->rw);
+	snprintf(b->rootfs, sizeof(b->rootfs), "%s/rootfs", b->dir);
+	snprintf(b->config, sizeof(b->config), "%s/config.json", b->dir);
+}
+
 /* At most this many extra block mounts per container. */
 #define MAX_BLOCK_MOUNTS 16
 
@@ -245,7 +256,7 @@ static int mount_block_mounts(const Husk__Sandbox__V1__CreateBundleRequest *r,
 	for (size_t i = 0; i < r->n_mounts; i++) {
 		const Husk__Sandbox__V1__BlockMount *m = r->mounts[i];
 		char dev[300], dir[600], data[1024] = "";
-		int rc = disk_find(m->serial, DISK_HOTPLUG_WAIT_MS, dev, sizeof(dev), err);
+		int rc = disk_find(m->serial, dev, sizeof(dev), err);
 		if (rc < 0)
 			return husk_err_wrap(err, "mounts[%zu]", i);
 		vol_path(b, i, dir, sizeof(dir));
@@ -341,13 +352,259 @@ static int write_spec(const char *json, size_t len, const Husk__Sandbox__V1__Cre
 	return 0;
 }
 
+/* The first disk the request names that is not there yet: -ENOENT with
+ * the serial (and the field, for a block mount) named; 0 when all are. */
+static int bundle_missing(const Husk__Sandbox__V1__CreateBundleRequest *r, bool waited,
+			  struct husk_err *err)
+{
+	char dev[300];
+	int rc;
+	if (*r->rootfs_serial && (rc = disk_find(r->rootfs_serial, dev, sizeof(dev), err)) < 0) {
+		if (rc == -ENOENT)
+			disk_missing(r->rootfs_serial, waited, err);
+		return rc;
+	}
+	for (size_t i = 0; i < r->n_mounts; i++)
+		if ((rc = disk_find(r->mounts[i]->serial, dev, sizeof(dev), err)) < 0) {
+			if (rc == -ENOENT)
+				disk_missing(r->mounts[i]->serial, waited, err);
+			return husk_err_wrap(err, "mounts[%zu]", i);
+		}
+	return 0;
+}
+
+/* Mounts, writes the spec and replies, once every disk is there; on
+ * failure undoes the bundle and fails the call. */
+static void bundle_finish(struct ttrpc_call *call, const Husk__Sandbox__V1__CreateBundleRequest *r,
+			  const struct bundle_paths *b)
+{
+	struct husk_err err = { 0 };
+	const char *lower = b->lower;
+	if (*r->rootfs_dir) {
+		lower = r->rootfs_dir;
+	} else {
+		char dev[300];
+		const char *fstype = *r->rootfs_fstype ? r->rootfs_fstype : "erofs";
+		if (disk_find(r->rootfs_serial, dev, sizeof(dev), &err) < 0)
+			goto fail;
+		if (mount(dev, b->lower, fstype, MS_RDONLY | MS_NODEV, NULL) < 0) {
+			husk_err_sys(&err, -errno, "rootfs_serial %s: mount %s (%s) read-only",
+				     r->rootfs_serial, dev, fstype);
+			goto fail;
+		}
+	}
+	char opts[1200];
+	unsigned long long size = r->overlay_size_bytes ? r->overlay_size_bytes : DEFAULT_OVERLAY_SIZE;
+	snprintf(opts, sizeof(opts), "size=%llu,mode=0755", size);
+	if (mount("tmpfs", b->rw, "tmpfs", MS_NODEV | MS_NOSUID, opts) < 0) {
+		husk_err_sys(&err, -errno, "overlay_size_bytes %llu: mount tmpfs", size);
+		goto fail;
+	}
+	mkdir(b->upper, 0755);
+	mkdir(b->work, 0755);
+	if (husk_path_fmt(opts, sizeof(opts), "lowerdir=%s,upperdir=%s,workdir=%s", lower, b->upper,
+			  b->work) < 0 ||
+	    mount("overlay", b->rootfs, "overlay", MS_NODEV, opts) < 0) {
+		husk_err_sys(&err, -errno, "mount overlay on %s", b->rootfs);
+		goto fail;
+	}
+	if (mount_block_mounts(r, b, &err) < 0)
+		goto fail;
+	if (write_spec((const char *)r->oci_spec.data, r->oci_spec.len, r, b, &err) < 0)
+		goto fail;
+	/* Refuse a spec Task.Create would refuse, while undoing is still easy. */
+	struct jail_spec *spec = NULL;
+	if (jail_spec_load(b->dir, &spec, &err) < 0)
+		goto fail;
+	jail_spec_free(spec);
+	Husk__Sandbox__V1__CreateBundleResponse resp = HUSK__SANDBOX__V1__CREATE_BUNDLE_RESPONSE__INIT;
+	resp.bundle = (char *)b->dir;
+	ttrpc_call_reply(call, &resp.base);
+	return;
+fail:
+	bundle_undo(b);
+	fail_err(call, &err);
+}
+
+/* ---- CreateBundle: waiting for hot-added disks ----
+ *
+ * The host hot-adds a later container's disks and then asks for its
+ * bundle; the disks show up a little later. The call is deferred and the
+ * agent goes on serving everything else: one uevent socket on the loop,
+ * shared by every waiting call, says when to look again; each call has its
+ * own deadline. The request stays valid (owned by the call) until the call
+ * is answered or cancelled. */
+
+struct disk_wait {
+	struct disk_waits *set;
+	struct ttrpc_call *call;
+	const Husk__Sandbox__V1__CreateBundleRequest *req;
+	struct bundle_paths b; /* reserved: the directory exists */
+	struct ev_timer *deadline;
+	struct disk_wait *next;
+};
+
+struct disk_waits {
+	struct agent *agent;
+	int fd;
+	struct ev_io *io;
+	struct disk_wait *list;
+};
+
+/* Closes the uevent socket once no call waits. */
+static void disk_waits_maybe_release(struct agent *a)
+{
+	struct disk_waits *s = a->disk_waits;
+	if (!s || s->list)
+		return;
+	ev_io_del(s->io);
+	close(s->fd);
+	free(s);
+	a->disk_waits = NULL;
+}
+
+static void disk_wait_unlink(struct disk_wait *w)
+{
+	for (struct disk_wait **pp = &w->set->list; *pp; pp = &(*pp)->next)
+		if (*pp == w) {
+			*pp = w->next;
+			break;
+		}
+	ev_timer_cancel(w->deadline);
+	w->deadline = NULL;
+}
+
+/* Looks again for w's disks; finishes the call when all are there, or
+ * (`last`: at the deadline) fails it naming the missing one. Returns
+ * whether w is done (unlinked and freed). */
+static bool disk_wait_check(struct disk_wait *w, bool last)
+{
+	struct husk_err err = { 0 };
+	int rc = bundle_missing(w->req, last, &err);
+	if (rc == -ENOENT && !last)
+		return false;
+	disk_wait_unlink(w);
+	if (rc < 0) {
+		bundle_undo(&w->b);
+		fail_err(w->call, &err);
+	} else {
+		bundle_finish(w->call, w->req, &w->b);
+	}
+	free(w);
+	return true;
+}
+
+static void on_disk_uevent(struct ev_io *io, int fd, uint32_t events, void *data)
+{
+	(void)io;
+	(void)events;
+	struct agent *a = data;
+	disk_uevent_drain(fd);
+	/* disk_wait_check unlinks w: take the next one first. */
+	for (struct disk_wait *w = a->disk_waits->list, *next; w; w = next) {
+		next = w->next;
+		disk_wait_check(w, false);
+	}
+	disk_waits_maybe_release(a);
+}
+
+static void on_disk_wait_deadline(void *data)
+{
+	struct disk_wait *w = data;
+	struct agent *a = w->set->agent;
+	w->deadline = NULL; /* fired timers are gone */
+	disk_wait_check(w, true);
+	disk_waits_maybe_release(a);
+}
+
+/* The client went away or its deadline passed: give the id back. */
+static void on_disk_wait_cancel(struct ttrpc_call *call, void *data)
+{
+	(void)call;
+	struct disk_wait *w = data;
+	struct agent *a = w->set->agent;
+	disk_wait_unlink(w);
+	bundle_undo(&w->b);
+	free(w);
+	disk_waits_maybe_release(a);
+}
+
+/* Subscribes to uevents (before the caller looks again, so that a disk
+ * appearing in between is not missed). */
+static int disk_waits_get(struct agent *a, struct husk_err *err)
+{
+	if (a->disk_waits)
+		return 0;
+	struct disk_waits *s = calloc(1, sizeof(*s));
+	if (!s)
+		return husk_err_set(err, -ENOMEM, "waiting for hot-added disks: out of memory");
+	s->agent = a;
+	s->fd = disk_uevent_open(err);
+	if (s->fd < 0) {
+		int rc = s->fd;
+		free(s);
+		return rc;
+	}
+	int rc = ev_io_add(a->loop, s->fd, EPOLLIN, on_disk_uevent, a, &s->io, err);
+	if (rc < 0) {
+		close(s->fd);
+		free(s);
+		return rc;
+	}
+	a->disk_waits = s;
+	return 0;
+}
+
+/* Some disk of `r` is missing and may still be hot-added: defers the call
+ * until all are there or the wait ends. Fails the call itself otherwise. */
+static void disk_wait_start(struct agent *a, struct ttrpc_call *call,
+			    const Husk__Sandbox__V1__CreateBundleRequest *r,
+			    const struct bundle_paths *b)
+{
+	struct husk_err err = { 0 };
+	struct disk_wait *w = calloc(1, sizeof(*w));
+	if (!w) {
+		husk_err_set(&err, -ENOMEM, "waiting for hot-added disks: out of memory");
+		goto fail;
+	}
+	if (disk_waits_get(a, &err) < 0)
+		goto fail;
+	/* Look again now that uevents are watched. */
+	int rc = bundle_missing(r, false, &err);
+	if (rc != -ENOENT) {
+		free(w);
+		disk_waits_maybe_release(a);
+		if (rc < 0) {
+			bundle_undo(b);
+			fail_err(call, &err);
+		} else {
+			bundle_finish(call, r, b);
+		}
+		return;
+	}
+	*w = (struct disk_wait){ .set = a->disk_waits, .call = call, .req = r, .b = *b };
+	if (ev_timer_add(a->loop, (uint64_t)DISK_HOTPLUG_WAIT_MS * 1000000u, on_disk_wait_deadline,
+			 w, &w->deadline) < 0) {
+		husk_err_set(&err, -ENOMEM, "waiting for hot-added disks: timer");
+		goto fail;
+	}
+	w->next = a->disk_waits->list;
+	a->disk_waits->list = w;
+	ttrpc_call_defer(call, on_disk_wait_cancel, w);
+	return;
+fail:
+	free(w);
+	disk_waits_maybe_release(a);
+	bundle_undo(b);
+	fail_err(call, &err);
+}
+
 static void on_create_bundle(struct ttrpc_call *call, const ProtobufCMessage *req, void *data)
 {
 	struct agent *a = data;
 	const Husk__Sandbox__V1__CreateBundleRequest *r =
 		(const Husk__Sandbox__V1__CreateBundleRequest *)req;
 	struct husk_err err = { 0 };
-	int rc;
 	if (agent_check_id("container_id", r->container_id, &err) < 0) {
 		fail_err(call, &err);
 		return;
@@ -362,7 +619,7 @@ static void on_create_bundle(struct ttrpc_call *call, const ProtobufCMessage *re
 				"exactly one of rootfs_serial and rootfs_dir must be set");
 		return;
 	}
-	if ((rc = check_block_mounts(r, &err)) < 0) {
+	if (check_block_mounts(r, &err) < 0) {
 		fail_err(call, &err);
 		return;
 	}
@@ -374,12 +631,8 @@ static void on_create_bundle(struct ttrpc_call *call, const ProtobufCMessage *re
 		ttrpc_call_fail(call, TTRPC_INVALID_ARGUMENT, "container_id: path too long");
 		return;
 	}
-	snprintf(b.lower, sizeof(b.lower), "%s/lower", b.dir);
-	snprintf(b.rw, sizeof(b.rw), "%s/rw", b.dir);
-	snprintf(b.upper, sizeof(b.upper), "%s/upper", b.rw);
-	snprintf(b.work, sizeof(b.work), "%s/work", b.rw);
-	snprintf(b.rootfs, sizeof(b.rootfs), "%s/rootfs", b.dir);
-	snprintf(b.config, sizeof(b.config), "%s/config.json", b.dir);
+	bundle_paths_fill(&b);
+	/* The directory reserves the id, also while the call waits for disks. */
 	if (mkdir(b.dir, 0700) < 0) {
 		if (errno == EEXIST)
 			ttrpc_call_fail(call, TTRPC_ALREADY_EXISTS, "bundle for %s already exists",
@@ -391,58 +644,27 @@ static void on_create_bundle(struct ttrpc_call *call, const ProtobufCMessage *re
 	mkdir(b.lower, 0755);
 	mkdir(b.rw, 0755);
 	mkdir(b.rootfs, 0755);
-	const char *lower = b.lower;
 	if (*r->rootfs_dir) {
 		struct stat st;
 		if (r->rootfs_dir[0] != '/' || stat(r->rootfs_dir, &st) < 0 || !S_ISDIR(st.st_mode)) {
-			rc = husk_err_set(&err, -EINVAL, "rootfs_dir %s: not an absolute directory",
-					  r->rootfs_dir);
-			goto fail;
-		}
-		lower = r->rootfs_dir;
-	} else {
-		char dev[300];
-		const char *fstype = *r->rootfs_fstype ? r->rootfs_fstype : "erofs";
-		if ((rc = disk_find(r->rootfs_serial, DISK_HOTPLUG_WAIT_MS, dev, sizeof(dev), &err)) < 0)
-			goto fail;
-		if (mount(dev, b.lower, fstype, MS_RDONLY | MS_NODEV, NULL) < 0) {
-			rc = husk_err_sys(&err, -errno, "rootfs_serial %s: mount %s (%s) read-only",
-					  r->rootfs_serial, dev, fstype);
-			goto fail;
+			husk_err_set(&err, -EINVAL, "rootfs_dir %s: not an absolute directory",
+				     r->rootfs_dir);
+			bundle_undo(&b);
+			fail_err(call, &err);
+			return;
 		}
 	}
-	char opts[1200];
-	unsigned long long size = r->overlay_size_bytes ? r->overlay_size_bytes : DEFAULT_OVERLAY_SIZE;
-	snprintf(opts, sizeof(opts), "size=%llu,mode=0755", size);
-	if (mount("tmpfs", b.rw, "tmpfs", MS_NODEV | MS_NOSUID, opts) < 0) {
-		rc = husk_err_sys(&err, -errno, "overlay_size_bytes %llu: mount tmpfs", size);
-		goto fail;
+	int rc = bundle_missing(r, false, &err);
+	if (rc == -ENOENT && disk_hotplug_possible()) {
+		disk_wait_start(a, call, r, &b);
+		return;
 	}
-	mkdir(b.upper, 0755);
-	mkdir(b.work, 0755);
-	if (husk_path_fmt(opts, sizeof(opts), "lowerdir=%s,upperdir=%s,workdir=%s", lower, b.upper,
-			  b.work) < 0 ||
-	    mount("overlay", b.rootfs, "overlay", MS_NODEV, opts) < 0) {
-		rc = husk_err_sys(&err, -errno, "mount overlay on %s", b.rootfs);
-		goto fail;
+	if (rc < 0) {
+		bundle_undo(&b);
+		fail_err(call, &err);
+		return;
 	}
-	if ((rc = mount_block_mounts(r, &b, &err)) < 0)
-		goto fail;
-	if ((rc = write_spec((const char *)r->oci_spec.data, r->oci_spec.len, r, &b, &err)) < 0)
-		goto fail;
-	/* Refuse a spec Task.Create would refuse, while undoing is still easy. */
-	struct jail_spec *spec = NULL;
-	if ((rc = jail_spec_load(b.dir, &spec, &err)) < 0)
-		goto fail;
-	jail_spec_free(spec);
-	Husk__Sandbox__V1__CreateBundleResponse resp = HUSK__SANDBOX__V1__CREATE_BUNDLE_RESPONSE__INIT;
-	resp.bundle = b.dir;
-	ttrpc_call_reply(call, &resp.base);
-	return;
-fail:
-	bundle_undo(&b);
-	(void)rc;
-	fail_err(call, &err);
+	bundle_finish(call, r, &b);
 }
 
 /* Called by Task.Delete: unmounts and removes what CreateBundle made. */
@@ -452,12 +674,7 @@ void sandbox_remove_bundle(struct agent *a, const char *id)
 	struct bundle_paths b;
 	if (husk_path_fmt(b.dir, sizeof(b.dir), "%s/bundles/%s", a->opt.run_dir, id) < 0)
 		return;
-	snprintf(b.lower, sizeof(b.lower), "%s/lower", b.dir);
-	snprintf(b.rw, sizeof(b.rw), "%s/rw", b.dir);
-	snprintf(b.upper, sizeof(b.upper), "%s/upper", b.rw);
-	snprintf(b.work, sizeof(b.work), "%s/work", b.rw);
-	snprintf(b.rootfs, sizeof(b.rootfs), "%s/rootfs", b.dir);
-	snprintf(b.config, sizeof(b.config), "%s/config.json", b.dir);
+	bundle_paths_fill(&b);
 	bundle_undo(&b);
 }
 

@@ -2,7 +2,8 @@
  * leaves no process, socket or directory; stop works through QMP when the
  * guest does not power off by itself; names are exclusive; a directory
  * left by a dead owner is reclaimed; a VM opened by another user of the
- * library cannot be stopped by it.
+ * library cannot be stopped by it; the agent keeps serving while a
+ * CreateBundle waits for a hot-added disk.
  * Needs HUSK_KERNEL and HUSK_INITRD (set by tests/run.sh). */
 #include <errno.h>
 #include <fcntl.h>
@@ -13,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -20,6 +22,8 @@
 #include <cmocka.h>
 
 #include "husk.h"
+#include "husk/sandbox.pb-c.h"
+#include "ttrpc/client.h"
 
 struct fixture {
 	char state[64];
@@ -312,6 +316,209 @@ static void test_hotplug_disk(void **state)
 	f->cfg.hotplug_slots = 0;
 }
 
+/* ---- CreateBundle waiting for hot-added disks ----
+ * Calls are started on asynchronous libttrpc clients so that the order in
+ * which the agent answers them is visible: calls on one connection reach
+ * the agent's handlers in the order they were sent. */
+
+#define SANDBOX "husk.sandbox.v1.Sandbox"
+/* Only a bound for a broken agent, so that the test fails instead of
+ * hanging; nothing here waits for it to pass. */
+#define ASYNC_DEADLINE_NS (120ull * 1000000000u)
+
+struct reply {
+	bool done;
+	int code;
+	char msg[TTRPC_STATUS_MSG_MAX];
+	char bundle[512];
+};
+
+static void on_reply(struct ttrpc_reply *r, void *data)
+{
+	struct reply *out = data;
+	out->done = true;
+	out->code = r->status.code;
+	snprintf(out->msg, sizeof(out->msg), "%s", r->status.message);
+	if (r->status.code == TTRPC_OK && r->msg &&
+	    r->msg->descriptor == &husk__sandbox__v1__create_bundle_response__descriptor)
+		snprintf(out->bundle, sizeof(out->bundle), "%s",
+			 ((Husk__Sandbox__V1__CreateBundleResponse *)r->msg)->bundle);
+}
+
+static void run_until(struct ev_loop *loop, const struct reply *r)
+{
+	while (!r->done)
+		assert_true(ev_run_once(loop, -1) >= 0);
+}
+
+/* A second connection to the agent, driven by `loop`; *raw (when not NULL)
+ * gets a duplicate of its fd for shutdown(). */
+static struct ttrpc_client *async_client(struct husk_vm *vm, struct ev_loop *loop, int *raw)
+{
+	struct husk_err err = { 0 };
+	int fd = husk_vm_connect(vm, HUSK_AGENT_PORT, 0, &err);
+	if (fd < 0)
+		fail_msg("connect: %s", err.msg);
+	if (raw)
+		assert_true((*raw = dup(fd)) >= 0);
+	struct ttrpc_client *c = NULL;
+	if (ttrpc_client_new(loop, fd, &c, &err) < 0)
+		fail_msg("ttrpc client: %s", err.msg);
+	return c;
+}
+
+static void start_create_bundle(struct ttrpc_client *c, const char *id, const char *spec,
+				const char *serial, const struct husk_block_mount *m,
+				struct reply *out)
+{
+	Husk__Sandbox__V1__BlockMount bm = HUSK__SANDBOX__V1__BLOCK_MOUNT__INIT, *bmp = &bm;
+	Husk__Sandbox__V1__CreateBundleRequest req = HUSK__SANDBOX__V1__CREATE_BUNDLE_REQUEST__INIT;
+	req.container_id = (char *)id;
+	req.oci_spec.data = (uint8_t *)spec;
+	req.oci_spec.len = strlen(spec);
+	req.rootfs_serial = (char *)serial;
+	if (m) {
+		bm.serial = (char *)m->serial;
+		bm.fstype = (char *)m->fstype;
+		bm.target = (char *)m->target;
+		bm.readonly = m->readonly;
+		req.n_mounts = 1;
+		req.mounts = &bmp;
+	}
+	const struct ttrpc_call_opts opts = { .timeout_ns = ASYNC_DEADLINE_NS };
+	assert_int_equal(ttrpc_client_start(c, SANDBOX, "CreateBundle", &req.base, NULL, 0,
+					    &husk__sandbox__v1__create_bundle_response__descriptor,
+					    &opts, on_reply, out),
+			 0);
+}
+
+static void start_check(struct ttrpc_client *c, struct reply *out)
+{
+	Husk__Sandbox__V1__CheckRequest req = HUSK__SANDBOX__V1__CHECK_REQUEST__INIT;
+	const struct ttrpc_call_opts opts = { .timeout_ns = ASYNC_DEADLINE_NS };
+	assert_int_equal(ttrpc_client_start(c, SANDBOX, "Check", &req.base, NULL, 0,
+					    &husk__sandbox__v1__check_response__descriptor, &opts,
+					    on_reply, out),
+			 0);
+}
+
+/* CreateBundle for `id` from a directory that does not exist: -EEXIST while
+ * another CreateBundle holds the id, else -EINVAL (and nothing is left). */
+static int probe_bundle_id(struct husk_agent *a, const char *id)
+{
+	Husk__Sandbox__V1__CreateBundleRequest req = HUSK__SANDBOX__V1__CREATE_BUNDLE_REQUEST__INIT;
+	req.container_id = (char *)id;
+	req.oci_spec.data = (uint8_t *)"{}";
+	req.oci_spec.len = 2;
+	req.rootfs_dir = "/nonexistent";
+	struct husk_err err = { 0 };
+	ProtobufCMessage *resp = NULL;
+	const ProtobufCMessageDescriptor *desc = &husk__sandbox__v1__create_bundle_response__descriptor;
+	int r = husk_agent_call(a, SANDBOX, "CreateBundle", &req.base, desc, &resp, &err);
+	if (resp)
+		protobuf_c_message_free_unpacked(resp, NULL);
+	if (r == -EINVAL)
+		assert_non_null(strstr(err.msg, "rootfs_dir"));
+	return r;
+}
+
+/* CreateBundle for disks the host has not hot-added yet waits for them
+ * without stalling the agent: a later call on the same connection and calls
+ * on another connection are answered first; the id stays taken meanwhile;
+ * once the disks come, the bundle is made from them. A waiting call whose
+ * client goes away gives its id back. */
+static void test_create_bundle_waits_for_disk(void **state)
+{
+	struct fixture *f = *state;
+	char root[256], data[256];
+	make_image(f, "late", "late-disk", root, sizeof(root));
+	make_image(f, "data", "data-disk", data, sizeof(data));
+	struct husk_err err = { 0 };
+	struct husk_vm *vm = NULL;
+	f->cfg.name = "late";
+	f->cfg.hotplug_slots = 2;
+	assert_int_equal(husk_vm_start(&f->cfg, &vm, &err), 0);
+	struct husk_agent *a = NULL;
+	assert_int_equal(husk_agent_open(vm, 5000, &a, &err), 0);
+	assert_int_equal(husk_agent_create_sandbox(a, "late", &err), 0);
+	struct ev_loop *loop = NULL;
+	assert_int_equal(ev_loop_new(&loop, &err), 0);
+	static const char spec[] =
+		"{\"ociVersion\":\"1.0.2\",\"root\":{\"path\":\"rootfs\"},"
+		"\"process\":{\"cwd\":\"/\",\"user\":{\"uid\":0,\"gid\":0},"
+		"\"env\":[\"PATH=/bin\"],\"args\":[\"/bin/busybox\",\"sh\",\"-c\","
+		"\"busybox grep -qx late-disk /marker &&"
+		" busybox grep -qx data-disk /data/marker\"]},"
+		"\"linux\":{\"namespaces\":[{\"type\":\"mount\"},{\"type\":\"pid\"}]}}";
+
+	/* A client that goes away while its CreateBundle waits: the id is
+	 * taken until then and free again after. */
+	int raw = -1;
+	struct ttrpc_client *gone = async_client(vm, loop, &raw);
+	struct reply never = { 0 }, check = { 0 };
+	start_create_bundle(gone, "never", spec, "never1", NULL, &never);
+	start_check(gone, &check);
+	run_until(loop, &check);
+	assert_int_equal(check.code, TTRPC_OK);
+	assert_false(never.done);
+	assert_int_equal(probe_bundle_id(a, "never"), -EEXIST);
+	/* Our half-close ends the agent's side of the connection; its close
+	 * reaches us only after the agent has dropped the call. */
+	assert_int_equal(shutdown(raw, SHUT_WR), 0);
+	run_until(loop, &never);
+	/* UNAVAILABLE: the connection closed under the call. (Only a test
+	 * slower than the agent's own wait could see that wait end first.) */
+	if (never.code == TTRPC_NOT_FOUND)
+		assert_non_null(strstr(never.msg, "\"never1\" (waited for a hot-added one)"));
+	else
+		assert_int_equal(never.code, TTRPC_UNAVAILABLE);
+	assert_int_equal(probe_bundle_id(a, "never"), -EINVAL);
+	ttrpc_client_free(gone);
+	close(raw);
+
+	/* The rootfs disk and a block mount's disk, neither there yet. */
+	struct ttrpc_client *c = async_client(vm, loop, NULL);
+	const struct husk_block_mount m = { .serial = "late2", .fstype = "erofs", .target = "/data",
+					    .readonly = true };
+	struct reply bundle = { 0 };
+	check = (struct reply){ 0 };
+	start_create_bundle(c, "late", spec, "late1", &m, &bundle);
+	start_check(c, &check);
+	run_until(loop, &check);
+	assert_int_equal(check.code, TTRPC_OK);
+	assert_false(bundle.done);
+	/* Other connections are served too, and the id is taken. */
+	char version[64];
+	assert_int_equal(husk_agent_check(a, version, sizeof(version), &err), 0);
+	assert_int_equal(probe_bundle_id(a, "late"), -EEXIST);
+
+	struct husk_disk d1 = { .path = root, .serial = "late1", .readonly = true };
+	struct husk_disk d2 = { .path = data, .serial = "late2", .readonly = true };
+	assert_int_equal(husk_vm_add_disk(vm, &d1, &err), 0);
+	assert_int_equal(husk_vm_add_disk(vm, &d2, &err), 0);
+	run_until(loop, &bundle);
+	if (bundle.code != TTRPC_OK)
+		fail_msg("CreateBundle: %s: %s", ttrpc_code_name(bundle.code), bundle.msg);
+	ttrpc_client_free(c);
+	ev_loop_free(loop);
+
+	/* The container sees both disks where they belong. */
+	uint32_t pid = 0, status = 99;
+	const struct husk_stdio io = { 0 };
+	if (husk_task_create(a, "late", bundle.bundle, &io, &pid, &err) < 0 ||
+	    husk_task_start(a, "late", NULL, &pid, &err) < 0 ||
+	    husk_task_wait(a, "late", NULL, &status, &err) < 0)
+		fail_msg("container late: %s", err.msg);
+	assert_int_equal(status, 0);
+	assert_int_equal(husk_task_delete(a, "late", NULL, NULL, &err), 0);
+
+	husk_agent_close(a);
+	assert_int_equal(husk_vm_stop(vm, 0, &err), 0);
+	husk_vm_free(vm);
+	assert_nothing_left(f, "late");
+	f->cfg.hotplug_slots = 0;
+}
+
 int main(void)
 {
 	signal(SIGPIPE, SIG_IGN);
@@ -323,6 +530,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_stale_directory_reclaimed, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_qemu_killed, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_hotplug_disk, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_create_bundle_waits_for_disk, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
