@@ -105,6 +105,9 @@ $(GEN_STAMP): mk/proto-gen.sh $(PROTO_SRC) | $(DEPS_STAMP)
 	$(Q)touch $@
 
 $(BUILD)/gen/%.pb-c.c: $(GEN_STAMP) ;
+# Made by the stamp's recipe, not by this rule: never delete them as
+# intermediates (a parallel make would then regenerate under a compile).
+.PRECIOUS: $(BUILD)/gen/%.pb-c.c
 
 # ---- compile rules, one pair per variant --------------------------------------
 
@@ -125,19 +128,19 @@ $(BUILD)/$(1)/libcommon.a: $(call objs,$(1),$(COMMON_SRC))
 
 $(BUILD)/$(1)/libttrpc.a: $(call objs,$(1),$(TTRPC_SRC),$(TTRPC_GEN))
 	$$(call quiet,AR.$(1),$$@)
-	$(Q)rm -f $$@ && ar rcs $$@ $$^
+	$(Q)rm -f $$@ && ar rcs $$@ $$(filter %.o,$$^)
 
 $(BUILD)/$(1)/libhuskproto.a: $(call objs,$(1),,$(CONTAINERD_GEN))
 	$$(call quiet,AR.$(1),$$@)
-	$(Q)rm -f $$@ && ar rcs $$@ $$^
+	$(Q)rm -f $$@ && ar rcs $$@ $$(filter %.o,$$^)
 
 $(BUILD)/$(1)/libjail.a: $(call objs,$(1),$(JAIL_SRC))
 	$$(call quiet,AR.$(1),$$@)
-	$(Q)rm -f $$@ && ar rcs $$@ $$^
+	$(Q)rm -f $$@ && ar rcs $$@ $$(filter %.o,$$^)
 
 $(BUILD)/$(1)/libinit.a: $(call objs,$(1),$(INIT_SRC))
 	$$(call quiet,AR.$(1),$$@)
-	$(Q)rm -f $$@ && ar rcs $$@ $$^
+	$(Q)rm -f $$@ && ar rcs $$@ $$(filter %.o,$$^)
 endef
 $(foreach v,$(VARIANTS),$(eval $(call variant_rules,$(v))))
 
@@ -160,10 +163,13 @@ endef
 
 # ---- libraries installed under build/lib ------------------------------------
 
-# Every link also pulls in libcommon.
-$(foreach v,$(VARIANTS),$(eval $(BUILD)/$(v)/libttrpc.a: | $(BUILD)/$(v)/libcommon.a))
-$(foreach v,$(VARIANTS),$(eval $(BUILD)/$(v)/libjail.a: | $(BUILD)/$(v)/libcommon.a))
-$(foreach v,$(VARIANTS),$(eval $(BUILD)/$(v)/libinit.a: | $(BUILD)/$(v)/libcommon.a))
+# Every link also pulls in libcommon (see link): the archives a binary
+# links depend on it, so a change in common/ relinks the binaries and a
+# parallel make builds it first (their ar rules take only the .o files).
+$(foreach v,$(VARIANTS),$(eval $(BUILD)/$(v)/libttrpc.a: $(BUILD)/$(v)/libcommon.a))
+$(foreach v,$(VARIANTS),$(eval $(BUILD)/$(v)/libjail.a: $(BUILD)/$(v)/libcommon.a))
+$(foreach v,$(VARIANTS),$(eval $(BUILD)/$(v)/libinit.a: $(BUILD)/$(v)/libcommon.a))
+$(foreach v,$(VARIANTS),$(eval $(BUILD)/$(v)/libhuskproto.a: $(BUILD)/$(v)/libcommon.a))
 
 LIBS := $(BUILD)/host/libttrpc.a $(BUILD)/host/libhuskproto.a $(BUILD)/musl/libttrpc.a \
 	$(BUILD)/musl/libhuskproto.a $(BUILD)/host/libjail.a $(BUILD)/musl/libjail.a

@@ -37,7 +37,7 @@ $(TEST_DIR)/guest-client: $(call objs,host,tests/vm/guest_client.c,$(AGENT_GEN))
 	$(call link,host)
 
 # Receives the pty of `husk-jail create --console-socket` for tests/jail.
-$(TEST_DIR)/recv-console: $(call objs,host,tests/jail/recv_console.c)
+$(TEST_DIR)/recv-console: $(call objs,host,tests/jail/recv_console.c) $(BUILD)/host/libcommon.a
 	$(call link,host)
 
 # libinit: command line, SIGCHLD reaper, system pieces in throwaway namespaces.

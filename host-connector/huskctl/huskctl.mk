@@ -6,6 +6,6 @@ $(BUILD)/bin/huskctl: $(call objs,host,$(HUSKCTL_SRC)) $(BUILD)/lib/libhusk.a
 BINS += $(BUILD)/bin/huskctl
 
 # A terminal for tests/e2e's tty cases.
-$(TEST_DIR)/ptyrun: $(call objs,host,tests/e2e/ptyrun.c) | $(BUILD)/host/libcommon.a
+$(TEST_DIR)/ptyrun: $(call objs,host,tests/e2e/ptyrun.c) $(BUILD)/host/libcommon.a
 	$(call link,host,-lutil)
 TEST_BINS += $(TEST_DIR)/ptyrun

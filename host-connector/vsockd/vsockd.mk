@@ -27,9 +27,9 @@ $(TEST_DIR)/unit-vsockd-device: $(call objs,asan,tests/unit/test_vsockd_device.c
 
 # Programs for tests/vsock: the guest's /init (static musl) and a host-side
 # client/listener for the hybrid socket.
-$(TEST_DIR)/vsock-guest-echo: $(call objs,musl,tests/vsock/guest_echo.c)
+$(TEST_DIR)/vsock-guest-echo: $(call objs,musl,tests/vsock/guest_echo.c) $(BUILD)/musl/libcommon.a
 	$(call link,musl)
-$(TEST_DIR)/vsock-host-peer: $(call objs,host,tests/vsock/host_peer.c)
+$(TEST_DIR)/vsock-host-peer: $(call objs,host,tests/vsock/host_peer.c) $(BUILD)/host/libcommon.a
 	$(call link,host)
 TEST_BINS += $(TEST_DIR)/unit-vsockd-virtq $(TEST_DIR)/unit-vsockd-conn \
 	$(TEST_DIR)/unit-vsockd-device \
