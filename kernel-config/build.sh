@@ -21,7 +21,7 @@ FRAGMENT=$HERE/husk.config
 SRC_PKG=linux-source-6.1
 SRC_TAR=/usr/src/$SRC_PKG.tar.xz
 # Debian package names of everything the kernel build runs (mk/packages.txt).
-BUILD_PKGS="build-essential bc bison flex libelf-dev xz-utils"
+BUILD_PKGS="build-essential bc bison flex libelf-dev xz-utils lz4"
 CACHE_ROOT=${HUSK_CACHE:-/var/cache/husk}/kernel
 OUTDIR=build/kernel
 # Called from husk's make: its flags and command-line variables (V=, CC=,
