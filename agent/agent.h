@@ -167,6 +167,11 @@ int disk_find(const char *serial, char *dev, size_t size, struct husk_err *err);
 /* Sets the -ENOENT error for a missing disk; `waited`: after waiting for a
  * hot-added one. */
 int disk_missing(const char *serial, bool waited, struct husk_err *err);
+/* Powers off the PCIe hotplug slot of the disk with `serial` (the guest's
+ * pciehp removes the device first; QEMU then unplugs it at once). -ENOENT
+ * for no such disk, -EBUSY when a file system on it is mounted, -ENODEV
+ * when it is not on a hotplug slot (a boot-time virtio-mmio disk). */
+int disk_release(const char *serial, struct husk_err *err);
 /* Whether this VM has PCI hotplug slots: only then can a disk still come. */
 bool disk_hotplug_possible(void);
 /* A nonblocking NETLINK_KOBJECT_UEVENT socket, readable when the kernel

@@ -49,6 +49,10 @@ static int fail_err(struct ttrpc_call *call, const struct husk_err *err)
 	case -EACCES:
 		code = TTRPC_PERMISSION_DENIED;
 		break;
+	case -EBUSY:
+	case -ENODEV:
+		code = TTRPC_FAILED_PRECONDITION;
+		break;
 	default:
 		code = TTRPC_INTERNAL;
 	}
@@ -799,6 +803,25 @@ static void on_destroy_sandbox(struct ttrpc_call *call, const ProtobufCMessage *
 	ev_stop(a->loop);
 }
 
+/* ---- ReleaseDisk ---- */
+
+static void on_release_disk(struct ttrpc_call *call, const ProtobufCMessage *req, void *data)
+{
+	(void)data;
+	const Husk__Sandbox__V1__ReleaseDiskRequest *r = (const void *)req;
+	struct husk_err err = { 0 };
+	if (!*r->serial) {
+		husk_err_set(&err, -EINVAL, "serial is required");
+		fail_err(call, &err);
+		return;
+	}
+	if (disk_release(r->serial, &err) < 0) {
+		fail_err(call, &err);
+		return;
+	}
+	ttrpc_call_reply(call, &((Google__Protobuf__Empty)GOOGLE__PROTOBUF__EMPTY__INIT).base);
+}
+
 int sandbox_service_register(struct agent *a, struct husk_err *err)
 {
 	static const struct ttrpc_named_method methods[] = {
@@ -808,6 +831,7 @@ int sandbox_service_register(struct agent *a, struct husk_err *err)
 		{ "GetEvents", on_get_events },
 		{ "GuestDetails", on_guest_details },
 		{ "DestroySandbox", on_destroy_sandbox },
+		{ "ReleaseDisk", on_release_disk },
 	};
 	return ttrpc_server_add_service_named(a->server, &husk__sandbox__v1__sandbox__descriptor,
 					      methods, ARRAY_SIZE(methods), a, err);

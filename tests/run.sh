@@ -77,6 +77,7 @@ run_lines vsock tests/vsock/run.sh "$build"
 run_lines vm tests/vm/run.sh "$build"
 run_lines e2e tests/e2e/run.sh "$build"
 run_lines e2e-stock-kernel tests/e2e/stock.sh "$build"
+run_lines vhost-vsock tests/vhost/run.sh "$build"
 run_lines containerd tests/containerd/run.sh "$build"
 run_lines jail tests/jail/run.sh "$build"
 if [ -n "${AGENT_TEST:-}" ]; then

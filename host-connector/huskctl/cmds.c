@@ -256,11 +256,12 @@ int cmd_info(const struct global_opts *g, int argc, char **argv)
 	if (r == 0)
 		r = husk_agent_guest_details(a, &d, &err);
 	if (r == 0)
-		printf("vm %s\nvm_accel %s\nvm_transport %s\nqemu_pid %d\nguest_kernel %s\n"
+		printf("vm %s\nvm_accel %s\nvm_transport %s\nvm_cid %u\nqemu_pid %d\nguest_kernel %s\n"
 		       "guest_cpus %u\nguest_mem_bytes %llu\nagent %s\nagent_rss_bytes %llu\n"
 		       "agent_fds %u\ncontainers %u\n",
 		       argv[1], husk_accel_name(husk_vm_accel(vm)),
-		       husk_transport_name(husk_vm_transport(vm)), (int)husk_vm_qemu_pid(vm),
+		       husk_transport_name(husk_vm_transport(vm)), husk_vm_cid(vm),
+		       (int)husk_vm_qemu_pid(vm),
 		       d.kernel_release, d.cpus, (unsigned long long)d.mem_total_bytes,
 		       d.agent_version, (unsigned long long)d.agent_rss_bytes, d.agent_fds,
 		       d.containers);

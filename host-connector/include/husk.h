@@ -113,12 +113,14 @@ void husk_vm_free(struct husk_vm *vm);
  * -ENOSPC when every slot is taken, -EEXIST for a serial in use. */
 int husk_vm_add_disk(struct husk_vm *vm, const struct husk_disk *disk, struct husk_err *err);
 
-/* Asks the guest to release the disk with `serial` (PCIe attention button;
- * unmount it in the guest first). Its slot is free again once QEMU reports
- * the device gone, which Linux's pciehp does after its 5 s cancel window:
- * waits up to wait_ms for that (0: returns at once; -ETIMEDOUT when it did
- * not come in time, the removal still goes on). -ENOENT for an unknown
- * serial. */
+/* Removes the disk with `serial` (unmount it in the guest first): QEMU's
+ * device_del (the PCIe attention button), then the agent's ReleaseDisk,
+ * which powers the slot off at once, so that QEMU reports the device gone
+ * within the call. Where the agent cannot (an older agent, a disk still
+ * mounted), Linux's pciehp does it after its 5 s cancel window. Waits up to
+ * wait_ms for the device to be gone (0: does not wait for the fallback;
+ * -ETIMEDOUT when it did not come in time, the removal still goes on); its
+ * slot is free again once it is. -ENOENT for an unknown serial. */
 int husk_vm_remove_disk(struct husk_vm *vm, const char *serial, unsigned wait_ms,
 			struct husk_err *err);
 
@@ -146,6 +148,9 @@ const char *husk_vm_dir(const struct husk_vm *vm);
 const char *husk_vm_console_log(const struct husk_vm *vm);
 enum husk_accel husk_vm_accel(const struct husk_vm *vm);
 enum husk_transport husk_vm_transport(const struct husk_vm *vm);
+/* The guest's vsock CID: the kernel-allocated one with vhost-vsock, 3 with
+ * husk-vsockd (each VM has its own). */
+uint32_t husk_vm_cid(const struct husk_vm *vm);
 pid_t husk_vm_qemu_pid(const struct husk_vm *vm);
 pid_t husk_vm_vsockd_pid(const struct husk_vm *vm);
 /* Nanoseconds from QEMU's launch to the first successful Check. */
@@ -220,6 +225,10 @@ int husk_agent_create_bundle_mounts(struct husk_agent *a, const char *id, const 
 				    const char *rootfs_serial, const struct husk_block_mount *mounts,
 				    size_t n_mounts, char **bundle, struct husk_err *err);
 int husk_agent_destroy(struct husk_agent *a, struct husk_err *err);
+/* Sandbox.ReleaseDisk: the guest powers off the hotplug slot of the disk
+ * with `serial` (husk_vm_remove_disk calls it). -ENOENT: no such disk;
+ * -EBUSY: mounted, or not on a hotplug slot. */
+int husk_agent_release_disk(struct husk_agent *a, const char *serial, struct husk_err *err);
 
 /* The filesystem on a disk image from its superblock: "erofs", "ext4"
  * (ext2/3/4 all mount as ext4), or NULL with `err` naming the file. */

@@ -242,6 +242,13 @@ int husk_agent_destroy(struct husk_agent *a, struct husk_err *err)
 	return CALL(SANDBOX, "DestroySandbox", req, NULL, NULL);
 }
 
+int husk_agent_release_disk(struct husk_agent *a, const char *serial, struct husk_err *err)
+{
+	Husk__Sandbox__V1__ReleaseDiskRequest req = HUSK__SANDBOX__V1__RELEASE_DISK_REQUEST__INIT;
+	req.serial = (char *)serial;
+	return CALL(SANDBOX, "ReleaseDisk", req, NULL, NULL);
+}
+
 /* "vsock://PORT", or "" for none. */
 static char *port_uri(char buf[32], uint32_t port)
 {

@@ -2,8 +2,9 @@
  * one of the VM's PCIe root ports ("hp<i>", see build_qemu_argv), driven
  * over QMP. The guest's pciehp sees the slot's presence change and probes
  * the device; removal is the attention button, which the guest answers by
- * powering the slot off after its cancel window, and QEMU then reports
- * DEVICE_DELETED. Used for the containers of a pod that join its VM. */
+ * powering the slot off after its 5 s cancel window (or at once, when the
+ * agent's ReleaseDisk asks), and QEMU then reports DEVICE_DELETED. Used for
+ * the containers of a pod that join its VM. */
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
@@ -183,6 +184,17 @@ int husk_vm_remove_disk(struct husk_vm *vm, const char *serial, unsigned wait_ms
 			vm->slots[i].state = SLOT_USED;
 			return husk_err_wrap(err, "disk serial %s", serial);
 		}
+		/* Rather than wait out pciehp's 5 s cancel window, have the agent
+		 * power the slot off: QEMU unplugs the device as the guest writes
+		 * the slot control, before the agent replies. Best effort: the
+		 * window still ends the removal if this fails. */
+		struct husk_agent *a = NULL;
+		struct husk_err rel = { 0 };
+		bool released = husk_agent_open(vm, QMP_TIMEOUT_MS, &a, &rel) == 0 &&
+				husk_agent_release_disk(a, serial, &rel) == 0;
+		husk_agent_close(a);
+		if (released && wait_ms < QMP_TIMEOUT_MS)
+			wait_ms = QMP_TIMEOUT_MS; /* the event is due now */
 		if (!wait_ms)
 			return 0;
 		struct gone_wait w = { vm, i };

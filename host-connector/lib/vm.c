@@ -726,6 +726,7 @@ const char *husk_vm_dir(const struct husk_vm *vm) { return vm->dir; }
 const char *husk_vm_console_log(const struct husk_vm *vm) { return vm->console; }
 enum husk_accel husk_vm_accel(const struct husk_vm *vm) { return vm->accel; }
 enum husk_transport husk_vm_transport(const struct husk_vm *vm) { return vm->transport; }
+uint32_t husk_vm_cid(const struct husk_vm *vm) { return vm->cid; }
 pid_t husk_vm_qemu_pid(const struct husk_vm *vm) { return vm->qemu_pid; }
 pid_t husk_vm_vsockd_pid(const struct husk_vm *vm) { return vm->vsockd_pid; }
 uint64_t husk_vm_boot_ns(const struct husk_vm *vm) { return vm->boot_ns; }

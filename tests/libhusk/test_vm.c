@@ -277,9 +277,15 @@ static void test_hotplug_disk(void **state)
 		fail_msg("%u slots: %s", HUSK_HOTPLUG_MAX, err.msg);
 	husk_vm_free(vm);
 
+	/* A boot-time disk (virtio-mmio) next to the slots. */
+	struct husk_disk boot = { .path = one, .serial = "boot0", .readonly = true };
 	f->cfg.name = "pod";
 	f->cfg.hotplug_slots = 2;
+	f->cfg.disks = &boot;
+	f->cfg.n_disks = 1;
 	assert_int_equal(husk_vm_start(&f->cfg, &vm, &err), 0);
+	f->cfg.disks = NULL;
+	f->cfg.n_disks = 0;
 	struct husk_agent *a = NULL;
 	assert_int_equal(husk_agent_open(vm, 5000, &a, &err), 0);
 	assert_int_equal(husk_agent_create_sandbox(a, "pod", &err), 0);
@@ -298,9 +304,26 @@ static void test_hotplug_disk(void **state)
 	assert_int_equal(husk_vm_add_disk(vm, &d3, &err), -ENOSPC);
 	struct husk_disk bad = { .path = "/nonexistent.img", .serial = "x", .readonly = true };
 	assert_int_equal(husk_vm_remove_disk(vm, "pod9", 0, &err), -ENOENT);
-	/* Removal frees the slot for another disk (pciehp takes 5 s). */
-	assert_int_equal(husk_vm_remove_disk(vm, "pod1", 30000, &err), 0);
-	assert_int_equal(husk_vm_add_disk(vm, &d3, &err), 0);
+
+	/* The agent releases only a hot-added disk nothing has mounted. */
+	assert_int_equal(husk_agent_release_disk(a, "nosuch", &err), -ENOENT);
+	assert_non_null(strstr(err.msg, "nosuch"));
+	assert_int_equal(husk_agent_release_disk(a, "boot0", &err), -EBUSY);
+	assert_non_null(strstr(err.msg, "not on a PCI hotplug slot"));
+	char *bundle = NULL;
+	if (husk_agent_create_bundle(a, "held", "{\"ociVersion\":\"1.0.2\"}", "pod2", &bundle,
+				     &err) < 0)
+		fail_msg("bundle on pod2: %s", err.msg);
+	free(bundle);
+	assert_int_equal(husk_agent_release_disk(a, "pod2", &err), -EBUSY);
+	assert_non_null(strstr(err.msg, "still mounted"));
+
+	/* Removal frees the slot within the call (the agent powers it off):
+	 * without that, pciehp's 5 s window would leave both slots taken and
+	 * this add would fail with -ENOSPC. */
+	assert_int_equal(husk_vm_remove_disk(vm, "pod1", 0, &err), 0);
+	if (husk_vm_add_disk(vm, &d3, &err) < 0)
+		fail_msg("add after remove: %s", err.msg);
 	assert_int_equal(grep_marker(a, "c4", "pod3", "first-disk"), 0);
 	assert_int_equal(husk_vm_remove_disk(vm, "pod3", 0, &err), 0);
 	assert_int_equal(husk_vm_add_disk(vm, &bad, &err), -ENOENT);

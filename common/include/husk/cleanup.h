@@ -7,6 +7,7 @@
 #ifndef HUSK_CLEANUP_H
 #define HUSK_CLEANUP_H
 
+#include <dirent.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -32,9 +33,16 @@ static inline void husk_fclosep(FILE **f)
 		fclose(*f);
 }
 
+static inline void husk_closedirp(DIR **d)
+{
+	if (*d)
+		closedir(*d);
+}
+
 #define _cleanup_fd_ __attribute__((cleanup(husk_closep)))
 #define _cleanup_free_ __attribute__((cleanup(husk_freep)))
 #define _cleanup_fclose_ __attribute__((cleanup(husk_fclosep)))
+#define _cleanup_closedir_ __attribute__((cleanup(husk_closedirp)))
 
 static inline int take_fd(int *fd)
 {
