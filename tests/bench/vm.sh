@@ -151,6 +151,7 @@ amin=$(printf '%s\n' "${agent_ms[@]}" | sort -n | head -1)
 fmin=$(printf '%s\n' "${floor_ms[@]}" | sort -n | head -1)
 printf '   fastest of each: agent %s ms, floor %s ms, %.3fx (less sensitive to a busy host)\n' \
 	"$amin" "$fmin" "$(echo "$amin $fmin" | awk '{print $1/$2}')"
+echo "   agent overhead over the floor: $((a - f)) ms (medians), $((amin - fmin)) ms (fastest)"
 echo "   target: agent overhead over the floor <= 5% (ratio <= 1.05x)"
 echo "   agent: to the first answered Sandbox.Check (husk_vm_boot_ns), so it includes the agent's"
 echo "   log connection and a vsock connect + Check round trip; floor: a static /init that powers"
