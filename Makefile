@@ -53,7 +53,7 @@ PROTO_SRC := $(shell find proto -name '*.proto' 2>/dev/null | LC_ALL=C sort)
 GEN_STAMP := $(BUILD)/gen/.stamp
 gen = $(addprefix $(BUILD)/gen/,$(1))
 
-COMMON_SRC := common/error.c common/sock.c common/path.c
+COMMON_SRC := common/error.c common/sock.c common/path.c common/netif.c
 TTRPC_SRC := ttrpc/loop.c ttrpc/frame.c ttrpc/conn.c ttrpc/server.c ttrpc/client.c \
 	ttrpc/status.c
 TTRPC_GEN := ttrpc/ttrpc.pb-c.c google/rpc/status.pb-c.c google/protobuf/any.pb-c.c

@@ -149,6 +149,9 @@ struct agent {
 	struct disk_waits *disk_waits;
 	bool shutting_down;
 	bool poweroff_requested;
+	/* The VM's own "lo" is up (PID 1 brings it up for the first container
+	 * that shares the VM's network namespace, not at boot). */
+	bool vm_lo_up;
 	/* the log stream to host port 1025 (logport.c); -1 when none */
 	int log_fd;
 	struct ev_io *log_io;

@@ -111,8 +111,6 @@ static void guest_init(struct agent *a)
 		n_modules = read_module_list("/etc/husk/modules", list, modules);
 	if (n_modules && init_load_modules(modules, n_modules, &err) < 0)
 		init_poweroff(err.msg);
-	if (init_loopback_up(&err) < 0)
-		fprintf(stderr, "husk-agent: warning: %s\n", err.msg);
 	if (cfg.hostname[0] && init_set_hostname(cfg.hostname, &err) < 0)
 		fprintf(stderr, "husk-agent: warning: %s\n", err.msg);
 	init_seed_from_hwrng(NULL);

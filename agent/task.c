@@ -3,6 +3,7 @@
  * containerd-shim-runc-v2: NOT_FOUND for unknown ids, FAILED_PRECONDITION
  * for calls in the wrong state, ALREADY_EXISTS for duplicates. */
 #include <errno.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -17,6 +18,7 @@
 #include "github.com/containerd/cgroups/v2/stats/metrics.pb-c.h"
 #include "github.com/containerd/containerd/runtime/v2/task/shim.pb-c.h"
 #include "husk/cleanup.h"
+#include "husk/netif.h"
 #include "husk/path.h"
 #include "init/reaper.h"
 #include "jail/cgroup.h"
@@ -142,6 +144,21 @@ static void remove_state_dir(const char *dir)
 	rmdir(dir);
 }
 
+/* A container without a network namespace of its own uses the VM's: its
+ * "lo" comes up then, once, rather than at boot, where it cost about 20 ms
+ * of a TCG boot and most VMs (pods: the sandbox has its own) never use it.
+ * A failure is a warning, as a container may not need the loopback. */
+static void vm_loopback_up(struct agent *a)
+{
+	if (!a->opt.pid1 || a->vm_lo_up)
+		return;
+	struct husk_err err = { 0 };
+	if (husk_loopback_up(&err) < 0)
+		init_log(INIT_LOG_WARNING, "the VM's network namespace: %s", err.msg);
+	else
+		a->vm_lo_up = true;
+}
+
 static void on_create(struct ttrpc_call *call, const ProtobufCMessage *req, void *data)
 {
 	struct agent *a = data;
@@ -197,6 +214,8 @@ static void on_create(struct ttrpc_call *call, const ProtobufCMessage *req, void
 	if ((rc = make_state_dir(a, r->id, &c->state_dir, &err)) < 0 ||
 	    (rc = stdio_setup(a, &c->init, r->stdin, r->stdout, r->stderr, r->terminal, &err)) < 0)
 		goto fail;
+	if (!jail_spec_namespace(c->spec, CLONE_NEWNET))
+		vm_loopback_up(a);
 	char cgpath[256];
 	snprintf(cgpath, sizeof(cgpath), "/husk/%s", r->id);
 	struct jail_create_opts opts = {
@@ -205,6 +224,7 @@ static void on_create(struct ttrpc_call *call, const ProtobufCMessage *req, void
 		.state_dir = c->state_dir,
 		.cgroup_mount = a->opt.cgroup_mount,
 		.default_cgroup_path = cgpath,
+		.loopback_up = true,
 		.stdio = { c->init.io.container_fds[0], c->init.io.container_fds[1],
 			   c->init.io.container_fds[2] },
 	};

@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "husk/cleanup.h"
+#include "husk/netif.h"
 #include "husk/path.h"
 #include "internal.h"
 #include "jail/cgroup.h"
@@ -264,6 +265,11 @@ __attribute__((noreturn)) static void container_init(struct init_args *a)
 			husk_err_sys(&err, -errno, "domainname %s", spec->domainname);
 			fail(a->sync_fd, &err);
 		}
+	}
+	if ((a->clone_flags & CLONE_NEWNET) && a->create->loopback_up &&
+	    husk_loopback_up(&err) < 0) {
+		husk_err_wrap(&err, "the container's network namespace");
+		fail(a->sync_fd, &err);
 	}
 	/* A reader that also holds a write end blocks until start writes. */
 	int fifo = a->fifo_fd;

@@ -400,13 +400,14 @@ static int wait_ready(struct husk_vm *vm, unsigned timeout_ms, uint64_t t0, stru
 {
 	uint64_t deadline = t0 + (uint64_t)timeout_ms * 1000000u;
 	struct husk_err last = { 0 };
-	uint64_t next_try = 0;
+	/* The agent connects its log stream (port 1025) just after it starts
+	 * listening on 1024: that is the event to wait for. Check is tried
+	 * without it only as a fallback for an agent that cannot connect, from
+	 * 2 s on and every 250 ms: each refused try costs the booting guest an
+	 * RST to send, and one sent before the guest's vsock driver is up waits
+	 * in husk-vsockd until it is. */
+	uint64_t next_try = vm->log_listen_fd >= 0 ? t0 + 2000 * 1000000ull : 0;
 	for (;;) {
-		/* The agent connects its log stream (port 1025) just after it
-		 * starts listening on 1024: that is the event to wait for. Until
-		 * it comes, Check is only tried every 250 ms, as a fallback for
-		 * an agent that cannot connect (each refused try also costs the
-		 * booting guest an RST to send). */
 		bool awaiting_log = vm->log_listen_fd >= 0 && vm->log_fd < 0;
 		struct husk_agent *a = NULL;
 		uint64_t now = husk_now_ns();
@@ -447,7 +448,9 @@ static int wait_ready(struct husk_vm *vm, unsigned timeout_ms, uint64_t t0, stru
 			husk_file_tail(vm->console, tail, sizeof(tail));
 			return husk_err_set(err, -ETIMEDOUT,
 					    "the agent did not answer within %u ms (%s); console: %s",
-					    timeout_ms, last.msg, tail);
+					    timeout_ms,
+					    last.msg[0] ? last.msg : "it never connected its log stream",
+					    tail);
 		}
 	}
 }

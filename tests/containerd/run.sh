@@ -327,7 +327,10 @@ SB="--annotation io.kubernetes.cri.container-type=sandbox --annotation io.kubern
 IN="--annotation io.kubernetes.cri.container-type=container --annotation io.kubernetes.cri.sandbox-id=pod1"
 # What a process sees: its VM (boot_id), its uts, ipc and pid namespaces.
 show='cat /proc/sys/kernel/random/boot_id; for n in uts ipc pid; do readlink /proc/self/ns/$n; done'
-if RUN -d $SB --rootfs "$R" pod1 sh -c 'sleep 1000' >"$tmp/out" 2>&1; then
+# The sandbox serves a file on its 127.0.0.1 (its own network namespace, lo
+# up in it) for the pod's containers, which share that namespace.
+if RUN -d $SB --rootfs "$R" pod1 sh -c 'mkdir -p /www && echo pod-lo-ok >/www/x &&
+	httpd -p 127.0.0.1:8080 -h /www; sleep 1000' >"$tmp/out" 2>&1; then
 	shim_pid=$(pgrep -f -- "-address $sock .*-id pod1 " | head -1)
 	sb=$(C task exec --exec-id b1 pod1 sh -c "$show" 2>&1)
 	out=$(RUN --rm $IN --with-ns uts:/var/run/netns/cni-made-up --with-ns ipc:/proc/4242/ns/ipc \
@@ -346,6 +349,13 @@ $(echo "$sb" | head -3)"
 	n=$(pgrep -P "${shim_pid:-0}" qemu-system | wc -l)
 	[ $rc -eq 0 ] && [ "$out" = second-image ] && [ "$n" = 1 ] && [ "$(state pod1)" = RUNNING ] &&
 		pass pod-one-vm || fail pod-one-vm "rc=$rc out=$out qemu=$n state=$(state pod1)"
+	# Pod containers talk over localhost: the CRI names the pod's network
+	# namespace by a host path, which in the VM is the sandbox's.
+	out=$(RUN --rm $IN --with-ns network:/var/run/netns/cni-made-up --rootfs "$tmp/rootfs2" pc-lo \
+		sh -c 'for i in $(seq 50); do wget -q -O - http://127.0.0.1:8080/x 2>/dev/null && exit 0
+			sleep 0.1; done; exit 1' 2>&1)
+	rc=$?
+	[ $rc -eq 0 ] && [ "$out" = pod-lo-ok ] && pass pod-localhost || fail pod-localhost "rc=$rc $out"
 	# The sandbox goes last and takes the VM with it.
 	C task kill -s SIGKILL pod1
 	for _ in $(seq 100); do [ "$(state pod1)" = STOPPED ] && break; sleep 0.1; done

@@ -59,6 +59,17 @@ grep -q "^husk-agent: info: container .*: created" "$tmp/err" &&
 	grep -q "^husk-agent: info: container .* exited with status 1$" "$tmp/err" &&
 	pass agent-log-stream || fail agent-log-stream "$(cat "$tmp/err")"
 
+# "lo" works wherever a container's network namespace is: busybox httpd
+# serves a file on 127.0.0.1 and wget fetches it (binding fails with lo
+# down). huskctl's spec shares the VM's namespace, whose lo the agent
+# brings up for the first such container rather than at boot.
+lo_probe='mkdir -p /tmp/www && echo lo-ok >/tmp/www/x && httpd -p 127.0.0.1:8080 -h /tmp/www &&
+	for i in $(seq 50); do wget -q -O - http://127.0.0.1:8080/x 2>/dev/null && exit 0; sleep 0.1; done
+	cat /sys/class/net/lo/flags; exit 1'
+out=$(RUN --rootfs "$rootfs" -- sh -c "$lo_probe" 2>&1)
+rc=$?
+[ $rc -eq 0 ] && [ "$out" = lo-ok ] && pass loopback-in-vm-netns || fail loopback-in-vm-netns "rc=$rc $out"
+
 # Extra disks: an ext4 image written by the container (read back on the
 # host with debugfs) and a read-only erofs image.
 truncate -s 16M "$tmp/data.ext4" && mkfs.ext4 -q -F "$tmp/data.ext4"
@@ -261,6 +272,15 @@ echo "agent_rss_kib_before ${rss0:-?} after ${rss1:-?} (bytes); fds $fds0 -> $fd
 [ $bad -eq 0 ] && [ -n "$rss0" ] && [ "$fds1" = "$fds0" ] && [ $((rss1 - rss0)) -le 131072 ] &&
 	[ "$n" = 1 ] && pass twenty-containers-flat-rss-fds ||
 	fail twenty-containers-flat-rss-fds "bad=$bad rss $rss0 -> $rss1, fds $fds0 -> $fds1, containers $n"
+
+# A container with a network namespace of its own (as a pod's sandbox has)
+# gets its lo up too: in a VM no CNI loopback plugin runs.
+jq --arg p "$lo_probe" '.process.args=["sh","-c",$p] | .root.path="rootfs"' \
+	"$here/../jail/base-config.json" >"$tmp/lo-spec.json"
+out=$("$client" --uds "$uds" run --serial rootfs0 --spec "$tmp/lo-spec.json" --id lo1 2>&1)
+rc=$?
+[ $rc -eq 0 ] && echo "$out" | grep -qx lo-ok && pass loopback-in-own-netns ||
+	fail loopback-in-own-netns "rc=$rc $out"
 
 H console e2e </dev/null >/dev/null 2>"$tmp/err"
 [ $? -ne 0 ] && grep -q "refused" "$tmp/err" && pass console-refused-without-debug-console ||

@@ -28,6 +28,7 @@
 #include "init/entropy.h"
 #include "init/kmod.h"
 #include "init/mounts.h"
+#include "husk/netif.h"
 #include "init/net.h"
 #include "init/power.h"
 #include "init/reaper.h"
@@ -152,7 +153,7 @@ static void guest(void)
 		report(key, "%s", stat(path, &st) == 0 ? "present" : "absent");
 	}
 
-	r = init_loopback_up(&err);
+	r = husk_loopback_up(&err);
 	int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
 	struct ifreq ifr = { 0 };
 	strcpy(ifr.ifr_name, "lo");

@@ -159,6 +159,29 @@ static void test_start_open_stop(void **state)
 	assert_int_equal(husk_vm_open(f->state, "life", &other, &err), -ENOENT);
 }
 
+/* An agent whose log stream cannot connect (here: pointed at a host port
+ * nobody listens on) is still found ready, by the Check tries libhusk
+ * falls back to from 2 s after launch. */
+static void test_ready_without_log_stream(void **state)
+{
+	struct fixture *f = *state;
+	f->cfg.name = "nolog";
+	f->cfg.cmdline_extra = "husk.log_port=9";
+	struct husk_vm *vm = NULL;
+	struct husk_err err = { 0 };
+	assert_int_equal(husk_vm_start(&f->cfg, &vm, &err), 0);
+	/* Not a timing threshold: without the log stream no Check is tried
+	 * before the fallback starts. */
+	assert_true(husk_vm_boot_ns(vm) >= 2000000000ull);
+	struct husk_agent *a = NULL;
+	assert_int_equal(husk_agent_open(vm, 5000, &a, &err), 0);
+	assert_int_equal(husk_agent_check(a, NULL, 0, &err), 0);
+	husk_agent_close(a);
+	assert_int_equal(husk_vm_stop(vm, 5000, &err), 0);
+	husk_vm_free(vm);
+	assert_nothing_left(f, "nolog");
+}
+
 /* A directory whose owner died (lock not held) is reclaimed. */
 static void test_stale_directory_reclaimed(void **state)
 {
@@ -550,6 +573,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_bad_kernel_leaves_nothing, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_boot_timeout_leaves_nothing, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_start_open_stop, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_ready_without_log_stream, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_stale_directory_reclaimed, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_qemu_killed, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_hotplug_disk, setup, teardown),

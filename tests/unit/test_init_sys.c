@@ -43,6 +43,7 @@
 #include "init/entropy.h"
 #include "init/kmod.h"
 #include "init/mounts.h"
+#include "husk/netif.h"
 #include "init/net.h"
 #include "init/power.h"
 
@@ -321,12 +322,12 @@ static int child_loopback(void *p)
 		return cfail("fresh netns: lo flags 0x%x, expected down", f);
 	/* Down: nothing reaches 127.0.0.1. */
 	struct husk_err err = { 0 };
-	if (init_loopback_up(&err) < 0)
+	if (husk_loopback_up(&err) < 0)
 		return cfail("%s", err.msg);
 	f = lo_flags();
 	if (!(f & IFF_UP))
 		return cfail("lo still down (0x%x)", f);
-	if (init_loopback_up(&err) < 0)
+	if (husk_loopback_up(&err) < 0)
 		return cfail("second call: %s", err.msg);
 
 	/* 127.0.0.1 works: a datagram to ourselves arrives. */

@@ -6,10 +6,6 @@
 
 #include "husk/error.h"
 
-/* Brings "lo" up (the kernel then adds 127.0.0.1/8 and ::1 itself).
- * Nothing to do when it is up already. */
-int init_loopback_up(struct husk_err *err);
-
 /* Sets the kernel host name (UTS namespace of the caller) after checking
  * it is 1..64 characters of [A-Za-z0-9.-] in labels not starting or ending
  * with '-' (-EINVAL naming it otherwise). */

@@ -39,6 +39,10 @@ struct jail_create_opts {
 	 * the handle create returns (husk-jail run): the init then waits on the
 	 * runtime's socket instead of an exec fifo, and none is made. */
 	bool no_exec_fifo;
+	/* Brings "lo" up in a network namespace the container gets of its own
+	 * (one it creates, not one it joins). runc leaves that to CNI's
+	 * loopback plugin; in a VM guest nothing else would do it. */
+	bool loopback_up;
 	/* Called for warnings (ignored AppArmor/SELinux fields, failing
 	 * poststop hooks); NULL prints them to stderr. */
 	void (*warn)(void *data, const char *msg);
