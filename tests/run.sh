@@ -71,6 +71,7 @@ fi
 HUSK_KERNEL=$build/kernel/bzImage HUSK_INITRD=$build/initramfs.cpio.gz \
 	HUSK_VSOCKD=$build/bin/husk-vsockd run_cmocka libhusk-vm "$build/test/libhusk-vm"
 run_lines ttrpc-interop tests/interop/run.sh "$build"
+run_lines fuzz tests/fuzz/run.sh "$build"
 run_lines boot tests/boot/boot-test.sh "$build"
 run_lines initramfs tests/initramfs/run.sh "$build"
 run_lines vsock tests/vsock/run.sh "$build"

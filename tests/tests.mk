@@ -90,7 +90,7 @@ TEST_BINS := $(UNIT_BINS) $(TEST_DIR)/ttrpc-echo-server $(TEST_DIR)/ttrpc-intero
 BENCH_BINS := $(TEST_DIR)/ttrpc-echo-server-musl $(TEST_DIR)/ttrpc-bench $(GO_STAMP)
 
 .PHONY: check
-check: all
+check: all $(BUILD)/fuzz/fuzz-frame $(BUILD)/fuzz/fuzz-virtq
 	$(Q)UNIT_TESTS="$(UNIT_TESTS)" AGENT_TEST="$(if $(INIT_SRC),1)" tests/run.sh $(BUILD)
 
 .PHONY: bench
@@ -109,8 +109,18 @@ $(BUILD)/fuzz/fuzz-frame: $(FUZZ_SRC) ttrpc/include/ttrpc/frame.h | $(GEN_STAMP)
 	$(Q)mkdir -p $(@D)
 	$(Q)$(CLANG) $(FUZZ_CFLAGS) -o $@ $(filter %.c,$^) -lprotobuf-c
 
+# husk-vsockd's virtqueue against hostile rings (tests/fuzz/fuzz_virtq.c).
+FUZZ_VIRTQ_SRC := tests/fuzz/fuzz_virtq.c host-connector/vsockd/virtq.c common/error.c
+
+$(BUILD)/fuzz/fuzz-virtq: $(FUZZ_VIRTQ_SRC) host-connector/vsockd/virtq.h
+	$(call quiet,CLANG,$@)
+	$(Q)mkdir -p $(@D)
+	$(Q)$(CLANG) $(FUZZ_CFLAGS) -o $@ $(filter %.c,$^)
+
 .PHONY: fuzz
-fuzz: $(BUILD)/fuzz/fuzz-frame
-	$(Q)mkdir -p $(BUILD)/fuzz/corpus-frame
+fuzz: $(BUILD)/fuzz/fuzz-frame $(BUILD)/fuzz/fuzz-virtq
+	$(Q)mkdir -p $(BUILD)/fuzz/corpus-frame $(BUILD)/fuzz/corpus-virtq
 	$(BUILD)/fuzz/fuzz-frame -max_total_time=$(FUZZ_SECONDS) -max_len=65536 \
 		$(BUILD)/fuzz/corpus-frame tests/fuzz/seeds-frame tests/fuzz/regressions
+	$(BUILD)/fuzz/fuzz-virtq -max_total_time=$(FUZZ_SECONDS) -max_len=4096 \
+		$(BUILD)/fuzz/corpus-virtq tests/fuzz/seeds-virtq
