@@ -89,8 +89,11 @@ TEST_BINS := $(UNIT_BINS) $(TEST_DIR)/ttrpc-echo-server $(TEST_DIR)/ttrpc-intero
 	$(GO_STAMP)
 BENCH_BINS := $(TEST_DIR)/ttrpc-echo-server-musl $(TEST_DIR)/ttrpc-bench $(GO_STAMP)
 
+# The libFuzzer targets (rules below); make check runs each briefly.
+FUZZ_BINS := $(BUILD)/fuzz/fuzz-frame $(BUILD)/fuzz/fuzz-virtq $(BUILD)/fuzz/fuzz-vconn
+
 .PHONY: check
-check: all $(BUILD)/fuzz/fuzz-frame $(BUILD)/fuzz/fuzz-virtq
+check: all $(FUZZ_BINS)
 	$(Q)UNIT_TESTS="$(UNIT_TESTS)" AGENT_TEST="$(if $(INIT_SRC),1)" tests/run.sh $(BUILD)
 
 .PHONY: bench
@@ -117,10 +120,21 @@ $(BUILD)/fuzz/fuzz-virtq: $(FUZZ_VIRTQ_SRC) host-connector/vsockd/virtq.h
 	$(Q)mkdir -p $(@D)
 	$(Q)$(CLANG) $(FUZZ_CFLAGS) -o $@ $(filter %.c,$^)
 
+# Its connection state machine, credit and buffer (tests/fuzz/fuzz_vconn.c).
+FUZZ_VCONN_SRC := tests/fuzz/fuzz_vconn.c host-connector/vsockd/conn.c \
+	host-connector/vsockd/virtq.c common/error.c
+
+$(BUILD)/fuzz/fuzz-vconn: $(FUZZ_VCONN_SRC) host-connector/vsockd/conn.h host-connector/vsockd/virtq.h
+	$(call quiet,CLANG,$@)
+	$(Q)mkdir -p $(@D)
+	$(Q)$(CLANG) $(FUZZ_CFLAGS) -o $@ $(filter %.c,$^)
+
 .PHONY: fuzz
-fuzz: $(BUILD)/fuzz/fuzz-frame $(BUILD)/fuzz/fuzz-virtq
-	$(Q)mkdir -p $(BUILD)/fuzz/corpus-frame $(BUILD)/fuzz/corpus-virtq
+fuzz: $(FUZZ_BINS)
+	$(Q)mkdir -p $(BUILD)/fuzz/corpus-frame $(BUILD)/fuzz/corpus-virtq $(BUILD)/fuzz/corpus-vconn
 	$(BUILD)/fuzz/fuzz-frame -max_total_time=$(FUZZ_SECONDS) -max_len=65536 \
 		$(BUILD)/fuzz/corpus-frame tests/fuzz/seeds-frame tests/fuzz/regressions
 	$(BUILD)/fuzz/fuzz-virtq -max_total_time=$(FUZZ_SECONDS) -max_len=4096 \
 		$(BUILD)/fuzz/corpus-virtq tests/fuzz/seeds-virtq
+	$(BUILD)/fuzz/fuzz-vconn -max_total_time=$(FUZZ_SECONDS) -max_len=4096 \
+		$(BUILD)/fuzz/corpus-vconn tests/fuzz/seeds-vconn
