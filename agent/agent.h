@@ -152,11 +152,28 @@ struct agent {
 	/* The VM's own "lo" is up (PID 1 brings it up for the first container
 	 * that shares the VM's network namespace, not at boot). */
 	bool vm_lo_up;
+	/* The set-up containers need is done (setup.c); until then only
+	 * Check is served without it. */
+	bool setup_done;
+	struct ev_deferred setup_defer;
+	char hostname[65]; /* husk.hostname=, "" when not given */
 	/* the log stream to host port 1025 (logport.c); -1 when none */
 	int log_fd;
 	struct ev_io *log_io;
 	uint64_t log_dropped;
 };
+
+/* setup.c: PID 1's set-up of the VM in two parts. setup_early: what
+ * serving needs (/proc, /sys, /dev, the kernel command line, modules), before
+ * listening. setup_finish: the rest (other mounts, cgroup controllers, run
+ * directory, hostname, entropy), once; setup_finish_soon queues it for after
+ * the current loop iteration. setup_before_call is the ttrpc server's
+ * before_call hook: it finishes the set-up before any call but Check, and
+ * queues it after a Check. A failure powers the VM off, as at boot. */
+void setup_early(struct agent *a);
+void setup_finish(struct agent *a);
+void setup_finish_soon(struct agent *a);
+void setup_before_call(const char *service, const char *method, void *data);
 
 /* Connects the log stream to host `port` in the background (PID 1 only). */
 void logport_start(struct agent *a, unsigned port);

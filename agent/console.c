@@ -78,10 +78,11 @@ static void on_console_accept(struct ev_io *io, int fd, uint32_t events, void *d
 {
 	(void)io;
 	(void)events;
-	(void)data;
 	int conn = accept4(fd, NULL, NULL, SOCK_CLOEXEC);
 	if (conn < 0)
 		return;
+	/* The shell wants /dev/pts and the rest, like a container. */
+	setup_finish(data);
 	pid_t pid = fork();
 	if (pid == 0) {
 		sigset_t none;

@@ -23,12 +23,7 @@
 #include "husk/cleanup.h"
 #include "husk/path.h"
 #include "husk/sock.h"
-#include "init/cmdline.h"
 #include "init/console.h"
-#include "init/entropy.h"
-#include "init/kmod.h"
-#include "init/mounts.h"
-#include "init/net.h"
 #include "init/power.h"
 #include "init/reaper.h"
 #include "jail/cgroup.h"
@@ -63,60 +58,6 @@ static void on_signal(struct ev_io *io, int fd, uint32_t events, void *data)
 		a->shutting_down = true;
 		ev_stop(a->loop);
 	}
-}
-
-/* PID-1 duties before serving; any failure powers the VM off with the
- * reason on the console rather than leaving a hung guest. */
-/* One module name a line; returns how many were read into names[]. */
-static size_t read_module_list(const char *path, char list[][64], const char **names)
-{
-	FILE *f = fopen(path, "re");
-	size_t n = 0;
-	char line[64];
-	while (f && n < INIT_MAX_MODULES && fgets(line, sizeof(line), f)) {
-		line[strcspn(line, "\n")] = '\0';
-		if (!line[0])
-			continue;
-		memcpy(list[n], line, sizeof(line));
-		names[n] = list[n];
-		n++;
-	}
-	if (f)
-		fclose(f);
-	return n;
-}
-
-static void guest_init(struct agent *a)
-{
-	struct husk_err err = { 0 };
-	if (init_mount_basics(&err) < 0)
-		init_poweroff(err.msg);
-	char cmdline[4096] = "";
-	struct init_config cfg;
-	init_config_defaults(&cfg);
-	if (init_read_cmdline(cmdline, sizeof(cmdline), &err) < 0)
-		init_poweroff(err.msg);
-	/* A bad value is reported and skipped: every good key still applies. */
-	if (init_parse_cmdline(cmdline, &cfg, &err) < 0)
-		fprintf(stderr, "husk-agent: warning: kernel command line: %s\n", err.msg);
-	init_log_set_level(cfg.log_level);
-	for (size_t i = 0; i < cfg.n_unknown && i < INIT_MAX_UNKNOWN; i++)
-		fprintf(stderr, "husk-agent: warning: unknown kernel command line key %s\n",
-			cfg.unknown[i]);
-	const char *modules[INIT_MAX_MODULES];
-	size_t n_modules = init_config_module_names(&cfg, modules);
-	/* Without husk.modules=, the list initramfs/build.sh --kmods packed. */
-	char list[INIT_MAX_MODULES][64];
-	if (n_modules == 0)
-		n_modules = read_module_list("/etc/husk/modules", list, modules);
-	if (n_modules && init_load_modules(modules, n_modules, &err) < 0)
-		init_poweroff(err.msg);
-	if (cfg.hostname[0] && init_set_hostname(cfg.hostname, &err) < 0)
-		fprintf(stderr, "husk-agent: warning: %s\n", err.msg);
-	init_seed_from_hwrng(NULL);
-	a->opt.vsock_port = cfg.agent_port;
-	a->opt.log_port = cfg.log_port;
-	a->opt.debug_console = cfg.debug_console;
 }
 
 static int parse_args(int argc, char **argv, struct agent_options *o)
@@ -171,7 +112,7 @@ int main(int argc, char **argv)
 	if (a.opt.pid1) {
 		a.opt.run_dir = "/run/husk";
 		a.opt.cgroup_mount = "/sys/fs/cgroup";
-		guest_init(&a);
+		setup_early(&a);
 	} else {
 		int r = parse_args(argc, argv, &a.opt);
 		if (r)
@@ -186,7 +127,11 @@ int main(int argc, char **argv)
 			a.opt.run_dir = run_dir_buf;
 		}
 	}
-	mkdir(a.opt.run_dir, 0700);
+	/* PID 1 makes it once /run is mounted (setup_finish). */
+	if (!a.opt.pid1) {
+		mkdir(a.opt.run_dir, 0700);
+		a.setup_done = true;
+	}
 
 	struct husk_err err = { 0 };
 	int lfd = -1;
@@ -202,8 +147,10 @@ int main(int argc, char **argv)
 	_cleanup_fd_ int sfd = signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK);
 	struct ev_io *sig_io = NULL;
 	a.started_ns = ev_now_ns();
+	struct ttrpc_server_opts srv_opts = { .before_call = setup_before_call,
+					      .before_call_data = &a };
 	if (ev_loop_new(&a.loop, &err) < 0 || init_reaper_new(a.loop, &a.reaper, &err) < 0 ||
-	    ttrpc_server_new(a.loop, NULL, &a.server, &err) < 0 ||
+	    ttrpc_server_new(a.loop, &srv_opts, &a.server, &err) < 0 ||
 	    task_service_register(&a, &err) < 0 || sandbox_service_register(&a, &err) < 0)
 		goto fatal;
 	if (a.opt.listen_unix)

@@ -32,16 +32,17 @@ struct early_mount {
 	const char *fallback_data; /* retried with on EINVAL (older kernels) */
 	unsigned long magic, magic2;
 	mode_t dir_mode;
+	bool early; /* INIT_MOUNT_EARLY rather than INIT_MOUNT_REST */
 };
 
 static const struct early_mount early_mounts[] = {
 	{ "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL, NULL,
-	  PROC_SUPER_MAGIC, 0, 0555 },
-	{ "/sys", "sysfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL, NULL, SYSFS_MAGIC, 0, 0555 },
+	  PROC_SUPER_MAGIC, 0, 0555, true },
+	{ "/sys", "sysfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL, NULL, SYSFS_MAGIC, 0, 0555, true },
 	/* noexec would break nothing today, but systemd and the kernel's own
 	 * devtmpfs automount leave /dev exec-able; follow them. */
 	{ "/dev", "devtmpfs", MS_NOSUID | MS_STRICTATIME, "mode=0755", NULL, TMPFS_MAGIC,
-	  RAMFS_MAGIC, 0755 },
+	  RAMFS_MAGIC, 0755, true },
 	/* gid 5 is "tty" in every distribution's group file. */
 	{ "/dev/pts", "devpts", MS_NOSUID | MS_NOEXEC, "mode=0620,gid=5,ptmxmode=0666", NULL,
 	  DEVPTS_SUPER_MAGIC, 0, 0755 },
@@ -212,6 +213,8 @@ int init_mount_basics_at(const char *root, unsigned flags, struct husk_err *err)
 	int first = 0;
 	struct husk_err e = { 0 };
 	for (size_t i = 0; i < ARRAY_SIZE(early_mounts); i++) {
+		if (!(flags & (early_mounts[i].early ? INIT_MOUNT_EARLY : INIT_MOUNT_REST)))
+			continue;
 		int r = do_mount(root, &early_mounts[i], &e);
 		if (r < 0) {
 			init_log(INIT_LOG_ERR, "%s", e.msg);
@@ -227,6 +230,8 @@ int init_mount_basics_at(const char *root, unsigned flags, struct husk_err *err)
 		}
 	}
 
+	if (!(flags & INIT_MOUNT_REST))
+		return first;
 	for (size_t i = 0; i < ARRAY_SIZE(dev_links); i++) {
 		int r = make_link(root, dev_links[i].path, dev_links[i].target, &e);
 		if (r < 0 && !first)
@@ -259,5 +264,5 @@ int init_mount_basics_at(const char *root, unsigned flags, struct husk_err *err)
 
 int init_mount_basics(struct husk_err *err)
 {
-	return init_mount_basics_at("/", INIT_MOUNT_CGROUP_CONTROLLERS, err);
+	return init_mount_basics_at("/", INIT_MOUNT_ALL | INIT_MOUNT_CGROUP_CONTROLLERS, err);
 }

@@ -342,6 +342,8 @@ static int on_request(struct srv_conn *sc, const struct ttrpc_header *h, const u
 			return 0;
 		}
 	}
+	if (srv->opts.before_call)
+		srv->opts.before_call(svc->desc->name, method->name, srv->opts.before_call_data);
 	run_handler(svc, (unsigned)(method - svc->desc->methods), call);
 	return 0;
 

@@ -59,6 +59,20 @@ grep -q "^husk-agent: info: container .*: created" "$tmp/err" &&
 	grep -q "^husk-agent: info: container .* exited with status 1$" "$tmp/err" &&
 	pass agent-log-stream || fail agent-log-stream "$(cat "$tmp/err")"
 
+# The agent answers its first Check before it mounts what only containers
+# need and enables the cgroup controllers (agent/setup.c); that set-up is
+# done once, and before the first call that needs it: a tty container (a
+# devpts pty) sees the controllers in its cgroup.
+out=$(RUN -t --agent-log --log-level 7 --rootfs "$rootfs" -- \
+	sh -c 'tty; cat /sys/fs/cgroup/cgroup.controllers' 2>"$tmp/err" </dev/null)
+rc=$?
+setup_line=$(grep -n "^husk-agent: debug: VM set-up finished" "$tmp/err" | cut -d: -f1)
+created_line=$(grep -n "^husk-agent: info: container .*: created" "$tmp/err" | head -1 | cut -d: -f1)
+[ $rc -eq 0 ] && echo "$out" | grep -q "^/dev/pts/0" && echo "$out" | grep -q "memory" &&
+	echo "$out" | grep -q "pids" && [ "$(echo "$setup_line" | wc -w)" = 1 ] &&
+	[ -n "$created_line" ] && [ "$setup_line" -lt "$created_line" ] &&
+	pass vm-setup-after-check || fail vm-setup-after-check "rc=$rc out=$out $(cat "$tmp/err")"
+
 # "lo" works wherever a container's network namespace is: busybox httpd
 # serves a file on 127.0.0.1 and wget fetches it (binding fails with lo
 # down). huskctl's spec shares the VM's namespace, whose lo the agent

@@ -576,7 +576,18 @@ static int child_mounts(void *p)
 	if (mount("tmpfs", mount_root, "tmpfs", 0, "mode=0755") < 0)
 		return cfail("tmpfs on %s: %s", mount_root, strerror(errno));
 	struct husk_err err = { 0 };
-	if (init_mount_basics_at(mount_root, 0, &err) < 0) {
+	/* The early part alone: /proc, /sys and /dev on the stand-in root,
+	 * nothing else yet. */
+	if (init_mount_basics_at(mount_root, INIT_MOUNT_EARLY, &err) < 0)
+		return cfail("early part: %s", err.msg);
+	int early = count_mounts_under(mount_root);
+	if (early != 4)
+		return cfail("early part: %d mounts under %s, expected 4", early, mount_root);
+	if (check_mount("/proc", 0x9fa0, ST_NOSUID | ST_NODEV | ST_NOEXEC, 0) ||
+	    check_mount("/sys", 0x62656572, ST_NOSUID | ST_NODEV | ST_NOEXEC, 0))
+		return 1;
+	/* Then the rest. */
+	if (init_mount_basics_at(mount_root, INIT_MOUNT_REST, &err) < 0) {
 		if (strstr(err.msg, "cgroup2") && (err.code == -ENODEV || err.code == -EPERM))
 			return CHILD_SKIP;
 		return cfail("%s", err.msg);
@@ -609,7 +620,7 @@ static int child_mounts(void *p)
 
 	/* Idempotent: a second call mounts nothing more. */
 	int before = count_mounts_under(mount_root);
-	if (init_mount_basics_at(mount_root, 0, &err) < 0)
+	if (init_mount_basics_at(mount_root, INIT_MOUNT_ALL, &err) < 0)
 		return cfail("second call: %s", err.msg);
 	int after = count_mounts_under(mount_root);
 	if (before != after || before < 9)

@@ -434,6 +434,43 @@ static void test_unimplemented(void **state)
 	assert_echo_works(f);
 }
 
+struct hook_log {
+	int calls;
+	char service[64], method[64];
+};
+
+static void record_call(const char *service, const char *method, void *data)
+{
+	struct hook_log *h = data;
+	h->calls++;
+	snprintf(h->service, sizeof(h->service), "%s", service);
+	snprintf(h->method, sizeof(h->method), "%s", method);
+}
+
+/* before_call runs once per served call, before its handler, and not for a
+ * call the server refuses itself. */
+static void test_before_call(void **state)
+{
+	struct fixture *f = *state;
+	struct hook_log h = { 0 };
+	struct ttrpc_server_opts opts = { .before_call = record_call, .before_call_data = &h };
+	start_server(f, &opts, NULL);
+	connect_client(f);
+	assert_echo_works(f);
+	/* The reply came after the hook ran on the server's thread. */
+	assert_int_equal(h.calls, 1);
+	assert_string_equal(h.service, SVC);
+	assert_string_equal(h.method, "Echo");
+	struct ttrpc_status st;
+	Husk__Test__Bytes in = HUSK__TEST__BYTES__INIT;
+	assert_int_equal(ttrpc_client_call(f->client, SVC, "NoSuchMethod", &in.base, NULL, NULL, NULL,
+					   &st),
+			 TTRPC_UNIMPLEMENTED);
+	assert_int_equal(call_bytes(f, "Echo", "\xff", 1, NULL, NULL, &st), TTRPC_OK);
+	assert_int_equal(h.calls, 2);
+	stop_server(f);
+}
+
 static void on_status_reply(struct ttrpc_reply *reply, void *data)
 {
 	*(struct ttrpc_status *)data = reply->status;
@@ -782,6 +819,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_many_concurrent, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_error_codes, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_unimplemented, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_before_call, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_undecodable_payload, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_metadata, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_payload_just_under_cap, setup, teardown),

@@ -8,9 +8,9 @@
 #include "husk/error.h"
 
 /* Mounts, creating the directories when missing:
- *   /proc            proc      nosuid,nodev,noexec
- *   /sys             sysfs     nosuid,nodev,noexec
- *   /dev             devtmpfs  nosuid,strictatime  mode=0755
+ *   /proc            proc      nosuid,nodev,noexec                  (early)
+ *   /sys             sysfs     nosuid,nodev,noexec                  (early)
+ *   /dev             devtmpfs  nosuid,strictatime  mode=0755        (early)
  *   /dev/pts         devpts    nosuid,noexec       mode=0620,gid=5,ptmxmode=0666
  *   /dev/shm         tmpfs     nosuid,nodev        mode=1777
  *   /run             tmpfs     nosuid,nodev        mode=0755
@@ -28,10 +28,21 @@
 int init_mount_basics(struct husk_err *err);
 
 /* The same under `root` instead of "/" (for tests, in a private mount
- * namespace). Without INIT_MOUNT_CGROUP_CONTROLLERS the cgroup2 hierarchy
- * is mounted but its subtree_control is not written; init_mount_basics()
- * passes it. */
+ * namespace), in parts:
+ *   INIT_MOUNT_EARLY   /proc, /sys, /dev and fds 0-2: what PID 1 needs to
+ *                      read its command line, load modules and serve;
+ *   INIT_MOUNT_REST    the other mounts and the /dev links, which only
+ *                      containers need (husk-agent mounts them once it has
+ *                      answered its first Check, while the host prepares the
+ *                      first container, or before any request that needs
+ *                      them);
+ *   INIT_MOUNT_CGROUP_CONTROLLERS  also enable the controllers (with REST:
+ *                      the cgroup2 hierarchy is a REST mount).
+ * init_mount_basics() passes all three. */
 #define INIT_MOUNT_CGROUP_CONTROLLERS 0x1u
+#define INIT_MOUNT_EARLY 0x2u
+#define INIT_MOUNT_REST 0x4u
+#define INIT_MOUNT_ALL (INIT_MOUNT_EARLY | INIT_MOUNT_REST)
 int init_mount_basics_at(const char *root, unsigned flags, struct husk_err *err);
 
 /* Enables every controller of `cgroup_dir`/cgroup.controllers in its

@@ -33,6 +33,11 @@ struct ttrpc_server_opts {
 	bool require_same_uid;
 	/* Calls in flight per connection; 0 selects the default (1024). */
 	unsigned max_calls_per_conn;
+	/* When set, runs before each call's handler (the request is decoded and
+	 * valid): lets the owner finish set-up it put off until a call needs
+	 * it. `service` is the full name, `method` the bare one ("Check"). */
+	void (*before_call)(const char *service, const char *method, void *data);
+	void *before_call_data;
 };
 
 int ttrpc_server_new(struct ev_loop *loop, const struct ttrpc_server_opts *opts,

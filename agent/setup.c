@@ -1,0 +1,127 @@
+/* PID 1's set-up of the VM, in two parts: see agent.h (setup_*).
+ *
+ * Under TCG every kernel and agent code path runs through QEMU's translator
+ * the first time it executes, so what the agent does before it can answer
+ * Check is what the host waits for. Serving needs only /proc, /sys, /dev,
+ * the kernel command line and the modules; the other mounts, the cgroup
+ * controllers, the run directory, the hostname and the entropy seed are for
+ * containers. They are done right after the first Check is answered, while
+ * the host gets the first container ready, and in any case before a call
+ * other than Check is served. */
+#include <errno.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "agent.h"
+#include "init/cmdline.h"
+#include "init/console.h"
+#include "init/entropy.h"
+#include "init/kmod.h"
+#include "init/mounts.h"
+#include "init/net.h"
+#include "init/power.h"
+
+#define SANDBOX_SERVICE "husk.sandbox.v1.Sandbox"
+
+/* One module name a line; returns how many were read into names[]. */
+static size_t read_module_list(const char *path, char list[][64], const char **names)
+{
+	FILE *f = fopen(path, "re");
+	size_t n = 0;
+	char line[64];
+	while (f && n < INIT_MAX_MODULES && fgets(line, sizeof(line), f)) {
+		line[strcspn(line, "\n")] = '\0';
+		if (!line[0])
+			continue;
+		memcpy(list[n], line, sizeof(line));
+		names[n] = list[n];
+		n++;
+	}
+	if (f)
+		fclose(f);
+	return n;
+}
+
+/* Any failure powers the VM off with the reason on the console rather than
+ * leaving a hung guest. */
+void setup_early(struct agent *a)
+{
+	struct husk_err err = { 0 };
+	if (init_mount_basics_at("/", INIT_MOUNT_EARLY, &err) < 0)
+		init_poweroff(err.msg);
+	char cmdline[4096] = "";
+	struct init_config cfg;
+	init_config_defaults(&cfg);
+	if (init_read_cmdline(cmdline, sizeof(cmdline), &err) < 0)
+		init_poweroff(err.msg);
+	/* A bad value is reported and skipped: every good key still applies. */
+	if (init_parse_cmdline(cmdline, &cfg, &err) < 0)
+		fprintf(stderr, "husk-agent: warning: kernel command line: %s\n", err.msg);
+	init_log_set_level(cfg.log_level);
+	for (size_t i = 0; i < cfg.n_unknown && i < INIT_MAX_UNKNOWN; i++)
+		fprintf(stderr, "husk-agent: warning: unknown kernel command line key %s\n",
+			cfg.unknown[i]);
+	const char *modules[INIT_MAX_MODULES];
+	size_t n_modules = init_config_module_names(&cfg, modules);
+	/* Without husk.modules=, the list initramfs/build.sh --kmods packed
+	 * (vsock among them: needed before we can listen). */
+	char list[INIT_MAX_MODULES][64];
+	if (n_modules == 0)
+		n_modules = read_module_list("/etc/husk/modules", list, modules);
+	if (n_modules && init_load_modules(modules, n_modules, &err) < 0)
+		init_poweroff(err.msg);
+	snprintf(a->hostname, sizeof(a->hostname), "%s", cfg.hostname);
+	a->opt.vsock_port = cfg.agent_port;
+	a->opt.log_port = cfg.log_port;
+	a->opt.debug_console = cfg.debug_console;
+}
+
+void setup_finish(struct agent *a)
+{
+	if (a->setup_done)
+		return;
+	a->setup_done = true;
+	uint64_t t0 = ev_now_ns();
+	struct husk_err err = { 0 };
+	if (init_mount_basics_at("/", INIT_MOUNT_REST | INIT_MOUNT_CGROUP_CONTROLLERS, &err) < 0)
+		init_poweroff(err.msg);
+	/* On the /run tmpfs just mounted: nothing may be put there before. */
+	if (mkdir(a->opt.run_dir, 0700) < 0 && errno != EEXIST)
+		init_log(INIT_LOG_WARNING, "mkdir %s: %s", a->opt.run_dir, strerror(errno));
+	if (a->hostname[0] && init_set_hostname(a->hostname, &err) < 0)
+		init_log(INIT_LOG_WARNING, "%s", err.msg);
+	init_seed_from_hwrng(NULL);
+	uint64_t t1 = ev_now_ns();
+	init_log(INIT_LOG_DEBUG, "VM set-up finished in %.1f ms, %.1f ms after the agent started",
+		 (double)(t1 - t0) / 1e6, (double)(t1 - a->started_ns) / 1e6);
+}
+
+static void on_setup_defer(void *data)
+{
+	setup_finish(data);
+}
+
+void setup_finish_soon(struct agent *a)
+{
+	if (a->setup_done)
+		return;
+	a->setup_defer.fn = on_setup_defer;
+	a->setup_defer.data = a;
+	ev_defer(a->loop, &a->setup_defer);
+}
+
+void setup_before_call(const char *service, const char *method, void *data)
+{
+	struct agent *a = data;
+	if (a->setup_done)
+		return;
+	/* Check is what the host waits on to call the VM ready: answer it
+	 * first, finish the set-up right after. */
+	if (strcmp(service, SANDBOX_SERVICE) == 0 && strcmp(method, "Check") == 0) {
+		setup_finish_soon(a);
+		return;
+	}
+	setup_finish(a);
+}
