@@ -23,6 +23,8 @@ quiet =
 endif
 
 HOST_CC ?= gcc
+# Debian's musl, for the plain static test programs (kernel-config/kernel.mk);
+# the agent and husk-jail are built with the sysroot's own (mk/musl-sysroot.sh).
 MUSL_CC ?= musl-gcc
 CLANG ?= clang
 SYSROOT := $(BUILD)/sysroot
@@ -41,7 +43,7 @@ LDFLAGS_asan := -fsanitize=address,undefined
 LDFLAGS_musl := -static -Wl,--gc-sections -L$(SYSROOT)/lib
 CC_host := $(HOST_CC)
 CC_asan := $(HOST_CC)
-CC_musl := $(MUSL_CC)
+CC_musl := $(SYSROOT)/bin/musl-gcc
 # Generated protobuf-c code is not ours to lint.
 GENFLAGS := -Wno-unused-parameter -Wno-shadow
 
@@ -112,12 +114,12 @@ $(BUILD)/gen/%.pb-c.c: $(GEN_STAMP) ;
 # ---- compile rules, one pair per variant --------------------------------------
 
 define variant_rules
-$(BUILD)/$(1)/src/%.o: %.c | $(GEN_STAMP) $(if $(filter musl,$(1)),$(SYSROOT_STAMP))
+$(BUILD)/$(1)/src/%.o: %.c $(if $(filter musl,$(1)),$(SYSROOT_STAMP)) | $(GEN_STAMP)
 	$$(call quiet,CC.$(1),$$<)
 	$(Q)mkdir -p $$(@D)
 	$(Q)$(CC_$(1)) $(CFLAGS_$(1)) -MMD -MP -c $$< -o $$@
 
-$(BUILD)/$(1)/gen/%.o: $(BUILD)/gen/%.c | $(GEN_STAMP) $(if $(filter musl,$(1)),$(SYSROOT_STAMP))
+$(BUILD)/$(1)/gen/%.o: $(BUILD)/gen/%.c $(if $(filter musl,$(1)),$(SYSROOT_STAMP)) | $(GEN_STAMP)
 	$$(call quiet,CC.$(1),$$<)
 	$(Q)mkdir -p $$(@D)
 	$(Q)$(CC_$(1)) $(CFLAGS_$(1)) $(GENFLAGS) -MMD -MP -c $$< -o $$@

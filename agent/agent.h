@@ -157,6 +157,10 @@ struct agent {
 	bool setup_done;
 	struct ev_deferred setup_defer;
 	char hostname[65]; /* husk.hostname=, "" when not given */
+	/* PID 1's arguments, and whether the husk.* keys came in them */
+	int argc;
+	char **argv;
+	bool keys_from_args;
 	/* the log stream to host port 1025 (logport.c); -1 when none */
 	int log_fd;
 	struct ev_io *log_io;
@@ -164,13 +168,13 @@ struct agent {
 };
 
 /* setup.c: PID 1's set-up of the VM in two parts. setup_early: what
- * serving needs (/proc, /sys, /dev, the kernel command line, modules), before
- * listening. setup_finish: the rest (other mounts, cgroup controllers, run
- * directory, hostname, entropy), once; setup_finish_soon queues it for after
- * the current loop iteration. setup_before_call is the ttrpc server's
+ * serving needs (the husk.* keys from init's arguments, else from
+ * /proc/cmdline; modules), before listening. setup_finish: the rest (the
+ * mounts, cgroup controllers, run directory, hostname, entropy), once;
+ * setup_finish_soon queues it for after the current loop iteration. setup_before_call is the ttrpc server's
  * before_call hook: it finishes the set-up before any call but Check, and
  * queues it after a Check. A failure powers the VM off, as at boot. */
-void setup_early(struct agent *a);
+void setup_early(struct agent *a, int argc, char **argv);
 void setup_finish(struct agent *a);
 void setup_finish_soon(struct agent *a);
 void setup_before_call(const char *service, const char *method, void *data);

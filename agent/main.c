@@ -112,7 +112,7 @@ int main(int argc, char **argv)
 	if (a.opt.pid1) {
 		a.opt.run_dir = "/run/husk";
 		a.opt.cgroup_mount = "/sys/fs/cgroup";
-		setup_early(&a);
+		setup_early(&a, argc, argv);
 	} else {
 		int r = parse_args(argc, argv, &a.opt);
 		if (r)

@@ -2,12 +2,13 @@
  *
  * Under TCG every kernel and agent code path runs through QEMU's translator
  * the first time it executes, so what the agent does before it can answer
- * Check is what the host waits for. Serving needs only /proc, /sys, /dev,
- * the kernel command line and the modules; the other mounts, the cgroup
- * controllers, the run directory, the hostname and the entropy seed are for
- * containers. They are done right after the first Check is answered, while
- * the host gets the first container ready, and in any case before a call
- * other than Check is served. */
+ * Check is what the host waits for. Serving needs only the husk.* keys,
+ * which libhusk passes as init's arguments (after "--"), and the modules of
+ * a kernel that has vsock as a module, which need /proc, /sys and /dev.
+ * Every mount, the cgroup controllers, the run directory, the hostname and
+ * the entropy seed are for containers. They are done right after the first
+ * Check is answered, while the host gets the first container ready, and in
+ * any case before a call other than Check is served. */
 #include <errno.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -44,20 +45,33 @@ static size_t read_module_list(const char *path, char list[][64], const char **n
 	return n;
 }
 
-/* Any failure powers the VM off with the reason on the console rather than
- * leaving a hung guest. */
-void setup_early(struct agent *a)
+static void mount_early(void)
 {
 	struct husk_err err = { 0 };
 	if (init_mount_basics_at("/", INIT_MOUNT_EARLY, &err) < 0)
 		init_poweroff(err.msg);
-	char cmdline[4096] = "";
+}
+
+/* Any failure powers the VM off with the reason on the console rather than
+ * leaving a hung guest. */
+void setup_early(struct agent *a, int argc, char **argv)
+{
+	struct husk_err err = { 0 };
 	struct init_config cfg;
-	init_config_defaults(&cfg);
-	if (init_read_cmdline(cmdline, sizeof(cmdline), &err) < 0)
-		init_poweroff(err.msg);
+	a->argc = argc;
+	a->argv = argv;
+	int r = init_parse_args(argc - 1, argv + 1, &cfg, &err);
+	a->keys_from_args = cfg.husk_keys_seen;
+	if (!a->keys_from_args) {
+		/* A command line made by hand, keys before "--". */
+		char cmdline[INIT_CMDLINE_MAX] = "";
+		mount_early();
+		if (init_read_cmdline(cmdline, sizeof(cmdline), &err) < 0)
+			init_poweroff(err.msg);
+		r = init_parse_cmdline(cmdline, &cfg, &err);
+	}
 	/* A bad value is reported and skipped: every good key still applies. */
-	if (init_parse_cmdline(cmdline, &cfg, &err) < 0)
+	if (r < 0)
 		fprintf(stderr, "husk-agent: warning: kernel command line: %s\n", err.msg);
 	init_log_set_level(cfg.log_level);
 	for (size_t i = 0; i < cfg.n_unknown && i < INIT_MAX_UNKNOWN; i++)
@@ -70,12 +84,32 @@ void setup_early(struct agent *a)
 	char list[INIT_MAX_MODULES][64];
 	if (n_modules == 0)
 		n_modules = read_module_list("/etc/husk/modules", list, modules);
-	if (n_modules && init_load_modules(modules, n_modules, &err) < 0)
-		init_poweroff(err.msg);
+	if (n_modules) {
+		mount_early(); /* libkmod reads /proc and /sys */
+		if (init_load_modules(modules, n_modules, &err) < 0)
+			init_poweroff(err.msg);
+	}
 	snprintf(a->hostname, sizeof(a->hostname), "%s", cfg.hostname);
 	a->opt.vsock_port = cfg.agent_port;
 	a->opt.log_port = cfg.log_port;
 	a->opt.debug_console = cfg.debug_console;
+}
+
+/* With keys among its arguments, PID 1 does not read those before "--" on
+ * the kernel command line: say so rather than ignore them silently. */
+static void warn_unread_keys(const struct agent *a)
+{
+	char line[INIT_CMDLINE_MAX];
+	struct init_config from_args, whole;
+	if (init_read_cmdline(line, sizeof(line), NULL) < 0)
+		return;
+	init_parse_args(a->argc - 1, a->argv + 1, &from_args, NULL);
+	init_parse_cmdline(line, &whole, NULL);
+	/* Both start from init_config_defaults(), padding included. */
+	if (memcmp(&from_args, &whole, sizeof(whole)) != 0)
+		init_log(INIT_LOG_WARNING,
+			 "kernel command line: husk.* keys before \"--\" were not applied: they "
+			 "are read only when none follows \"--\"");
 }
 
 void setup_finish(struct agent *a)
@@ -85,8 +119,10 @@ void setup_finish(struct agent *a)
 	a->setup_done = true;
 	uint64_t t0 = ev_now_ns();
 	struct husk_err err = { 0 };
-	if (init_mount_basics_at("/", INIT_MOUNT_REST | INIT_MOUNT_CGROUP_CONTROLLERS, &err) < 0)
+	if (init_mount_basics_at("/", INIT_MOUNT_ALL | INIT_MOUNT_CGROUP_CONTROLLERS, &err) < 0)
 		init_poweroff(err.msg);
+	if (a->keys_from_args)
+		warn_unread_keys(a);
 	/* On the /run tmpfs just mounted: nothing may be put there before. */
 	if (mkdir(a->opt.run_dir, 0700) < 0 && errno != EEXIST)
 		init_log(INIT_LOG_WARNING, "mkdir %s: %s", a->opt.run_dir, strerror(errno));

@@ -252,12 +252,37 @@ int init_parse_cmdline(const char *cmdline, struct init_config *cfg, struct husk
 	while (*args) {
 		char *param, *val;
 		args = next_arg(args, &param, &val);
-		if (!val && strcmp(param, "--") == 0)
-			break;
+		/* Words after "--" are init's arguments: ours too. */
 		if (strncmp(param, PREFIX, PREFIX_LEN) != 0)
 			continue;
 		cfg->husk_keys_seen = true;
 		parse_key(cfg, param, val, err, &first);
+	}
+	return first;
+}
+
+int init_parse_args(int argc, char *const argv[], struct init_config *cfg, struct husk_err *err)
+{
+	init_config_defaults(cfg);
+	int first = 0;
+	for (int i = 0; i < argc; i++) {
+		if (!argv[i] || strncmp(argv[i], PREFIX, PREFIX_LEN) != 0)
+			continue;
+		/* The kernel hands each word over whole, quotes stripped: split
+		 * it at its first '=' as next_arg() would. */
+		char word[INIT_CMDLINE_MAX];
+		size_t len = strlen(argv[i]);
+		if (len >= sizeof(word)) {
+			first_err(err, &first, -E2BIG, "init argument %d: longer than %zu bytes", i,
+				  sizeof(word) - 1);
+			continue;
+		}
+		memcpy(word, argv[i], len + 1);
+		char *eq = strchr(word, '=');
+		if (eq)
+			*eq = '\0';
+		cfg->husk_keys_seen = true;
+		parse_key(cfg, word, eq ? eq + 1 : NULL, err, &first);
 	}
 	return first;
 }

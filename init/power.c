@@ -15,13 +15,18 @@
 
 #include "husk/cleanup.h"
 #include "init/cmdline.h"
+#include "init/mounts.h"
 
 bool init_is_husk_guest(void)
 {
 	if (getpid() != 1)
 		return false;
 	char buf[INIT_CMDLINE_MAX];
-	if (init_read_cmdline(buf, sizeof(buf), NULL) < 0)
+	/* PID 1 may end before it mounted /proc: its husk.* keys come as its
+	 * arguments (init/cmdline.h). Mount it, and /sys for the ACPI check. */
+	if (init_read_cmdline(buf, sizeof(buf), NULL) < 0 &&
+	    (init_mount_basics_at("/", INIT_MOUNT_EARLY, NULL) < 0 ||
+	     init_read_cmdline(buf, sizeof(buf), NULL) < 0))
 		return false; /* cannot confirm: not a guest as far as we know */
 	return init_cmdline_is_husk(buf);
 }

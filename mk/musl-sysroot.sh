@@ -1,24 +1,30 @@
 #!/usr/bin/env bash
-# needs-packages: apt dpkg-dev xz-utils gcc make musl-tools musl-dev linux-libc-dev pkg-config gperf autoconf automake libtool cmake
+# needs-packages: apt dpkg-dev xz-utils gcc make linux-libc-dev pkg-config gperf autoconf automake libtool cmake
 #
 # mk/musl-sysroot.sh OUTDIR
 #
-# Builds the static musl libraries the guest agent links against, from
+# Builds musl and the static libraries the guest agent links against, from
 # Debian's own source packages (apt-get source), into OUTDIR:
 #
+#   OUTDIR/musl/     musl itself (lib/libc.a, lib/crt*.o, include/), built
+#                    with its oldmalloc allocator (see build_musl)
+#   OUTDIR/bin/musl-gcc  gcc with that musl as its libc
 #   OUTDIR/lib/      libprotobuf-c.a libseccomp.a libcap.a libmount.a
 #                    libblkid.a libkmod.a libjson-c.a, lib/pkgconfig/*.pc
 #   OUTDIR/include/  their headers, plus a copy of the kernel UAPI headers
 #                    (linux/ asm/ asm-generic/ mtd/ misc/ sound/) that
-#                    musl-dev does not ship.
+#                    musl does not ship.
 #
-# Use:  musl-gcc -isystem OUTDIR/include ... -static -L OUTDIR/lib
+# musl has a directory of its own so that -L OUTDIR/lib never puts this libc
+# in front of another musl-gcc's (husk-vsockd links Debian's, see Makefile).
+#
+# Use:  OUTDIR/bin/musl-gcc ... -static -L OUTDIR/lib
 #         -lprotobuf-c -lseccomp -lcap -lmount -lblkid -lkmod -ljson-c
 #
 # The result is built once per machine into
 #   ${HUSK_CACHE:-/var/cache/husk}/musl-sysroot/<key>
-# where <key> hashes this script, the Debian source versions, the musl and
-# linux-libc-dev versions; later runs only copy the cache entry (fast).
+# where <key> hashes this script, the Debian source versions and the
+# linux-libc-dev version; later runs only copy the cache entry (fast).
 # An entry is complete when it holds .complete (written last, then the
 # entry is renamed into place atomically).
 #
@@ -44,10 +50,10 @@ SCRIPT_DIR=$(dirname "$SELF")
 PATCH_DIR=$SCRIPT_DIR/sysroot-patches
 CACHE_ROOT=${HUSK_CACHE:-/var/cache/husk}/musl-sysroot
 case $CACHE_ROOT in /*) ;; *) CACHE_ROOT=$PWD/$CACHE_ROOT ;; esac
-SRC_PKGS=(protobuf-c libseccomp libcap2 util-linux kmod json-c)
+SRC_PKGS=(musl protobuf-c libseccomp libcap2 util-linux kmod json-c)
 UAPI_DIRS=(linux asm-generic asm mtd misc sound)
-EXPECT_LIBS=(libprotobuf-c.a libseccomp.a libcap.a libmount.a libblkid.a libkmod.a libjson-c.a)
-EXPECT_HDRS=(protobuf-c/protobuf-c.h seccomp.h sys/capability.h libmount/libmount.h
+EXPECT_LIBS=(../musl/lib/libc.a ../musl/lib/crt1.o ../musl/lib/musl-gcc.specs.in libprotobuf-c.a libseccomp.a libcap.a libmount.a libblkid.a libkmod.a libjson-c.a)
+EXPECT_HDRS=(../musl/include/stdio.h protobuf-c/protobuf-c.h seccomp.h sys/capability.h libmount/libmount.h
              blkid/blkid.h libkmod.h json-c/json.h linux/types.h asm/types.h asm-generic/types.h)
 export LC_ALL=C DEBIAN_FRONTEND=noninteractive
 
@@ -58,7 +64,7 @@ is_root() { [ "$(id -u)" = 0 ]; }
 # result needs; "build" adds the build tools (only needed on a cache miss).
 ensure_tools() {
 	local missing=() pair cmd pkg pairs
-	pairs="apt-get:apt dpkg-query:dpkg musl-gcc:musl-tools"
+	pairs="apt-get:apt dpkg-query:dpkg"
 	[ "$1" = build ] && pairs+=" dpkg-source:dpkg-dev dpkg-architecture:dpkg-dev xz:xz-utils
 		gcc:gcc make:make pkg-config:pkg-config gperf:gperf autoreconf:autoconf
 		automake:automake libtoolize:libtool cmake:cmake"
@@ -66,7 +72,7 @@ ensure_tools() {
 		cmd=${pair%%:*} pkg=${pair#*:}
 		command -v "$cmd" >/dev/null 2>&1 || missing+=("$pkg")
 	done
-	for pkg in musl-dev linux-libc-dev; do
+	for pkg in linux-libc-dev; do
 		dpkg-query -W -f '${db:Status-Abbrev}' "$pkg" 2>/dev/null | grep -q '^ii' || missing+=("$pkg")
 	done
 	[ ${#missing[@]} -eq 0 ] && return 0
@@ -206,7 +212,8 @@ copy_out() {
 	fi
 	mkdir -p "$(dirname "$OUTDIR")"
 	OUT_TMP=$(mktemp -d "$OUTDIR.tmp.XXXXXX")
-	cp -a "$entry/include" "$entry/lib" "$OUT_TMP/"
+	cp -a "$entry/include" "$entry/lib" "$entry/musl" "$OUT_TMP/"
+	install_musl_gcc "$OUT_TMP" "$OUTDIR"
 	cp "$entry/.complete" "$OUT_TMP/.husk-musl-sysroot"
 	rm -rf "$OUTDIR"
 	mv "$OUT_TMP" "$OUTDIR"
@@ -219,7 +226,7 @@ setup_env() {
 	D=$WORK/dest                  # DESTDIR; the sysroot is $D/usr
 	S=$D/usr
 	mkdir -p "$S/include" "$S/lib/pkgconfig"
-	export CC=musl-gcc AR=ar RANLIB=ranlib
+	export CC=$S/bin/musl-gcc AR=ar RANLIB=ranlib # made by build_musl
 	export CFLAGS="-O2 -pipe -ffunction-sections -fdata-sections"
 	export CPPFLAGS="-isystem $S/include"
 	export LDFLAGS="-L$S/lib"
@@ -232,7 +239,7 @@ setup_env() {
 
 install_uapi() {
 	local ma d src
-	ma=$(dpkg-architecture -qDEB_HOST_MULTIARCH)
+	ma=$(CC=gcc dpkg-architecture -qDEB_HOST_MULTIARCH) # (before musl-gcc exists)
 	for d in "${UAPI_DIRS[@]}"; do
 		src=/usr/include/$d
 		[ "$d" = asm ] && src=/usr/include/$ma/asm
@@ -275,6 +282,43 @@ unpack() {
 freeze_autotools() {
 	find "$1" \( -name configure.ac -o -name Makefile.am -o -name 'Makemodule.am' \
 		-o -name '*.m4' \) -not -path '*/debian/*' -exec touch -d '2000-01-01 00:00:00' {} +
+}
+
+# musl itself, from the source of Debian's musl package, with its oldmalloc
+# allocator instead of the default mallocng. The agent is PID 1 and, under
+# TCG, every kernel path it runs before the host's first Check is translated
+# then for the first time: mallocng's first allocations map a guard page
+# into the brk area and mmap and munmap small groups, which runs the kernel's
+# VMA split, merge and maple-tree code; oldmalloc only grows the brk heap.
+# That is about 1,300 translated blocks (6 to 8 ms) of the agent's boot, and
+# the agent's idle RSS is lower too (docs/performance.md, session 8). What
+# mallocng adds, out-of-band metadata that catches some heap corruption, the
+# agent's own tests get from ASan/UBSan builds and the fuzzers.
+build_musl() {
+	local src; src=$(unpack musl); cd "$src"
+	# musl is the libc: built by the host compiler, with nothing from the
+	# environment the libraries below are built in.
+	env -u CPPFLAGS -u LDFLAGS -u CC CC=gcc CFLAGS="-O2 -pipe" \
+		${CONFIG_SHELL:-/bin/sh} ./configure --prefix=/usr/musl --syslibdir=/usr/musl/lib \
+		--disable-shared --disable-wrapper --with-malloc=oldmalloc
+	make -j"$JOBS"
+	make install DESTDIR="$D"
+	# gcc's view of this musl, with the sysroot's path left to fill in.
+	sh tools/musl-gcc.specs.sh @SYSROOT@/musl/include @SYSROOT@/musl/lib \
+		/lib/ld-musl-x86_64.so.1 >"$S/musl/lib/musl-gcc.specs.in"
+	install_musl_gcc "$S" "$S"
+}
+
+# install_musl_gcc DIR SYSROOT: DIR/bin/musl-gcc and DIR/musl/lib/musl-gcc.specs
+# for a sysroot that is (or will be) at SYSROOT.
+install_musl_gcc() {
+	mkdir -p "$1/bin"
+	sed "s|@SYSROOT@|$2|g" "$1/musl/lib/musl-gcc.specs.in" >"$1/musl/lib/musl-gcc.specs"
+	cat >"$1/bin/musl-gcc" <<-EOF
+	#!/bin/sh
+	exec "\${REALGCC:-gcc}" "\$@" -specs "$2/musl/lib/musl-gcc.specs"
+	EOF
+	chmod 0755 "$1/bin/musl-gcc"
 }
 
 build_protobuf_c() {
@@ -365,7 +409,7 @@ build_json_c() {
 		-DCMAKE_FIND_ROOT_PATH_MODE_INCLUDE=ONLY -DCMAKE_FIND_ROOT_PATH_MODE_PACKAGE=ONLY
 	cmake --build build -j"$JOBS" --target json-c
 	DESTDIR="$D" cmake --install build
-	rm -rf "$S/bin" "$S/lib/cmake"
+	rm -rf "$S/lib/cmake"
 }
 
 # run_step SRCPKG FUNC: logs to $WORK/log/SRCPKG.log; on failure keeps the
@@ -400,6 +444,7 @@ run_step() {
 # 2-core machine (configure scripts are fork-bound and slowed each other
 # down: 213 s vs 131-180 s in sequence); make itself runs with -j$(nproc).
 build_libs() {
+	run_step musl       build_musl
 	run_step protobuf-c build_protobuf_c
 	run_step libcap2    build_libcap2
 	run_step libseccomp build_libseccomp
@@ -447,12 +492,11 @@ build_all() {
 		[ -f "$S/include/$f" ] || die "build finished but include/$f is missing"
 	done
 	mkdir "$WORK/entry"
-	mv "$S/include" "$S/lib" "$WORK/log" "$WORK/entry/"
+	mv "$S/include" "$S/lib" "$S/musl" "$WORK/log" "$WORK/entry/"
 	t1=$(date +%s)
 	{
 		echo "key=$KEY"
 		for p in "${SRC_PKGS[@]}"; do echo "$p=${VER[$p]}"; done
-		echo "musl-dev=$MUSL_VER"
 		echo "linux-libc-dev=$UAPI_VER"
 		echo "build-seconds: $(tr '\n' ' ' <"$WORK/times")total=$((t1 - t0))"
 	} >"$WORK/entry/.complete"
@@ -477,13 +521,12 @@ main() {
 	mkdir -p "$CACHE_ROOT" 2>/dev/null || die "cannot create cache dir $CACHE_ROOT (set HUSK_CACHE?)"
 	ensure_tools key
 	resolve_versions
-	MUSL_VER=$(dpkg-query -W -f '${Version}' musl-dev)
 	UAPI_VER=$(dpkg-query -W -f '${Version}' linux-libc-dev)
 	KEY=$({
 		cat "$SELF"
 		[ -d "$PATCH_DIR" ] && find "$PATCH_DIR" -type f -print0 | sort -z | xargs -0r cat
 		for p in "${SRC_PKGS[@]}"; do echo "$p=${VER[$p]}"; done
-		echo "musl-dev=$MUSL_VER linux-libc-dev=$UAPI_VER arch=$(dpkg --print-architecture)"
+		echo "linux-libc-dev=$UAPI_VER arch=$(dpkg --print-architecture)"
 	} | sha256sum | cut -c1-16)
 	local entry=$CACHE_ROOT/$KEY
 

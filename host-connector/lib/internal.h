@@ -81,6 +81,16 @@ int husk_hybrid_connect(const char *uds, uint32_t port, unsigned timeout_ms,
 
 /* ---- util ---- */
 uint64_t husk_now_ns(void);
+
+/* The guest kernel command line (cmdline.c): the words of `kernel`, the
+ * words of `extra` for the kernel, "--", the words of `init` (husk.* keys),
+ * then the husk.* words of `extra` and any words after a "--" in it, all
+ * for init. Words are split, and kept quoted, as the kernel splits them.
+ * -E2BIG, naming cmdline_extra, when the line would not fit `size` bytes
+ * or init would get more arguments than the kernel takes. */
+#define HUSK_CMDLINE_MAX 2048 /* x86's COMMAND_LINE_SIZE, NUL included */
+int husk_cmdline_build(char *buf, size_t size, const char *kernel, const char *init,
+		       const char *extra, struct husk_err *err);
 /* Last `max` bytes of a file, NUL-terminated, into buf. */
 void husk_file_tail(const char *path, char *buf, size_t max);
 

@@ -35,3 +35,11 @@ TEST_BINS += $(TEST_DIR)/libhusk-vm
 # Links through $(call link) also name libcommon.a: build it first.
 $(BUILD)/lib/libhusk.a: | $(BUILD)/host/libcommon.a
 $(BUILD)/asan/libhusk.a: | $(BUILD)/asan/libcommon.a
+
+# The guest kernel command line (host-connector/lib/cmdline.c), read back
+# with libinit's parser.
+$(TEST_DIR)/unit-husk-cmdline: $(call objs,asan,tests/unit/test_husk_cmdline.c \
+		host-connector/lib/cmdline.c) $(BUILD)/asan/libinit.a $(BUILD)/asan/libcommon.a
+	$(call link,asan,-lcmocka)
+TEST_BINS += $(TEST_DIR)/unit-husk-cmdline
+UNIT_TESTS += husk-cmdline

@@ -278,7 +278,7 @@ done:
 
 static int build_qemu_argv(struct argv_buf *a, const struct husk_vm *vm,
 			   const struct husk_vm_config *cfg, int qmp_fd, int vhost_fd,
-			   unsigned long tsc_khz)
+			   unsigned long tsc_khz, struct husk_err *err)
 {
 	unsigned mem = cfg->memory_mib ? cfg->memory_mib : 256;
 	unsigned cpus = cfg->vcpus ? cfg->vcpus : 1;
@@ -343,18 +343,22 @@ static int build_qemu_argv(struct argv_buf *a, const struct husk_vm *vm,
 	 * PM timer on microvm, the emulated PIT is preempted): tell it. */
 	if (vm->accel == HUSK_ACCEL_TCG && tsc_khz)
 		snprintf(tsc, sizeof(tsc), " tsc_early_khz=%lu no_timer_check tsc=reliable", tsc_khz);
-	/* Always a husk.* key: it is what tells init it may power the VM off
-	 * (init/cmdline.h); without one, poweroff ends in a panic. */
-	char level[64];
-	snprintf(level, sizeof(level), " husk.log_level=%d husk.log_port=%u",
-		 cfg->log_level ? cfg->log_level : 6, vm->log_port);
 	/* microvm's _OSC grants the PCIe ports to the OS only with ASPM
 	 * support, which the guest kernel leaves out: claim them for pciehp. */
-	argf(a, "console=ttyS0 quiet panic=-1 reboot=t%s%s%s%s%s%s", tsc, level,
-	     cfg->hotplug_slots ? " pcie_ports=native" : "",
-	     cfg->debug_console ? " husk.debug_console=1" : "", cfg->cmdline_extra ? " " : "",
-	     cfg->cmdline_extra ? cfg->cmdline_extra : "");
-	return a->overflow ? -E2BIG : 0;
+	char kernel[256], init[128];
+	snprintf(kernel, sizeof(kernel), "console=ttyS0 quiet panic=-1 reboot=t%s%s", tsc,
+		 cfg->hotplug_slots ? " pcie_ports=native" : "");
+	/* Always a husk.* key: it is what tells init it may power the VM off
+	 * (init/cmdline.h); without one, poweroff ends in a panic. */
+	snprintf(init, sizeof(init), "husk.log_level=%d husk.log_port=%u%s",
+		 cfg->log_level ? cfg->log_level : 6, vm->log_port,
+		 cfg->debug_console ? " husk.debug_console=1" : "");
+	char line[HUSK_CMDLINE_MAX];
+	int r = husk_cmdline_build(line, sizeof(line), kernel, init, cfg->cmdline_extra, err);
+	if (r < 0)
+		return r;
+	argf(a, "%s", line);
+	return a->overflow ? husk_err_set(err, -E2BIG, "QEMU command line too long") : 0;
 }
 
 static int check_config(const struct husk_vm_config *cfg, struct husk_err *err)
@@ -556,10 +560,8 @@ int husk_vm_start(const struct husk_vm_config *cfg, struct husk_vm **out, struct
 		r = husk_err_set(err, -ENOMEM, "QEMU command line");
 		goto fail;
 	}
-	if ((r = build_qemu_argv(a, vm, cfg, qmp[1], vhost_fd, husk_tsc_khz())) < 0) {
-		husk_err_set(err, r, "QEMU command line too long");
+	if ((r = build_qemu_argv(a, vm, cfg, qmp[1], vhost_fd, husk_tsc_khz(), err)) < 0)
 		goto fail;
-	}
 	husk_path_fmt(qlog, sizeof(qlog), "%s/qemu.log", vm->dir);
 	qlog_fd = open(qlog, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
 	int keep[2] = { qmp[1], vhost_fd };

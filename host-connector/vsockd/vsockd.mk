@@ -8,9 +8,15 @@ VSOCKD_SRC := $(sort $(wildcard host-connector/vsockd/*.c))
 VSOCKD_CORE_SRC := host-connector/vsockd/virtq.c host-connector/vsockd/conn.c
 
 # Static musl, like the agent: one per VM, so its footprint counts (a
-# glibc build's RSS is mostly shared libc pages: about 2 MiB).
+# glibc build's RSS is mostly shared libc pages: about 2 MiB). It reads
+# what the guest writes, so it links Debian's musl, whose default allocator
+# (mallocng) keeps its metadata out of band and stops on some heap
+# corruption, not the sysroot's oldmalloc build the agent boots faster with
+# (mk/musl-sysroot.sh). Same musl version: the objects fit either.
 $(BUILD)/bin/husk-vsockd: $(call objs,musl,$(VSOCKD_SRC)) $(BUILD)/musl/libttrpc.a
-	$(call link,musl)
+	$(call quiet,LD.musl,$@)
+	$(Q)mkdir -p $(@D)
+	$(Q)$(MUSL_CC) -static -Wl,--gc-sections -o $@ $(filter %.o %.a,$^) $(BUILD)/musl/libcommon.a
 BINS += $(BUILD)/bin/husk-vsockd
 
 $(TEST_DIR)/unit-vsockd-virtq: $(call objs,asan,tests/unit/test_vsockd_virtq.c $(VSOCKD_CORE_SRC)) \

@@ -190,17 +190,69 @@ static void test_quotes(void **state)
 static void test_double_dash(void **state)
 {
 	(void)state;
+	/* Words after "--" are init's arguments, ours as much as those before:
+	 * libhusk puts its keys there. */
 	assert_int_equal(parse("husk.log_level=5 -- husk.log_level=1 husk.bogus"), 0);
-	assert_int_equal(cfg.log_level, 5);
-	assert_int_equal(cfg.n_unknown, 0);
-	assert_false(init_cmdline_is_husk("console=ttyS0 -- husk.log_level=1"));
+	assert_int_equal(cfg.log_level, 1);
+	assert_int_equal(cfg.n_unknown, 1);
+	assert_string_equal(cfg.unknown[0], "husk.bogus");
+	assert_int_equal(parse("console=ttyS0 -- single husk.hostname=h -- x"), 0);
+	assert_string_equal(cfg.hostname, "h");
+	assert_true(cfg.husk_keys_seen);
+	assert_true(init_cmdline_is_husk("console=ttyS0 -- husk.log_level=1"));
 	assert_true(init_cmdline_is_husk("console=ttyS0 husk.x=1 --"));
+	assert_false(init_cmdline_is_husk("console=ttyS0 -- single x=husk.y"));
 	assert_false(init_cmdline_is_husk("console=ttyS0 nohusk.log_level=1 xhusk."));
 	assert_false(init_cmdline_is_husk(""));
 	/* The host's real command line is not a husk guest's. */
 	char buf[INIT_CMDLINE_MAX];
 	assert_int_equal(init_read_cmdline(buf, sizeof(buf), &err), 0);
 	assert_false(init_cmdline_is_husk(buf));
+}
+
+/* init's arguments (argv[1..] of PID 1): one word each, quotes already
+ * stripped by the kernel, the same keys, errors and defaults. */
+static void test_args(void **state)
+{
+	(void)state;
+	char *none[] = { "single", "x=1" };
+	memset(&cfg, 0xa5, sizeof(cfg));
+	assert_int_equal(init_parse_args(2, none, &cfg, &err), 0);
+	assert_defaults_except("");
+	assert_false(cfg.husk_keys_seen);
+	assert_int_equal(init_parse_args(0, NULL, &cfg, &err), 0);
+	assert_false(cfg.husk_keys_seen);
+
+	char *keys[] = { "husk.log_level=3", "husk.log_port=2000", "husk.debug_console",
+			 "husk.hostname=a b", "husk.modules=vsock,virtio_blk",
+			 "husk.modules=erofs", "husk.hostname=vm-1", "husk.what=1", NULL };
+	memset(&err, 0, sizeof(err));
+	memset(&cfg, 0xa5, sizeof(cfg));
+	/* "a b" is one argument (the kernel kept it whole): a bad hostname,
+	 * reported, and the later good one applies. */
+	assert_int_equal(init_parse_args(9, keys, &cfg, &err), -EINVAL);
+	assert_non_null(strstr(err.msg, "husk.hostname"));
+	assert_non_null(strstr(err.msg, "\"a b\""));
+	assert_true(cfg.husk_keys_seen);
+	assert_int_equal(cfg.log_level, 3);
+	assert_int_equal(cfg.log_port, 2000);
+	assert_true(cfg.debug_console);
+	assert_string_equal(cfg.hostname, "vm-1");
+	assert_int_equal(cfg.n_modules, 3);
+	assert_string_equal(cfg.modules[2], "erofs");
+	assert_int_equal(cfg.n_unknown, 1);
+	assert_string_equal(cfg.unknown[0], "husk.what");
+	assert_int_equal(cfg.agent_port, 1024);
+
+	/* An argument too long to be a key is an error, not a crash. */
+	static char huge[INIT_CMDLINE_MAX + 10];
+	memcpy(huge, "husk.hostname=", 14);
+	memset(huge + 14, 'h', sizeof(huge) - 15);
+	char *big[] = { huge, "husk.log_level=2" };
+	memset(&err, 0, sizeof(err));
+	assert_int_equal(init_parse_args(2, big, &cfg, &err), -E2BIG);
+	assert_non_null(strstr(err.msg, "init argument 0"));
+	assert_int_equal(cfg.log_level, 2);
 }
 
 /* ---- malformed values ---------------------------------------------------- */
@@ -368,6 +420,7 @@ int main(void)
 		cmocka_unit_test(test_all_keys_together),
 		cmocka_unit_test(test_quotes),
 		cmocka_unit_test(test_double_dash),
+		cmocka_unit_test(test_args),
 		cmocka_unit_test(test_malformed),
 		cmocka_unit_test(test_malformed_keeps_the_rest),
 		cmocka_unit_test(test_too_many_modules),

@@ -64,7 +64,7 @@ qemu-system-x86_64 -M microvm,memory-backend=mem -accel tcg -cpu max -m 512 -smp
 	-device virtio-blk-device,drive=d0,serial=rootfs0 \
 	-serial file:"$tmp/console.log" \
 	-kernel "$kernel" -initrd "$initrd" \
-	-append "console=ttyS0 quiet panic=-1 reboot=t ${khz:+tsc_early_khz=$khz no_timer_check tsc=reliable} husk.log_level=6" &
+	-append "console=ttyS0 quiet panic=-1 reboot=t ${khz:+tsc_early_khz=$khz no_timer_check tsc=reliable} husk.debug_console=1 -- husk.log_level=6" &
 qemu_pid=$!
 
 if out=$("$client" --uds "$tmp/v.sock" --timeout-ms 120000 wait-ready 2>&1); then
@@ -108,11 +108,18 @@ else
 	fail vm-memory-limit-oom "rc=$rc out=$(tr '\n' '|' <"$tmp/c2.out") err=$(tr '\n' '|' <"$tmp/c2.err")"
 fi
 
-# Without husk.debug_console=1 there is no console port.
+# The husk.* keys came as init's arguments (after "--"): the
+# husk.debug_console=1 before "--" is not applied, so there is no console
+# port, and the agent says why on the console (it has no log stream here).
 if ! "$client" --uds "$tmp/v.sock" console 'echo x' >/dev/null 2>&1; then
 	pass debug-console-off-by-default
 else
 	fail debug-console-off-by-default "port 1026 answered"
+fi
+if grep -q 'husk.\* keys before "--" were not applied' "$tmp/console.log"; then
+	pass vm-unapplied-keys-warned
+else
+	fail vm-unapplied-keys-warned "no warning on the console: $(tail -c 400 "$tmp/console.log")"
 fi
 
 "$client" --uds "$tmp/v.sock" destroy >/dev/null 2>&1

@@ -14,9 +14,16 @@
  *   husk.modules=a,b,c    kernel modules to load, in order; repeated keys
  *                         add to the list (at most INIT_MAX_MODULES)
  *
+ * Where: libhusk puts them after "--", so that the kernel hands them to
+ * init as its arguments and PID 1 has them before it mounts anything
+ * (init_parse_args). A command line made by hand may put them before "--"
+ * as well; the kernel ignores them there and PID 1 reads them from
+ * /proc/cmdline (init_parse_cmdline), which it does only when its arguments
+ * carry no husk.* key.
+ *
  * The parsing follows the kernel's: words separated by spaces, a value may
- * be double-quoted (husk.hostname="x"), and parsing stops at "--", after
- * which words belong to init's argv. For scalar keys the last one wins.
+ * be double-quoted (husk.hostname="x"), and words on both sides of "--" are
+ * read. For scalar keys the last one wins.
  *
  * Any husk.* key marks the command line as a husk guest's; init_poweroff()
  * relies on this (init_cmdline_is_husk) before ever calling reboot(2), so
@@ -72,7 +79,13 @@ int init_parse_cmdline(const char *cmdline, struct init_config *cfg, struct husk
  * removed). -ENOBUFS when it does not fit in `size`. */
 int init_read_cmdline(char *buf, size_t size, struct husk_err *err);
 
-/* True when `cmdline` (before any "--") has a word starting "husk.". */
+/* The same for init's arguments (argv[1..] of PID 1, the words after "--"):
+ * one word per element, quotes already stripped by the kernel; elements
+ * that are not husk.* keys are ignored. `cfg` is first set to the defaults.
+ * Errors and carrying on as init_parse_cmdline. */
+int init_parse_args(int argc, char *const argv[], struct init_config *cfg, struct husk_err *err);
+
+/* True when `cmdline` has a word starting "husk.", on either side of "--". */
 bool init_cmdline_is_husk(const char *cmdline);
 
 /* Points names[i] at cfg->modules[i] for i < cfg->n_modules (the form

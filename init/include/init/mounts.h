@@ -30,7 +30,8 @@ int init_mount_basics(struct husk_err *err);
 /* The same under `root` instead of "/" (for tests, in a private mount
  * namespace), in parts:
  *   INIT_MOUNT_EARLY   /proc, /sys, /dev and fds 0-2: what PID 1 needs to
- *                      read its command line, load modules and serve;
+ *                      read /proc/cmdline and load modules (husk-agent
+ *                      mounts them before serving only for that);
  *   INIT_MOUNT_REST    the other mounts and the /dev links, which only
  *                      containers need (husk-agent mounts them once it has
  *                      answered its first Check, while the host prepares the
