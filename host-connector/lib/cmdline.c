@@ -64,6 +64,12 @@ static bool is_husk_word(const char *w, size_t n)
 	return n >= 5 && strncmp(w, "husk.", 5) == 0;
 }
 
+/* "--", which the kernel also sees in "\"--\"" (it strips the quotes). */
+static bool is_dashes(const char *w, size_t n)
+{
+	return (n == 2 && strncmp(w, "--", 2) == 0) || (n == 4 && strncmp(w, "\"--\"", 4) == 0);
+}
+
 static size_t count_words(const char *s)
 {
 	size_t k = 0, n;
@@ -92,7 +98,7 @@ int husk_cmdline_build(char *buf, size_t size, const char *kernel, const char *i
 	/* The kernel's words of `extra`: those before any "--" but husk.*. */
 	p = extra ? extra : "";
 	while ((n = next_word(&p)) > 0) {
-		if (n == 2 && strncmp(p, "--", 2) == 0)
+		if (is_dashes(p, n))
 			break;
 		if (!is_husk_word(p, n))
 			put(&o, p, n);
@@ -109,7 +115,7 @@ int husk_cmdline_build(char *buf, size_t size, const char *kernel, const char *i
 	bool after_dashes = false;
 	p = extra ? extra : "";
 	while ((n = next_word(&p)) > 0) {
-		if (!after_dashes && n == 2 && strncmp(p, "--", 2) == 0) {
+		if (!after_dashes && is_dashes(p, n)) {
 			after_dashes = true;
 		} else if (after_dashes || is_husk_word(p, n)) {
 			put(&o, p, n);

@@ -79,6 +79,9 @@ static void test_user_dashes(void **state)
 	assert_string_equal(line, KERNEL " quiet2 -- " INIT " single husk.hostname=h -- x");
 	assert_int_equal(build("--"), 0);
 	assert_string_equal(line, KERNEL " -- " INIT);
+	/* The kernel strips quotes before it looks for "--". */
+	assert_int_equal(build("a \"--\" b"), 0);
+	assert_string_equal(line, KERNEL " a -- " INIT " b");
 }
 
 static void test_limits(void **state)
