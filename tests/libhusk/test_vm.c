@@ -2,8 +2,9 @@
  * leaves no process, socket or directory; stop works through QMP when the
  * guest does not power off by itself; names are exclusive; a directory
  * left by a dead owner is reclaimed; a VM opened by another user of the
- * library cannot be stopped by it; the agent keeps serving while a
- * CreateBundle waits for a hot-added disk.
+ * library cannot be stopped by it; an agent that cannot serve powers the
+ * VM off with its reason; the agent keeps serving while a CreateBundle
+ * waits for a hot-added disk.
  * Needs HUSK_KERNEL and HUSK_INITRD (set by tests/run.sh). */
 #include <errno.h>
 #include <fcntl.h>
@@ -180,6 +181,30 @@ static void test_ready_without_log_stream(void **state)
 	assert_int_equal(husk_vm_stop(vm, 5000, &err), 0);
 	husk_vm_free(vm);
 	assert_nothing_left(f, "nolog");
+}
+
+/* An agent that cannot serve (here: its ttrpc port is the debug console's)
+ * powers the VM off, saying why, before it has mounted anything (its keys
+ * come as init's arguments): the error carries the reason from the console,
+ * and the guest neither panics nor takes itself for something else. */
+static void test_agent_failure_powers_off(void **state)
+{
+	struct fixture *f = *state;
+	f->cfg.name = "fail";
+	f->cfg.debug_console = true;
+	f->cfg.cmdline_extra = "husk.agent_port=1026";
+	struct husk_vm *vm = NULL;
+	struct husk_err err = { 0 };
+	assert_int_equal(husk_vm_start(&f->cfg, &vm, &err), -ECHILD);
+	assert_null(vm);
+	/* QEMU or, as its vhost-user peer leaves, husk-vsockd: whichever
+	 * libhusk sees end first. */
+	assert_non_null(strstr(err.msg, "exited while the VM booted"));
+	assert_non_null(strstr(err.msg, "husk-agent: powering off: bind vsock port 1026"));
+	assert_non_null(strstr(err.msg, "reboot: Power down"));
+	assert_null(strstr(err.msg, "not PID 1 of a husk guest"));
+	assert_null(strstr(err.msg, "Kernel panic"));
+	assert_nothing_left(f, "fail");
 }
 
 /* A directory whose owner died (lock not held) is reclaimed. */
@@ -574,6 +599,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_boot_timeout_leaves_nothing, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_start_open_stop, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_ready_without_log_stream, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_agent_failure_powers_off, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_stale_directory_reclaimed, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_qemu_killed, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_hotplug_disk, setup, teardown),
