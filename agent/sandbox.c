@@ -18,6 +18,7 @@
 #include "husk/cleanup.h"
 #include "husk/path.h"
 #include "husk/sandbox.pb-c.h"
+#include "init/console.h"
 #include "init/entropy.h"
 
 #define DEFAULT_OVERLAY_SIZE (256ull << 20)
@@ -195,10 +196,13 @@ static void on_create_sandbox(struct ttrpc_call *call, const ProtobufCMessage *r
 			return;
 		}
 	}
-	if (r->entropy_seed.len &&
-	    init_seed_entropy(r->entropy_seed.data, r->entropy_seed.len, &err) < 0) {
-		fail_err(call, &err);
-		return;
+	if (r->entropy_seed.len) {
+		if (init_seed_entropy(r->entropy_seed.data, r->entropy_seed.len, &err) < 0) {
+			fail_err(call, &err);
+			return;
+		}
+		init_log(INIT_LOG_DEBUG, "seeded %zu bytes of entropy from the host",
+			 r->entropy_seed.len);
 	}
 	ttrpc_call_reply(call, &((Google__Protobuf__Empty)GOOGLE__PROTOBUF__EMPTY__INIT).base);
 }

@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <time.h>
 
 #include "github.com/containerd/cgroups/v2/stats/metrics.pb-c.h"
@@ -194,7 +195,18 @@ int husk_agent_create_sandbox_opts(struct husk_agent *a, const struct husk_sandb
 	ts.seconds = now.tv_sec;
 	ts.nanos = (int32_t)now.tv_nsec;
 	req.host_time = &ts;
-	return CALL(SANDBOX, "CreateSandbox", req, NULL, NULL);
+	/* The guest kernel trusts neither the CPU's RNG nor a device it may
+	 * not have: until it is seeded, its first read of randomness (json-c's
+	 * hash seed, in CreateBundle) waits for jitter entropy, about a second
+	 * under TCG. The agent credits these bytes to the pool. */
+	uint8_t seed[64];
+	if (getrandom(seed, sizeof(seed), 0) != (ssize_t)sizeof(seed))
+		return husk_err_sys(err, -errno, "getrandom: entropy seed for the guest");
+	req.entropy_seed.data = seed;
+	req.entropy_seed.len = sizeof(seed);
+	int r = CALL(SANDBOX, "CreateSandbox", req, NULL, NULL);
+	explicit_bzero(seed, sizeof(seed));
+	return r;
 }
 
 int husk_agent_create_bundle(struct husk_agent *a, const char *id, const char *spec_json,

@@ -62,15 +62,19 @@ grep -q "^husk-agent: info: container .*: created" "$tmp/err" &&
 # The agent answers its first Check before it mounts what only containers
 # need and enables the cgroup controllers (agent/setup.c); that set-up is
 # done once, and before the first call that needs it: a tty container (a
-# devpts pty) sees the controllers in its cgroup.
+# devpts pty) sees the controllers in its cgroup. libhusk's CreateSandbox
+# seeds the guest's entropy pool before the container is created (without
+# it the first read of randomness waits for jitter entropy).
 out=$(RUN -t --agent-log --log-level 7 --rootfs "$rootfs" -- \
 	sh -c 'tty; cat /sys/fs/cgroup/cgroup.controllers' 2>"$tmp/err" </dev/null)
 rc=$?
 setup_line=$(grep -n "^husk-agent: debug: VM set-up finished" "$tmp/err" | cut -d: -f1)
 created_line=$(grep -n "^husk-agent: info: container .*: created" "$tmp/err" | head -1 | cut -d: -f1)
+seed_line=$(grep -n "^husk-agent: debug: seeded 64 bytes of entropy from the host$" "$tmp/err" | cut -d: -f1)
 [ $rc -eq 0 ] && echo "$out" | grep -q "^/dev/pts/0" && echo "$out" | grep -q "memory" &&
 	echo "$out" | grep -q "pids" && [ "$(echo "$setup_line" | wc -w)" = 1 ] &&
 	[ -n "$created_line" ] && [ "$setup_line" -lt "$created_line" ] &&
+	[ "$(echo "$seed_line" | wc -w)" = 1 ] && [ "$seed_line" -lt "$created_line" ] &&
 	pass vm-setup-after-check || fail vm-setup-after-check "rc=$rc out=$out $(cat "$tmp/err")"
 
 # "lo" works wherever a container's network namespace is: busybox httpd
