@@ -23,8 +23,9 @@ quiet =
 endif
 
 HOST_CC ?= gcc
-# Debian's musl, for the plain static test programs (kernel-config/kernel.mk);
-# the agent and husk-jail are built with the sysroot's own (mk/musl-sysroot.sh).
+# Debian's musl: husk-vsockd links it (host-connector/vsockd/vsockd.mk) and
+# the floor's /init is built with it (kernel-config/kernel.mk); everything
+# else static is built with the sysroot's own (mk/musl-sysroot.sh).
 MUSL_CC ?= musl-gcc
 CLANG ?= clang
 SYSROOT := $(BUILD)/sysroot
@@ -97,9 +98,16 @@ deps:
 	$(Q)mk/deps.sh mk/packages.txt
 	$(Q)mkdir -p $(BUILD) && touch $(DEPS_STAMP)
 
+# The stamp holds the sysroot's absolute path, which its musl-gcc names: a
+# moved or copied tree runs the script again (a cache hit) to write it anew.
 $(SYSROOT_STAMP): mk/musl-sysroot.sh | $(DEPS_STAMP)
 	$(Q)mk/musl-sysroot.sh $(SYSROOT)
-	$(Q)touch $@
+	$(Q)echo "$(abspath $(SYSROOT))" >$@
+ifneq ($(shell cat $(SYSROOT_STAMP) 2>/dev/null),$(abspath $(SYSROOT)))
+$(SYSROOT_STAMP): FORCE
+endif
+.PHONY: FORCE
+FORCE:
 
 $(GEN_STAMP): mk/proto-gen.sh $(PROTO_SRC) | $(DEPS_STAMP)
 	$(call quiet,PROTO,$(BUILD)/gen)

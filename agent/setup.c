@@ -10,6 +10,7 @@
  * Check is answered, while the host gets the first container ready, and in
  * any case before a call other than Check is served. */
 #include <errno.h>
+#include <fcntl.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
@@ -58,6 +59,16 @@ void setup_early(struct agent *a, int argc, char **argv)
 {
 	struct husk_err err = { 0 };
 	struct init_config cfg;
+	/* Where the kernel found no /dev/console (neither in our initramfs,
+	 * which has none when built without root, nor in its built-in one,
+	 * which normally has it) fds 0-2 are closed; the agent's own fds would
+	 * take them and every line meant for the console would be lost: mount
+	 * /dev first, which attaches them to the console. */
+	for (int fd = 0; fd < 3; fd++)
+		if (fcntl(fd, F_GETFD) < 0 && errno == EBADF) {
+			mount_early();
+			break;
+		}
 	a->argc = argc;
 	a->argv = argv;
 	int r = init_parse_args(argc - 1, argv + 1, &cfg, &err);

@@ -26,9 +26,11 @@ void init_config_defaults(struct init_config *cfg)
 	cfg->log_port = INIT_DEFAULT_LOG_PORT;
 }
 
+/* The kernel's isspace() (lib/ctype.c), 0xa0 included. */
 static bool is_space(char c)
 {
-	return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\v' || c == '\f';
+	unsigned char u = (unsigned char)c;
+	return u == ' ' || (u >= '\t' && u <= '\r') || u == 0xa0;
 }
 
 static char *skip_spaces(char *s)
@@ -247,12 +249,15 @@ int init_parse_cmdline(const char *cmdline, struct init_config *cfg, struct husk
 	if (!copy)
 		return husk_err_set(err, -ENOMEM, "kernel command line: out of memory");
 
-	int first = 0;
+	int first = 0, dashes = 0;
 	char *args = skip_spaces(copy);
 	while (*args) {
 		char *param, *val;
 		args = next_arg(args, &param, &val);
-		/* Words after "--" are init's arguments: ours too. */
+		/* Words after "--" are init's arguments: ours too. The kernel
+		 * passes those after a second "--" to nobody. */
+		if (!val && strcmp(param, "--") == 0 && ++dashes == 2)
+			break;
 		if (strncmp(param, PREFIX, PREFIX_LEN) != 0)
 			continue;
 		cfg->husk_keys_seen = true;

@@ -22,12 +22,14 @@ bool init_is_husk_guest(void)
 	if (getpid() != 1)
 		return false;
 	char buf[INIT_CMDLINE_MAX];
-	/* PID 1 may end before it mounted /proc: its husk.* keys come as its
-	 * arguments (init/cmdline.h). Mount it, and /sys for the ACPI check. */
-	if (init_read_cmdline(buf, sizeof(buf), NULL) < 0 &&
-	    (init_mount_basics_at("/", INIT_MOUNT_EARLY, NULL) < 0 ||
-	     init_read_cmdline(buf, sizeof(buf), NULL) < 0))
-		return false; /* cannot confirm: not a guest as far as we know */
+	if (init_read_cmdline(buf, sizeof(buf), NULL) < 0) {
+		/* PID 1 may end before it mounted /proc: its husk.* keys come as
+		 * its arguments (init/cmdline.h). Mount it, and /sys for the ACPI
+		 * check; /proc may mount where another one fails. */
+		(void)init_mount_basics_at("/", INIT_MOUNT_EARLY, NULL);
+		if (init_read_cmdline(buf, sizeof(buf), NULL) < 0)
+			return false; /* cannot confirm: not a guest as far as we know */
+	}
 	return init_cmdline_is_husk(buf);
 }
 

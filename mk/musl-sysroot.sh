@@ -312,8 +312,13 @@ build_musl() {
 # install_musl_gcc DIR SYSROOT: DIR/bin/musl-gcc and DIR/musl/lib/musl-gcc.specs
 # for a sysroot that is (or will be) at SYSROOT.
 install_musl_gcc() {
+	local specs
 	mkdir -p "$1/bin"
-	sed "s|@SYSROOT@|$2|g" "$1/musl/lib/musl-gcc.specs.in" >"$1/musl/lib/musl-gcc.specs"
+	# (read with its trailing blank lines, which gcc needs; the replacement
+	# quoted: no '&' or other pattern magic in a path)
+	specs=$(cat "$1/musl/lib/musl-gcc.specs.in"; echo .)
+	specs=${specs%.}
+	printf '%s' "${specs//@SYSROOT@/"$2"}" >"$1/musl/lib/musl-gcc.specs"
 	cat >"$1/bin/musl-gcc" <<-EOF
 	#!/bin/sh
 	exec "\${REALGCC:-gcc}" "\$@" -specs "$2/musl/lib/musl-gcc.specs"

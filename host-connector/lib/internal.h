@@ -86,8 +86,9 @@ uint64_t husk_now_ns(void);
  * words of `extra` for the kernel, "--", the words of `init` (husk.* keys),
  * then the husk.* words of `extra` and any words after a "--" in it, all
  * for init. Words are split, and kept quoted, as the kernel splits them.
- * -E2BIG, naming cmdline_extra, when the line would not fit `size` bytes
- * or init would get more arguments than the kernel takes. */
+ * Errors name cmdline_extra: -EINVAL for an unbalanced quote or a second
+ * "--" in it, -E2BIG when the line would not fit `size` bytes or init
+ * could get more arguments or environment words than the kernel takes. */
 #define HUSK_CMDLINE_MAX 2048 /* x86's COMMAND_LINE_SIZE, NUL included */
 int husk_cmdline_build(char *buf, size_t size, const char *kernel, const char *init,
 		       const char *extra, struct husk_err *err);

@@ -75,13 +75,38 @@ static void test_user_dashes(void **state)
 {
 	(void)state;
 	/* Everything after the user's own "--" was meant for init already. */
-	assert_int_equal(build("quiet2 -- single husk.hostname=h -- x"), 0);
-	assert_string_equal(line, KERNEL " quiet2 -- " INIT " single husk.hostname=h -- x");
+	assert_int_equal(build("quiet2 -- single husk.hostname=h x"), 0);
+	assert_string_equal(line, KERNEL " quiet2 -- " INIT " single husk.hostname=h x");
+	/* The kernel hands the words after a second "--" to nobody. */
+	assert_int_equal(build("-- a -- husk.hostname=x"), -EINVAL);
+	assert_non_null(strstr(err.msg, "cmdline_extra"));
+	assert_non_null(strstr(err.msg, "second \"--\""));
 	assert_int_equal(build("--"), 0);
 	assert_string_equal(line, KERNEL " -- " INIT);
 	/* The kernel strips quotes before it looks for "--". */
 	assert_int_equal(build("a \"--\" b"), 0);
 	assert_string_equal(line, KERNEL " a -- " INIT " b");
+}
+
+/* An open quote runs to the end of the line, over libhusk's own "--" and
+ * keys: refused, naming the word. */
+static void test_unbalanced_quote(void **state)
+{
+	(void)state;
+	assert_int_equal(build("foo=\"a b"), -EINVAL);
+	assert_non_null(strstr(err.msg, "cmdline_extra: unbalanced double quote"));
+	assert_non_null(strstr(err.msg, "foo=\"a b"));
+	assert_int_equal(build("husk.hostname=\"x\"y z\" w=1"), -EINVAL);
+	assert_int_equal(build("ok=\"a b\" \"--\""), 0);
+	assert_string_equal(line, KERNEL " ok=\"a b\" -- " INIT);
+}
+
+/* Every character the kernel's isspace() knows separates words. */
+static void test_kernel_spaces(void **state)
+{
+	(void)state;
+	assert_int_equal(build("a\rhusk.hostname=x\vb\fc\xa0husk.log_level=7"), 0);
+	assert_string_equal(line, KERNEL " a b c -- " INIT " husk.hostname=x husk.log_level=7");
 }
 
 static void test_limits(void **state)
@@ -94,10 +119,23 @@ static void test_limits(void **state)
 	assert_int_equal(build(extra), -E2BIG);
 	assert_non_null(strstr(err.msg, "cmdline_extra"));
 	assert_non_null(strstr(err.msg, "init"));
-	/* Kernel words do not count against init's. */
+	/* Bare words the kernel may not know go to init too. */
+	extra[0] = '\0';
+	for (int i = 0; i < 23; i++)
+		snprintf(extra + strlen(extra), sizeof(extra) - strlen(extra), " w%d", i);
+	assert_int_equal(build(extra), -E2BIG);
+	/* name=value words without a '.' may go to init's environment. */
+	extra[0] = '\0';
+	for (int i = 0; i < 24; i++)
+		snprintf(extra + strlen(extra), sizeof(extra) - strlen(extra), " k%d=1", i);
+	assert_int_equal(build(extra), 0);
+	strcat(extra, " k24=1");
+	assert_int_equal(build(extra), -E2BIG);
+	assert_non_null(strstr(err.msg, "environment"));
+	/* Module parameters (a '.' in the name) go to neither. */
 	extra[0] = '\0';
 	for (int i = 0; i < 30; i++)
-		snprintf(extra + strlen(extra), sizeof(extra) - strlen(extra), " k%d=1", i);
+		snprintf(extra + strlen(extra), sizeof(extra) - strlen(extra), " m.p%d=1", i);
 	assert_int_equal(build(extra), 0);
 	/* A line longer than the kernel keeps. */
 	char big[3000];
@@ -121,6 +159,8 @@ int main(void)
 		cmocka_unit_test(test_extra_split),
 		cmocka_unit_test(test_quotes),
 		cmocka_unit_test(test_user_dashes),
+		cmocka_unit_test(test_unbalanced_quote),
+		cmocka_unit_test(test_kernel_spaces),
 		cmocka_unit_test(test_limits),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);

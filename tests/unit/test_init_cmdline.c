@@ -196,9 +196,17 @@ static void test_double_dash(void **state)
 	assert_int_equal(cfg.log_level, 1);
 	assert_int_equal(cfg.n_unknown, 1);
 	assert_string_equal(cfg.unknown[0], "husk.bogus");
-	assert_int_equal(parse("console=ttyS0 -- single husk.hostname=h -- x"), 0);
+	assert_int_equal(parse("console=ttyS0 -- single husk.hostname=h x"), 0);
 	assert_string_equal(cfg.hostname, "h");
 	assert_true(cfg.husk_keys_seen);
+	/* Nobody gets the words after a second "--", nor do we. */
+	assert_int_equal(parse("-- husk.log_level=2 -- husk.log_level=3 husk.bogus"), 0);
+	assert_int_equal(cfg.log_level, 2);
+	assert_int_equal(cfg.n_unknown, 0);
+	/* Every space the kernel knows separates words. */
+	assert_int_equal(parse("a\vhusk.log_level=4\xa0husk.hostname=s"), 0);
+	assert_int_equal(cfg.log_level, 4);
+	assert_string_equal(cfg.hostname, "s");
 	assert_true(init_cmdline_is_husk("console=ttyS0 -- husk.log_level=1"));
 	assert_true(init_cmdline_is_husk("console=ttyS0 husk.x=1 --"));
 	assert_false(init_cmdline_is_husk("console=ttyS0 -- single x=husk.y"));

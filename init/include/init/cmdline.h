@@ -23,7 +23,8 @@
  *
  * The parsing follows the kernel's: words separated by spaces, a value may
  * be double-quoted (husk.hostname="x"), and words on both sides of "--" are
- * read. For scalar keys the last one wins.
+ * read, up to a second "--" (the kernel hands what follows it to nobody).
+ * For scalar keys the last one wins.
  *
  * Any husk.* key marks the command line as a husk guest's; init_poweroff()
  * relies on this (init_cmdline_is_husk) before ever calling reboot(2), so
