@@ -165,6 +165,11 @@ struct agent {
 	int log_fd;
 	struct ev_io *log_io;
 	uint64_t log_dropped;
+	/* connections refused for not coming from the host (main.c): all of
+	 * them counted, a few per window logged */
+	uint64_t refused_total, refused_unlogged;
+	uint64_t refused_window_ns;
+	unsigned refused_logged;
 };
 
 /* setup.c: PID 1's set-up of the VM in two parts. setup_early: what
@@ -217,6 +222,19 @@ void process_destroy(struct process *p);
 /* Listens for the host on `port`: AF_VSOCK in the guest, or the unix
  * socket "<listen path>_<port>" with --listen unix:. */
 int agent_listen_port(struct agent *a, unsigned port, struct husk_err *err);
+
+/* Only the host may reach the agent's ports (the ttrpc port, stdio ports,
+ * the debug console): whether connection `fd`, accepted on `port`, may be
+ * served. On vsock only peer CID 2 (VMADDR_CID_HOST) may; a container
+ * reaching the port through the guest's vsock loopback (CID 1) or at the
+ * guest's own CID may not. Unix sockets (--listen unix:, tests on a host)
+ * pass: they keep whatever peer check they had. Refusals are logged at a
+ * bounded rate. */
+bool agent_peer_is_host(struct agent *a, int fd, unsigned port);
+/* accept4(listen_fd, flags) until a connection from the host: the others
+ * are closed, so they never take the port's place. The new fd, or a
+ * negative errno (-EAGAIN: none waiting). */
+int agent_accept(struct agent *a, int listen_fd, unsigned port, int flags);
 
 int task_service_register(struct agent *a, struct husk_err *err);
 /* Starts listening for debug console connections (console.c). */

@@ -1,7 +1,8 @@
 /* The debug console: vsock port 1026, only with husk.debug_console=1 on the
- * kernel command line. Each connection gets /bin/sh (from a DEBUG=1
- * initramfs) on a pty. A forked helper owns the session, so a slow or
- * stuck console never blocks the agent's loop; the reaper collects it. */
+ * kernel command line. Each connection from the host (agent_accept: never
+ * one from a container) gets /bin/sh (from a DEBUG=1 initramfs) on a pty.
+ * A forked helper owns the session, so a slow or stuck console never
+ * blocks the agent's loop; the reaper collects it. */
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -78,7 +79,8 @@ static void on_console_accept(struct ev_io *io, int fd, uint32_t events, void *d
 {
 	(void)io;
 	(void)events;
-	int conn = accept4(fd, NULL, NULL, SOCK_CLOEXEC);
+	/* A root shell for the host only, never for a container. */
+	int conn = agent_accept(data, fd, CONSOLE_PORT, SOCK_CLOEXEC);
 	if (conn < 0)
 		return;
 	/* The shell wants /dev/pts and the rest, like a container. */

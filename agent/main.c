@@ -48,6 +48,73 @@ int agent_listen_port(struct agent *a, unsigned port, struct husk_err *err)
 	return take_fd(&fd);
 }
 
+/* At most this many refusals are logged per window; the rest are counted
+ * and summed up in the next window's first line. A container that loops on
+ * connect() must not flood the console (slow under TCG) or the log stream. */
+#define REFUSED_LOG_MAX 5
+#define REFUSED_LOG_WINDOW_NS (10ull * 1000 * 1000 * 1000)
+
+static void log_refused(struct agent *a, unsigned port, unsigned cid, unsigned peer_port)
+{
+	a->refused_total++;
+	uint64_t now = ev_now_ns();
+	if (!a->refused_window_ns || now - a->refused_window_ns >= REFUSED_LOG_WINDOW_NS) {
+		if (a->refused_unlogged)
+			init_log(INIT_LOG_WARNING, "%llu more connections not from the host refused",
+				 (unsigned long long)a->refused_unlogged);
+		a->refused_window_ns = now;
+		a->refused_logged = 0;
+		a->refused_unlogged = 0;
+	}
+	if (a->refused_logged >= REFUSED_LOG_MAX) {
+		a->refused_unlogged++;
+		return;
+	}
+	a->refused_logged++;
+	init_log(INIT_LOG_WARNING,
+		 "port %u: refused a connection from CID %u port %u: only the host (CID %u) may connect",
+		 port, cid, peer_port, VMADDR_CID_HOST);
+}
+
+bool agent_peer_is_host(struct agent *a, int fd, unsigned port)
+{
+	struct sockaddr_storage ss;
+	socklen_t len = sizeof(ss);
+	if (getsockname(fd, (struct sockaddr *)&ss, &len) == 0 && ss.ss_family == AF_UNIX)
+		return true;
+	struct sockaddr_vm peer = { 0 };
+	len = sizeof(peer);
+	if (getpeername(fd, (struct sockaddr *)&peer, &len) < 0 || peer.svm_family != AF_VSOCK) {
+		log_refused(a, port, VMADDR_CID_ANY, VMADDR_PORT_ANY);
+		return false;
+	}
+	if (peer.svm_cid == VMADDR_CID_HOST)
+		return true;
+	log_refused(a, port, peer.svm_cid, peer.svm_port);
+	return false;
+}
+
+int agent_accept(struct agent *a, int listen_fd, unsigned port, int flags)
+{
+	/* Bounded: a flood of refused connections must not starve the loop;
+	 * the listener stays readable and we come back. */
+	for (int i = 0; i < 64; i++) {
+		int c = accept4(listen_fd, NULL, NULL, flags);
+		if (c < 0)
+			return -errno;
+		if (agent_peer_is_host(a, c, port))
+			return c;
+		close(c);
+	}
+	return -EAGAIN;
+}
+
+static int ttrpc_peer_filter(int fd, void *data)
+{
+	struct agent *a = data;
+	return agent_peer_is_host(a, fd, a->opt.vsock_port) ? 0 : -EPERM;
+}
+
 static void on_signal(struct ev_io *io, int fd, uint32_t events, void *data)
 {
 	(void)io;
@@ -153,11 +220,15 @@ int main(int argc, char **argv)
 	    ttrpc_server_new(a.loop, &srv_opts, &a.server, &err) < 0 ||
 	    task_service_register(&a, &err) < 0 || sandbox_service_register(&a, &err) < 0)
 		goto fatal;
+	/* On vsock only the host is served (agent_peer_is_host); the unix
+	 * socket of --listen unix: keeps the check it has. */
 	if (a.opt.listen_unix)
 		lfd = husk_unix_listen(a.opt.listen_unix, &err);
 	else
 		lfd = agent_listen_port(&a, a.opt.vsock_port, &err);
-	if (lfd < 0 || ttrpc_server_add_listener(a.server, lfd, &err) < 0)
+	if (lfd < 0 ||
+	    ttrpc_server_add_listener_filtered(a.server, lfd, a.opt.listen_unix ? NULL : ttrpc_peer_filter,
+					       &a, &err) < 0)
 		goto fatal;
 	if (a.opt.debug_console && console_start(&a, &err) < 0)
 		goto fatal;

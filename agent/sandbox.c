@@ -21,7 +21,6 @@
 #include "init/console.h"
 #include "init/entropy.h"
 
-#define DEFAULT_OVERLAY_SIZE (256ull << 20)
 #define MAX_SPEC_BYTES (16u << 20)
 
 struct ev_waiter {
@@ -391,6 +390,26 @@ static int bundle_missing(const Husk__Sandbox__V1__CreateBundleRequest *r, bool 
 	return 0;
 }
 
+/* The guest's memory (MemTotal). */
+static uint64_t mem_total(void)
+{
+	struct sysinfo si;
+	return sysinfo(&si) == 0 ? (uint64_t)si.totalram * si.mem_unit : 0;
+}
+
+/* The writable layer's default size: half of the guest's memory. A tmpfs
+ * lives in RAM and the guest has no swap, so one as large as the VM (it
+ * was 256 MiB in a 256 MiB VM) let a writer fill memory first: the OOM
+ * killer took it (137) instead of write(2) failing with ENOSPC. The other
+ * half is for what the guest needs besides: its kernel and the agent
+ * (about 15 MiB after boot, at 64 MiB as at 256 MiB), the container's own
+ * processes and page cache. Each container has its own overlay, so several
+ * writers in one VM share that headroom: give them overlay_size_bytes. */
+static unsigned long long overlay_default(void)
+{
+	return mem_total() / 2;
+}
+
 /* Mounts, writes the spec and replies, once every disk is there; on
  * failure undoes the bundle and fails the call. */
 static void bundle_finish(struct ttrpc_call *call, const Husk__Sandbox__V1__CreateBundleRequest *r,
@@ -412,7 +431,7 @@ static void bundle_finish(struct ttrpc_call *call, const Husk__Sandbox__V1__Crea
 		}
 	}
 	char opts[1200];
-	unsigned long long size = r->overlay_size_bytes ? r->overlay_size_bytes : DEFAULT_OVERLAY_SIZE;
+	unsigned long long size = r->overlay_size_bytes ? r->overlay_size_bytes : overlay_default();
 	snprintf(opts, sizeof(opts), "size=%llu,mode=0755", size);
 	if (mount("tmpfs", b->rw, "tmpfs", MS_NODEV | MS_NOSUID, opts) < 0) {
 		husk_err_sys(&err, -errno, "overlay_size_bytes %llu: mount tmpfs", size);
@@ -639,6 +658,15 @@ static void on_create_bundle(struct ttrpc_call *call, const ProtobufCMessage *re
 	}
 	if (check_block_mounts(r, &err) < 0) {
 		fail_err(call, &err);
+		return;
+	}
+	/* A tmpfs larger than the memory it lives in is filled by running out
+	 * of memory, never by ENOSPC. */
+	uint64_t mem = mem_total();
+	if (mem && r->overlay_size_bytes > mem) {
+		ttrpc_call_fail(call, TTRPC_INVALID_ARGUMENT,
+				"overlay_size_bytes %llu: more than the guest's memory (%llu bytes)",
+				(unsigned long long)r->overlay_size_bytes, (unsigned long long)mem);
 		return;
 	}
 	struct bundle_paths b;

@@ -1,7 +1,8 @@
 /* stdio of container processes: "vsock://PORT" URIs. The agent listens on
- * each port, the host connects, and bytes are relayed raw between the
- * process's pipes (or its pty) and that connection, with backpressure both
- * ways: nothing is read from a side whose peer cannot take it.
+ * each port, the host connects (only the host: agent_accept), and bytes are
+ * relayed raw between the process's pipes (or its pty) and that
+ * connection, with backpressure both ways: nothing is read from a side
+ * whose peer cannot take it.
  *
  * stdout and stderr are "drained" once the process side reached EOF and
  * every byte was written to the host, which then sees EOF too; only then is
@@ -185,7 +186,10 @@ static void on_accept(struct ev_io *io, int fd, uint32_t events, void *data)
 	(void)io;
 	(void)events;
 	struct relay *r = data;
-	int c = accept4(fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+	/* The port is the host's alone: a connection from anyone else (a
+	 * container racing the host to it) is closed and the port stays up
+	 * for the host. */
+	int c = agent_accept(r->proc->c->agent, fd, r->port, SOCK_NONBLOCK | SOCK_CLOEXEC);
 	if (c < 0)
 		return;
 	relay_unlisten(r);

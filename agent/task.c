@@ -396,6 +396,25 @@ static int signal_cgroup(struct container *c, int sig, struct husk_err *err)
 	return 0;
 }
 
+/* Whether a signal's default action ends the process (not ignored, not a
+ * stop or continue). */
+static bool sig_default_terminates(int sig)
+{
+	switch (sig) {
+	case SIGCHLD:
+	case SIGCONT:
+	case SIGURG:
+	case SIGWINCH:
+	case SIGSTOP:
+	case SIGTSTP:
+	case SIGTTIN:
+	case SIGTTOU:
+		return false;
+	default:
+		return true;
+	}
+}
+
 static void on_kill(struct ttrpc_call *call, const ProtobufCMessage *req, void *data)
 {
 	struct agent *a = data;
@@ -415,12 +434,18 @@ static void on_kill(struct ttrpc_call *call, const ProtobufCMessage *req, void *
 		return;
 	}
 	struct husk_err err = { 0 };
+	int sig = (int)r->signal;
+	/* A created, never started init waits in the jail as PID 1 of its pid
+	 * namespace, where the kernel drops signals it has no handler for:
+	 * runc's Go init dies of them, so this one does too. */
+	if (p == &c->init && p->status == PROC_CREATED && sig_default_terminates(sig))
+		sig = SIGKILL;
 	if (r->all && c->jc->cgroup && p == &c->init) {
-		if (signal_cgroup(c, (int)r->signal, &err) < 0) {
+		if (signal_cgroup(c, sig, &err) < 0) {
 			fail_err(call, &err);
 			return;
 		}
-	} else if (kill(p->pid, (int)r->signal) < 0) {
+	} else if (kill(p->pid, sig) < 0) {
 		ttrpc_call_fail(call, TTRPC_NOT_FOUND, "kill %d: %s", p->pid, strerror(errno));
 		return;
 	}

@@ -18,7 +18,11 @@
 #                      decompressed: the guest's static libkmod reads plain
 #                      .ko only. depmod then indexes the staged tree (libkmod
 #                      needs modules.dep.bin). Names found in modules.builtin
-#                      are skipped.
+#                      are skipped. vsock_loopback is never carried, asked
+#                      for or pulled in: its transport would let any guest
+#                      process, a container's too, connect to the agent's
+#                      ports at CID 1 or the guest's own CID (only the host
+#                      may; docs/architecture.md).
 #
 # The archive holds /init, the mount points the agent uses (/dev /proc /sys
 # /run /tmp /mnt /etc /root), /dev/console when built as root (the kernel
@@ -179,10 +183,14 @@ if [ -n "${kmods// /}" ]; then
 		done
 	}
 
+	# Never in a guest: see --kmods above.
+	forbidden() { [ "$1" = vsock_loopback ]; }
+
 	declare -A staged=()
 	queue=()
 	for m in $kmods; do
 		n=$(norm "$m")
+		forbidden "$n" && die "--kmods: $m is never carried: its vsock loopback transport lets containers connect to the agent's ports (only the host may)"
 		if ! known "$n"; then
 			builtin "$n" || die "--kmods: module $m not found in $dep"
 			echo "initramfs/build.sh: module $m is built into the kernel: skipped" >&2
@@ -196,6 +204,12 @@ if [ -n "${kmods// /}" ]; then
 		n=${queue[0]}
 		queue=("${queue[@]:1}")
 		[ -n "${staged[$n]:-}" ] && continue
+		if forbidden "$n"; then
+			# Only a soft dependency (e.g. through the net-pf-40 alias)
+			# can name it: nothing needs it.
+			echo "initramfs/build.sh: $n (a dependency) is never carried: skipped" >&2
+			continue
+		fi
 		entry=$(grep -m1 "^$n	" "$table") || die "--kmods: $n (a dependency) not found in $dep"
 		rel=$(stage_module "$(printf '%s' "$entry" | cut -f2)")
 		staged[$n]=$rel

@@ -1,6 +1,7 @@
 /* The runtime side of create, start and exec. */
 #include <errno.h>
 #include <fcntl.h>
+#include <inttypes.h>
 #include <json-c/json.h>
 #include <limits.h>
 #include <poll.h>
@@ -186,15 +187,148 @@ static void kill_and_reap(pid_t pid)
 	}
 }
 
+/* The init closed its socket without a word: it is dead or dying (it
+ * holds the socket until execve, which comes only after start). Its wait
+ * status, peeked at and left for the caller to reap, says how it died. */
+static int init_exited_early(pid_t pid, struct husk_err *err)
+{
+	static const char what[] = "container setup: init process exited early";
+	siginfo_t si = { 0 };
+	int r;
+	do
+		r = waitid(P_PID, (id_t)pid, &si, WEXITED | WNOWAIT);
+	while (r < 0 && errno == EINTR);
+	if (r < 0 || si.si_pid != pid)
+		return husk_err_set(err, -EPIPE, "%s", what);
+	if (si.si_code == CLD_EXITED)
+		return husk_err_set(err, -EPIPE, "%s with status %d", what, si.si_status);
+	return husk_err_set(err, -EPIPE, "%s: killed by signal %d (%s)", what, si.si_status,
+			    strsignal(si.si_status));
+}
+
+/* Whether the OOM killer took one of the container's processes during
+ * setup: memory.events of its cgroup counts more kills than before the
+ * first process (runc checks the same count). With a memory limit that is
+ * almost always the limit being too small for the init itself, so the
+ * message names it instead of the symptom (a dead init, a failed write). */
+static int explain_oom(const struct jail_spec *spec, struct jail_cgroup *cg, uint64_t before,
+		       int r, struct husk_err *err)
+{
+	uint64_t now = 0;
+	if (jail_cgroup_oom_kills(cg, &now, NULL) < 0 || now <= before)
+		return r;
+	/* Our own "container setup: ..." only restates the death; anything
+	 * else (a hook, a write) is kept after the cause. */
+	char then[HUSK_ERR_MSG_MAX + 2] = "";
+	if (err && strncmp(err->msg, "container setup: ", 17) != 0)
+		snprintf(then, sizeof(then), "; %s", err->msg);
+	const struct jail_resources *res = &spec->resources;
+	if (spec->has_resources && res->has_memory_limit && res->memory_limit > 0)
+		return husk_err_set(err, -ENOMEM,
+				    "linux.resources.memory.limit %" PRId64
+				    ": too small for the container's init (killed by the OOM killer "
+				    "before exec)%s",
+				    res->memory_limit, then);
+	return husk_err_set(err, -ENOMEM,
+			    "container setup: the init was killed by the OOM killer of cgroup %s "
+			    "before exec (memory.events oom_kill %" PRIu64 ")%s",
+			    jail_cgroup_path(cg), now, then);
+}
+
 static void warn_ignored(const struct jail_spec *spec, const struct jail_create_opts *opts)
 {
-	if (spec->process.apparmor_profile)
+	/* An empty value asks for nothing (runc reads it so too). */
+	if (spec->process.apparmor_profile && *spec->process.apparmor_profile)
 		warn(opts, "process.apparmorProfile %s ignored: the guest has no AppArmor",
 		     spec->process.apparmor_profile);
-	if (spec->process.selinux_label)
+	if (spec->process.selinux_label && *spec->process.selinux_label)
 		warn(opts, "process.selinuxLabel ignored: the guest has no SELinux");
-	if (spec->mount_label)
+	if (spec->mount_label && *spec->mount_label)
 		warn(opts, "linux.mountLabel ignored: the guest has no SELinux");
+	if (spec->process.unknown_caps)
+		warn(opts, "process.capabilities: ignoring unknown capabilities: %s",
+		     spec->process.unknown_caps);
+}
+
+/* Namespaced sysctls, as runc's validator sorts them: these need an ipc
+ * namespace; "net." ones a network namespace that is not the runtime's;
+ * kernel.domainname a uts namespace. Anything else is system-wide: written
+ * from the container it would change the host (or the whole guest). */
+static const char *const ipc_sysctls[] = {
+	"kernel.msgmax", "kernel.msgmnb", "kernel.msgmni", "kernel.sem",
+	"kernel.shmall", "kernel.shmmax", "kernel.shmmni", "kernel.shm_rmid_forced",
+};
+
+/* `path` names the runtime's own network namespace. */
+static bool is_own_netns(const char *path)
+{
+	struct stat a, b;
+	return stat("/proc/self/ns/net", &a) == 0 && stat(path, &b) == 0 && a.st_dev == b.st_dev &&
+	       a.st_ino == b.st_ino;
+}
+
+/* What the spec asks of namespaces it may not have, refused before any
+ * process exists as runc refuses it: a hostname without a uts namespace,
+ * sysctls outside the container's namespaces. */
+static int check_namespaced(const struct jail_spec *spec, struct husk_err *err)
+{
+	bool uts = jail_spec_namespace(spec, CLONE_NEWUTS) != NULL;
+	bool ipc = jail_spec_namespace(spec, CLONE_NEWIPC) != NULL;
+	const struct jail_namespace *net = jail_spec_namespace(spec, CLONE_NEWNET);
+	if (spec->hostname && *spec->hostname && !uts)
+		return husk_err_set(err, -EINVAL,
+				    "hostname \"%s\": cannot be set without a uts namespace of the "
+				    "container's own (linux.namespaces has no \"uts\")",
+				    spec->hostname);
+	if (spec->domainname && *spec->domainname && !uts)
+		return husk_err_set(err, -EINVAL,
+				    "domainname \"%s\": cannot be set without a uts namespace of the "
+				    "container's own (linux.namespaces has no \"uts\")",
+				    spec->domainname);
+	for (size_t i = 0; i < spec->n_sysctl; i++) {
+		const char *key = spec->sysctl[i].key;
+		char k[256], path[512];
+		int r = jail_sysctl_path(key, path, sizeof(path), err);
+		if (r < 0)
+			return r;
+		if (jail_sysctl_dotted(key, k, sizeof(k)) < 0)
+			return husk_err_set(err, -ENAMETOOLONG, "linux.sysctl.%s: key too long", key);
+		bool is_ipc = strncmp(k, "fs.mqueue.", 10) == 0;
+		for (size_t j = 0; !is_ipc && j < ARRAY_SIZE(ipc_sysctls); j++)
+			is_ipc = strcmp(k, ipc_sysctls[j]) == 0;
+		if (is_ipc) {
+			if (!ipc)
+				return husk_err_set(err, -EINVAL,
+						    "linux.sysctl.%s: not allowed in the host's ipc "
+						    "namespace (linux.namespaces has no \"ipc\")",
+						    key);
+		} else if (strncmp(k, "net.", 4) == 0) {
+			if (!net)
+				return husk_err_set(err, -EINVAL,
+						    "linux.sysctl.%s: not allowed in the host's network "
+						    "namespace (linux.namespaces has no \"network\")",
+						    key);
+			if (net->path && is_own_netns(net->path))
+				return husk_err_set(err, -EINVAL,
+						    "linux.sysctl.%s: not allowed in the host's network "
+						    "namespace (linux.namespaces network path %s is the "
+						    "runtime's own)",
+						    key, net->path);
+		} else if (strcmp(k, "kernel.domainname") == 0 && uts) {
+			continue;
+		} else if (strcmp(k, "kernel.hostname") == 0 && uts) {
+			return husk_err_set(err, -EINVAL,
+					    "linux.sysctl.%s: not allowed, it conflicts with the "
+					    "\"hostname\" field",
+					    key);
+		} else {
+			return husk_err_set(err, -EINVAL,
+					    "linux.sysctl.%s: not in a namespace of the container's own "
+					    "(it would change the whole system)",
+					    key);
+		}
+	}
+	return 0;
 }
 
 int jail_container_create(const struct jail_spec *spec, const struct jail_create_opts *opts,
@@ -217,8 +351,12 @@ int jail_container_create(const struct jail_spec *spec, const struct jail_create
 	int sv[2] = { -1, -1 };
 	pid_t stage1 = -1;
 	bool fifo_made = false;
+	uint64_t oom_kills = 0;
 
+	/* plan_namespaces first: it sets a.ns_fds, which the fail path closes. */
 	r = plan_namespaces(spec, &a, err);
+	if (r == 0)
+		r = check_namespaced(spec, err);
 	if (r < 0)
 		goto fail;
 	if (spec->has_seccomp) {
@@ -240,6 +378,10 @@ int jail_container_create(const struct jail_spec *spec, const struct jail_create
 			if (r < 0)
 				goto fail;
 		}
+		/* A cgroup left by an earlier container may have counted
+		 * kills already: only a rise is ours. */
+		if (jail_cgroup_oom_kills(c->cgroup, &oom_kills, NULL) < 0)
+			oom_kills = 0;
 		a.cgroup_dir = jail_cgroup_path(c->cgroup);
 	}
 	if (!opts->no_exec_fifo) {
@@ -321,14 +463,14 @@ int jail_container_create(const struct jail_spec *spec, const struct jail_create
 			goto fail;
 	}
 	if (sync_send(sv[0], SYNC_GO, 0, NULL, -1) < 0) {
-		r = husk_err_set(err, -EPIPE, "container setup: init process exited early");
+		r = init_exited_early(c->pid, err);
 		goto fail;
 	}
 	for (;;) {
 		int fd;
 		r = sync_recv(sv[0], &m, &fd);
 		if (r < 0) {
-			r = husk_err_set(err, -EPIPE, "container setup: init process exited early");
+			r = init_exited_early(c->pid, err);
 			goto fail;
 		}
 		if (m.type == SYNC_CONSOLE) {
@@ -355,6 +497,9 @@ int jail_container_create(const struct jail_spec *spec, const struct jail_create
 	return 0;
 
 fail:
+	/* Before the kill below, which would hide how the init died. */
+	if (c->cgroup && (c->pid > 0 || stage1 > 0))
+		r = explain_oom(spec, c->cgroup, oom_kills, r, err);
 	close_ns_fds(&a);
 	if (a.fifo_fd >= 0)
 		close(a.fifo_fd);

@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "husk/cleanup.h"
+#include "jail/debug.h"
 
 _Static_assert(sizeof(gid_t) == sizeof(uint32_t), "gid_t is 32 bits");
 
@@ -174,19 +175,32 @@ static int set_caps(const struct jail_caps *want, struct husk_err *err)
 
 	uint64_t amb = want->ambient;
 	if (prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0L, 0L, 0L) < 0) {
-		/* A kernel without ambient capabilities has none to clear. */
-		if (amb != 0 || errno != EINVAL)
+		/* A kernel without ambient capabilities (before 4.3) has
+		 * none to clear or raise; runc goes on with a warning. */
+		if (errno != EINVAL)
 			return husk_err_sys(err, -errno,
 					    "process.capabilities.ambient: PR_CAP_AMBIENT_CLEAR_ALL");
+		if (amb != 0)
+			jail_debug("process.capabilities.ambient ignored: the kernel has no "
+				   "ambient capabilities");
+		return 0;
 	}
 	for (unsigned c = 0; c <= last; c++) {
 		if (!(amb & (UINT64_C(1) << c)))
 			continue;
-		if (prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, (unsigned long)c, 0L, 0L) < 0)
-			return husk_err_sys(err, -errno,
-					    "process.capabilities.ambient: raise %s (must be in "
-					    "permitted and inheritable)",
+		if (prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, (unsigned long)c, 0L, 0L) == 0)
+			continue;
+		/* The kernel raises only what is both permitted and
+		 * inheritable. runc ignores the failure (`runc spec` itself
+		 * asks for ambient capabilities without inheritable ones),
+		 * and so does the OCI spec: capabilities that cannot be
+		 * granted are not an error. */
+		if (errno != EPERM)
+			return husk_err_sys(err, -errno, "process.capabilities.ambient: raise %s",
 					    cap_name(c, name, sizeof(name)));
+		jail_debug("process.capabilities.ambient: %s not raised (it must be in the "
+			   "permitted and inheritable sets)",
+			   cap_name(c, name, sizeof(name)));
 	}
 	return 0;
 }
@@ -203,6 +217,20 @@ static int apply_identity(const struct jail_process *p, struct husk_err *err)
 	want.permitted &= known;
 	want.inheritable &= known;
 	want.ambient &= known;
+
+	/* (uid_t)-1 means "unchanged" to setresuid: the parser keeps ids
+	 * below it, a hand-built process must too. */
+	if (u->uid > INT32_MAX || u->gid > INT32_MAX)
+		return husk_err_set(err, -EINVAL,
+				    "process.user: uid %u, gid %u: uids and gids must be in range "
+				    "0-2147483647",
+				    u->uid, u->gid);
+	for (size_t i = 0; i < u->n_additional_gids; i++)
+		if (u->additional_gids[i] > INT32_MAX)
+			return husk_err_set(err, -EINVAL,
+					    "process.user.additionalGids[%zu]: %u: uids and gids "
+					    "must be in range 0-2147483647",
+					    i, u->additional_gids[i]);
 
 	/* A uid or gid change resets the parent-death signal. */
 	int pdeath = 0;

@@ -4,6 +4,7 @@
  * and the child exits. */
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <linux/sched.h>
 #include <sched.h>
 #include <signal.h>
@@ -188,24 +189,85 @@ static int write_file(const char *path, const char *text, struct husk_err *err)
 	return 0;
 }
 
-static int apply_sysctls(void *data, struct husk_err *err)
+int jail_sysctl_dotted(const char *key, char *out, size_t size)
 {
-	const struct jail_spec *spec = ((struct init_args *)data)->spec;
+	size_t len = strlen(key);
+	if (len >= size)
+		return -ENAMETOOLONG;
+	/* The form is told by the first separator, as sysctl(8) does. */
+	bool slashed = key[strcspn(key, "./")] == '/';
+	for (size_t i = 0; i <= len; i++) {
+		char ch = key[i];
+		if (slashed && (ch == '.' || ch == '/'))
+			ch = ch == '.' ? '/' : '.';
+		out[i] = ch;
+	}
+	return 0;
+}
+
+int jail_sysctl_path(const char *key, char *path, size_t size, struct husk_err *err)
+{
+	char dotted[256];
+	if (jail_sysctl_dotted(key, dotted, sizeof(dotted)) < 0 ||
+	    husk_path_fmt(path, size, "/proc/sys/%s", dotted) < 0)
+		return husk_err_set(err, -ENAMETOOLONG, "linux.sysctl.%s: key too long", key);
+	/* Components are the dotted ones; a '/' in one stands for a '.' of a
+	 * name. None may be empty, "." or "..": the path stays in /proc/sys. */
+	char *p = path + strlen("/proc/sys/");
+	for (;;) {
+		size_t n = strcspn(p, ".");
+		for (size_t i = 0; i < n; i++)
+			if (p[i] == '/')
+				p[i] = '.';
+		bool dots = (n == 1 && p[0] == '.') || (n == 2 && p[0] == '.' && p[1] == '.');
+		if (n == 0 || dots)
+			return husk_err_set(err, -EINVAL, "linux.sysctl: invalid key \"%s\"", key);
+		if (!p[n])
+			return 0;
+		p[n] = '/';
+		p += n + 1;
+	}
+}
+
+/* mkdir -p of process.cwd, mode 0755, as runc does it: in the new root
+ * (nothing resolves outside it any more) and before root.readonly. */
+static int make_cwd(const char *cwd, struct husk_err *err)
+{
+	char path[PATH_MAX];
+	if (husk_path_fmt(path, sizeof(path), "%s", cwd) < 0)
+		return husk_err_set(err, -ENAMETOOLONG, "process.cwd %s: too long", cwd);
+	for (char *p = path + 1;; p++) {
+		if (*p != '/' && *p != '\0')
+			continue;
+		char saved = *p;
+		*p = '\0';
+		if (mkdir(path, 0755) < 0 && errno != EEXIST)
+			return husk_err_sys(err, -errno, "process.cwd %s: mkdir %s", cwd, path);
+		*p = saved;
+		if (!saved)
+			return 0;
+	}
+}
+
+/* After the root switch, before the read-only parts: sysctls (the
+ * container's /proc is writable yet) and a missing working directory. */
+static int after_root_switch(void *data, struct husk_err *err)
+{
+	const struct init_args *a = data;
+	const struct jail_spec *spec = a->spec;
 	for (size_t i = 0; i < spec->n_sysctl; i++) {
 		const char *key = spec->sysctl[i].key;
-		if (strstr(key, "..") || strchr(key, '/'))
-			return husk_err_set(err, -EINVAL, "linux.sysctl: invalid key %s", key);
 		char path[512];
-		int n = snprintf(path, sizeof(path), "/proc/sys/%s", key);
-		if (n < 0 || (size_t)n >= sizeof(path))
-			return husk_err_set(err, -ENAMETOOLONG, "linux.sysctl: key %s too long", key);
-		for (char *c = path + 10; *c; c++)
-			if (*c == '.')
-				*c = '/';
-		int r = write_file(path, spec->sysctl[i].value, err);
+		int r = jail_sysctl_path(key, path, sizeof(path), err);
+		if (r < 0)
+			return r;
+		r = write_file(path, spec->sysctl[i].value, err);
 		if (r < 0)
 			return husk_err_wrap(err, "linux.sysctl[%s]", key);
 	}
+	struct stat st;
+	if (stat(a->process->cwd, &st) < 0 && errno == ENOENT)
+		return make_cwd(a->process->cwd, err);
 	return 0;
 }
 
@@ -273,7 +335,7 @@ __attribute__((noreturn)) static void container_init(struct init_args *a)
 	}
 	/* A reader that also holds a write end blocks until start writes. */
 	int fifo = a->fifo_fd;
-	if (jail_rootfs_enter(spec, run_create_container_hooks, apply_sysctls, a, &err) < 0)
+	if (jail_rootfs_enter(spec, run_create_container_hooks, after_root_switch, a, &err) < 0)
 		fail(a->sync_fd, &err);
 	if (p->terminal) {
 		int master;

@@ -60,6 +60,16 @@ __attribute__((noreturn)) void jail_stage1(struct init_args *a);
  * any real error itself. */
 pid_t jail_clone_direct(struct init_args *a, int cgroup_fd);
 
+/* A linux.sysctl key in sysctl(8)'s dotted form, as runc converts it: the
+ * slash form "net/ipv4/conf/eno2.100/rp_filter" (a '.' belongs to a name)
+ * becomes "net.ipv4.conf.eno2/100.rp_filter"; a dotted key is kept.
+ * -ENAMETOOLONG when it does not fit `size`. */
+int jail_sysctl_dotted(const char *key, char *out, size_t size);
+
+/* The /proc/sys file of a linux.sysctl key, either form; refuses empty,
+ * "." and ".." components, naming the key. */
+int jail_sysctl_path(const char *key, char *path, size_t size, struct husk_err *err);
+
 /* Unblocks every signal and sets every disposition to SIG_DFL. */
 void jail_reset_signals(void);
 

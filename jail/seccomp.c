@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "husk/cleanup.h"
+#include "jail/debug.h"
 
 #define ARCH_PREFIX "SCMP_ARCH_"
 
@@ -149,15 +150,6 @@ static int add_rule(scmp_filter_ctx ctx, size_t ri, const struct jail_seccomp_ru
 			separate = true;
 	}
 
-	/* Checked for every name before anything is skipped, so a typo in a
-	 * rule that happens to equal the default action is still refused. */
-	for (size_t n = 0; n < rule->n_names; n++) {
-		const char *name = rule->names[n];
-		int nr = seccomp_syscall_resolve_name(name);
-		if (nr == __NR_SCMP_ERROR)
-			return husk_err_set(err, -EINVAL, "%s.names[%zu]: unknown syscall \"%s\"",
-					    field, n, name);
-	}
 	/* libseccomp refuses a rule that repeats the default action; it would
 	 * change nothing. */
 	if (action == def_action)
@@ -170,6 +162,13 @@ static int add_rule(scmp_filter_ctx ctx, size_t ri, const struct jail_seccomp_ru
 		 * them to the filter's architectures that have the syscall and
 		 * skips the others, as runc relies on. */
 		int nr = seccomp_syscall_resolve_name(name);
+		if (nr == __NR_SCMP_ERROR) {
+			/* A name newer than libseccomp (profiles are written
+			 * for the newest kernels): runc skips it the same
+			 * way, so a profile it runs runs here too. */
+			jail_debug("%s.names[%zu]: unknown syscall \"%s\" ignored", field, n, name);
+			continue;
+		}
 		r = 0;
 		if (!separate) {
 			r = seccomp_rule_add_array(ctx, action, nr, (unsigned)rule->n_args,

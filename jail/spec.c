@@ -200,6 +200,29 @@ static int get_u32(const struct pctx *c, const char *f, struct json_object *v, u
 	return r;
 }
 
+/* Process uids and gids: runc's range (user.GetExecUser), 31 bits so that
+ * no value is (uid_t)-1, which setresuid and setgroups read as "leave
+ * unchanged" or refuse. */
+#define ID_MAX INT32_MAX
+
+static int get_id(const struct pctx *c, const char *f, struct json_object *v, uint32_t *out)
+{
+	uint64_t u;
+	int r = get_uint(c, f, v, ID_MAX, "a uid or gid in range 0-2147483647", &u);
+	if (r == 0)
+		*out = (uint32_t)u;
+	return r;
+}
+
+static int req_id(const struct pctx *c, const char *parent, struct json_object *obj,
+		  const char *key, uint32_t *out)
+{
+	struct json_object *v = member(obj, key);
+	char f[FIELD_MAX];
+	key_path(f, parent, key);
+	return v ? get_id(c, f, v, out) : missing(c, f);
+}
+
 static int get_u16(const struct pctx *c, const char *f, struct json_object *v, uint16_t *out)
 {
 	uint64_t u;
@@ -651,6 +674,7 @@ static void process_clear(struct jail_process *p)
 	free(p->rlimits);
 	free(p->apparmor_profile);
 	free(p->selinux_label);
+	free(p->unknown_caps);
 	memset(p, 0, sizeof(*p));
 }
 
@@ -659,9 +683,9 @@ static int parse_user(const struct pctx *c, const char *f, struct json_object *o
 {
 	int r = want(c, f, o, json_type_object);
 	if (r == 0)
-		r = req_u32(c, f, o, "uid", &u->uid);
+		r = req_id(c, f, o, "uid", &u->uid);
 	if (r == 0)
-		r = req_u32(c, f, o, "gid", &u->gid);
+		r = req_id(c, f, o, "gid", &u->gid);
 	if (r == 0)
 		r = opt_u32(c, f, o, "umask", &u->has_umask, &u->umask);
 	if (r < 0)
@@ -679,13 +703,51 @@ static int parse_user(const struct pctx *c, const char *f, struct json_object *o
 	u->additional_gids = arr;
 	u->n_additional_gids = n;
 	for (size_t i = 0; r == 0 && i < n; i++)
-		r = get_u32(c, idx_path(fi, fa, i), json_object_array_get_idx(v, i),
-			    &u->additional_gids[i]);
+		r = get_id(c, idx_path(fi, fa, i), json_object_array_get_idx(v, i),
+			   &u->additional_gids[i]);
 	return r;
 }
 
+/* Adds `name` to the ", "-separated list *list unless it is there. The
+ * list is for a warning: past UNKNOWN_CAPS_MAX bytes it ends in "...",
+ * so that a hostile spec cannot make the scan quadratic. */
+#define UNKNOWN_CAPS_MAX 1024
+
+static int note_unknown_cap(const struct pctx *c, const char *f, char **list, const char *name)
+{
+	size_t nl = strlen(name);
+	size_t len = *list ? strlen(*list) : 0;
+	if (len + nl > UNKNOWN_CAPS_MAX) {
+		if (len >= 3 && strcmp(*list + len - 3, "...") == 0)
+			return 0;
+		name = "...";
+		nl = 3;
+	}
+	for (const char *p = *list; p && *p;) {
+		size_t l = strcspn(p, ",");
+		if (l == nl && memcmp(p, name, nl) == 0)
+			return 0;
+		p += l;
+		p += strspn(p, ", ");
+	}
+	size_t old = len;
+	char *n = realloc(*list, old + (old ? 2 : 0) + nl + 1);
+	if (!n)
+		return fail_nomem(c, f);
+	if (old) {
+		memcpy(n + old, ", ", 2);
+		old += 2;
+	}
+	memcpy(n + old, name, nl + 1);
+	*list = n;
+	return 0;
+}
+
+/* Unknown names are left out and listed in *unknown, not refused: runc
+ * ignores them with a warning, and runtime-spec 1.1 asks runtimes not to
+ * fail on capabilities they cannot grant. */
 static int parse_caps(const struct pctx *c, const char *f, struct json_object *o,
-		      struct jail_caps *caps)
+		      struct jail_caps *caps, char **unknown)
 {
 	static const struct {
 		const char *key;
@@ -716,9 +778,10 @@ static int parse_caps(const struct pctx *c, const char *f, struct json_object *o
 			if ((r = peek_str(c, fi, e, &name)) < 0)
 				return r;
 			int cap = jail_cap_from_name(name);
-			if (cap < 0)
-				return fail(c, -EINVAL, fi, "unknown capability %s", SHOW(e));
-			mask |= UINT64_C(1) << cap;
+			if (cap >= 0)
+				mask |= UINT64_C(1) << cap;
+			else if ((r = note_unknown_cap(c, fi, unknown, name)) < 0)
+				return r;
 		}
 		*(uint64_t *)((char *)caps + sets[s].off) = mask;
 	}
@@ -829,7 +892,8 @@ static int parse_process(const struct pctx *c, const char *f, struct json_object
 		return r;
 
 	if ((v = member(o, "capabilities"))) {
-		if ((r = parse_caps(c, key_path(fk, f, "capabilities"), v, &p->caps)) < 0)
+		if ((r = parse_caps(c, key_path(fk, f, "capabilities"), v, &p->caps,
+				    &p->unknown_caps)) < 0)
 			return r;
 		p->has_caps = true;
 	}
@@ -1266,6 +1330,25 @@ static int parse_resources(const struct pctx *c, const char *f, struct json_obje
 		    /* Deprecated and absent from cgroup v2: only noted. */
 		    (r = opt_i64(c, fk, v, "kernel", &res->has_memory_kernel, &kernel)) < 0)
 			return r;
+		/* Checked here, not only when the cgroup is written, so that
+		 * a spec is refused the same with or without cgroups (the
+		 * kernel refuses these values; runc reports its write). */
+		const struct {
+			const char *key;
+			bool has;
+			int64_t value;
+		} bytes[] = {
+			{ "limit", res->has_memory_limit, res->memory_limit },
+			{ "reservation", res->has_memory_reservation, res->memory_reservation },
+			{ "swap", res->has_memory_swap, res->memory_swap },
+		};
+		for (size_t i = 0; i < ARRAY_SIZE(bytes); i++) {
+			char fb[FIELD_MAX];
+			if (bytes[i].has && bytes[i].value < -1)
+				return fail(c, -EINVAL, key_path(fb, fk, bytes[i].key),
+					    "%" PRId64 " is not a byte count (-1 means unlimited)",
+					    bytes[i].value);
+		}
 	}
 	if ((v = member(o, "cpu"))) {
 		key_path(fk, f, "cpu");
@@ -1437,6 +1520,34 @@ static int parse_seccomp(const struct pctx *c, const char *f, struct json_object
 	return 0;
 }
 
+/* Intel RDT is not implemented (a guest has no resctrl): a schema, which
+ * would limit the container, is refused rather than silently dropped, as
+ * runc refuses it where RDT is not enabled; a bare closID, which runc
+ * ignores there too, is accepted. */
+static int parse_intel_rdt(const struct pctx *c, const char *f, struct json_object *o)
+{
+	static const char *const schemas[] = { "l3CacheSchema", "memBwSchema" };
+	int r = want(c, f, o, json_type_object);
+	if (r < 0)
+		return r;
+	char fk[FIELD_MAX];
+	const char *closid;
+	struct json_object *v = member(o, "closID");
+	if (v && (r = peek_str(c, key_path(fk, f, "closID"), v, &closid)) < 0)
+		return r;
+	for (size_t i = 0; i < ARRAY_SIZE(schemas); i++) {
+		const char *schema;
+		if (!(v = member(o, schemas[i])))
+			continue;
+		key_path(fk, f, schemas[i]);
+		if ((r = peek_str(c, fk, v, &schema)) < 0)
+			return r;
+		if (*schema)
+			return fail(c, -EOPNOTSUPP, fk, "%s: Intel RDT is not supported", SHOW(v));
+	}
+	return 0;
+}
+
 static int parse_linux(const struct pctx *c, const char *f, struct json_object *o,
 		       struct jail_spec *s)
 {
@@ -1485,6 +1596,9 @@ static int parse_linux(const struct pctx *c, const char *f, struct json_object *
 			return fail(c, -EINVAL, fk, "unknown propagation %s", SHOW(v));
 		s->rootfs_propagation = (unsigned long)prop;
 	}
+	if ((v = member(o, "intelRdt")) &&
+	    (r = parse_intel_rdt(c, key_path(fk, f, "intelRdt"), v)) < 0)
+		return r;
 	if ((r = opt_abs_strv(c, f, o, "maskedPaths", &s->masked_paths, &s->n_masked_paths)) < 0 ||
 	    (r = opt_abs_strv(c, f, o, "readonlyPaths", &s->readonly_paths,
 			      &s->n_readonly_paths)) < 0 ||

@@ -58,6 +58,10 @@ EXPECT_HDRS=(../musl/include/stdio.h protobuf-c/protobuf-c.h seccomp.h sys/capab
 export LC_ALL=C DEBIAN_FRONTEND=noninteractive
 
 is_root() { [ "$(id -u)" = 0 ]; }
+# Logs of apt steps go into the cache, which a fresh machine does not have yet.
+ensure_cache_root() {
+	mkdir -p "$CACHE_ROOT" 2>/dev/null || die "cannot create cache dir $CACHE_ROOT (set HUSK_CACHE?)"
+}
 
 # ---------------------------------------------------------------- tools --
 # ensure_tools key|build: "key" is what computing the cache key and using the
@@ -79,6 +83,7 @@ ensure_tools() {
 	mapfile -t missing < <(printf '%s\n' "${missing[@]}" | sort -u)
 	is_root || die "missing packages (install them as root): ${missing[*]}"
 	say "installing ${missing[*]}"
+	ensure_cache_root
 	apt-get install -y --no-install-recommends "${missing[@]}" >"$CACHE_ROOT/apt-install.log" 2>&1 || {
 		tail -n 20 "$CACHE_ROOT/apt-install.log" >&2
 		die "apt-get install ${missing[*]} failed (log: $CACHE_ROOT/apt-install.log)"
@@ -162,6 +167,7 @@ apt_update_src() {
 	fi
 	[ -n "$f" ] && opts=(-o Dir::Etc::sourcelist="$f" -o Dir::Etc::sourceparts=- -o APT::Get::List-Cleanup=0)
 	say "apt-get update ${f:+(source indexes of $f)}"
+	ensure_cache_root
 	apt-get update "${opts[@]}" >"$CACHE_ROOT/apt-update.log" 2>&1 || {
 		tail -n 20 "$CACHE_ROOT/apt-update.log" >&2
 		die "apt-get update failed (log: $CACHE_ROOT/apt-update.log)"
@@ -523,7 +529,7 @@ main() {
 		apt-get source --print-uris libcap2 >/dev/null 2>&1 || ensure_deb_src
 		return 0
 	fi
-	mkdir -p "$CACHE_ROOT" 2>/dev/null || die "cannot create cache dir $CACHE_ROOT (set HUSK_CACHE?)"
+	ensure_cache_root
 	ensure_tools key
 	resolve_versions
 	UAPI_VER=$(dpkg-query -W -f '${Version}' linux-libc-dev)

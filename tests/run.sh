@@ -81,6 +81,7 @@ run_lines e2e-stock-kernel tests/e2e/stock.sh "$build"
 run_lines vhost-vsock tests/vhost/run.sh "$build"
 run_lines containerd tests/containerd/run.sh "$build"
 run_lines jail tests/jail/run.sh "$build"
+run_lines fresh-setup tests/fresh/run.sh "$build"
 if [ -n "${AGENT_TEST:-}" ]; then
 	run_lines go-task-client tests/agent/go-lifecycle.sh "$build"
 fi

@@ -138,3 +138,20 @@ fuzz: $(FUZZ_BINS)
 		$(BUILD)/fuzz/corpus-virtq tests/fuzz/seeds-virtq
 	$(BUILD)/fuzz/fuzz-vconn -max_total_time=$(FUZZ_SECONDS) -max_len=4096 \
 		$(BUILD)/fuzz/corpus-vconn tests/fuzz/seeds-vconn
+
+# Container-to-agent isolation (tests/security): husk-probe runs inside a
+# container of a husk VM (static musl: a container has no libc) and tries the
+# agent's ports; sec-probe-host runs it there through libhusk and judges
+# what it saw (tests/e2e/run.sh, tests/vhost/in-vm.sh).
+$(TEST_DIR)/husk-probe: $(call objs,musl,tests/security/probe.c) $(BUILD)/musl/libcommon.a
+	$(call link,musl)
+$(TEST_DIR)/sec-probe-host: $(call objs,host,tests/security/probe_host.c) $(BUILD)/lib/libhusk.a
+	$(call link,host,$(LIBHUSK_DEPS_LIBS))
+TEST_BINS += $(TEST_DIR)/husk-probe $(TEST_DIR)/sec-probe-host
+
+# libhusk above the VMM seam, on the fake backend (no hypervisor): the test
+# program is its own stand-in guest.
+$(TEST_DIR)/unit-vmm: $(call objs,asan,tests/unit/test_vmm.c) $(BUILD)/asan/libhusk.a
+	$(call link,asan,-lcmocka -pthread $(LIBHUSK_DEPS_LIBS))
+TEST_BINS += $(TEST_DIR)/unit-vmm
+UNIT_TESTS += vmm

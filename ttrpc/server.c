@@ -30,6 +30,8 @@ struct listener {
 	int fd;
 	struct ev_io *io;
 	struct ev_timer *backoff;
+	ttrpc_accept_filter_fn filter;
+	void *filter_data;
 	struct listener *next;
 };
 
@@ -467,11 +469,22 @@ static void on_accept(struct ev_io *io, int fd, uint32_t events, void *data)
 			}
 			return;
 		}
+		if (l->filter && l->filter(c, l->filter_data) < 0) {
+			close(c);
+			continue;
+		}
 		ttrpc_server_add_conn(l->srv, c, NULL);
 	}
 }
 
 int ttrpc_server_add_listener(struct ttrpc_server *srv, int listen_fd, struct husk_err *err)
+{
+	return ttrpc_server_add_listener_filtered(srv, listen_fd, NULL, NULL, err);
+}
+
+int ttrpc_server_add_listener_filtered(struct ttrpc_server *srv, int listen_fd,
+				       ttrpc_accept_filter_fn filter, void *data,
+				       struct husk_err *err)
 {
 	struct listener *l = calloc(1, sizeof(*l));
 	if (!l) {
@@ -480,6 +493,8 @@ int ttrpc_server_add_listener(struct ttrpc_server *srv, int listen_fd, struct hu
 	}
 	l->srv = srv;
 	l->fd = listen_fd;
+	l->filter = filter;
+	l->filter_data = data;
 	int r = ev_io_add(srv->loop, listen_fd, EPOLLIN, on_accept, l, &l->io, err);
 	if (r < 0) {
 		close(listen_fd);

@@ -50,7 +50,7 @@ int cmd_update(const struct global_opts *g, int argc, char **argv)
 	json_object *res = json_object_new_object();
 	for (int i = 2; i + 1 < argc; i += 2) {
 		uint64_t v = 0;
-		if (huskctl_parse_size(argv[i + 1], &v, &err) < 0 || v == 0 || v > INT64_MAX) {
+		if (husk_parse_size(argv[i + 1], &v, &err) < 0 || v == 0 || v > INT64_MAX) {
 			json_object_put(res);
 			return fail("update: %s %s: %s", argv[i], argv[i + 1],
 				    err.msg[0] ? err.msg : "want a positive number");
@@ -256,12 +256,13 @@ int cmd_info(const struct global_opts *g, int argc, char **argv)
 	if (r == 0)
 		r = husk_agent_guest_details(a, &d, &err);
 	if (r == 0)
-		printf("vm %s\nvm_accel %s\nvm_transport %s\nvm_cid %u\nqemu_pid %d\nguest_kernel %s\n"
+		printf("vm %s\nvm_vmm %s\nvm_accel %s\nvm_transport %s\nvm_cid %u\nvmm_pid %d\n"
+		       "guest_kernel %s\n"
 		       "guest_cpus %u\nguest_mem_bytes %llu\nagent %s\nagent_rss_bytes %llu\n"
 		       "agent_fds %u\ncontainers %u\n",
-		       argv[1], husk_accel_name(husk_vm_accel(vm)),
+		       argv[1], husk_vm_vmm(vm), husk_accel_name(husk_vm_accel(vm)),
 		       husk_transport_name(husk_vm_transport(vm)), husk_vm_cid(vm),
-		       (int)husk_vm_qemu_pid(vm),
+		       (int)husk_vm_vmm_pid(vm),
 		       d.kernel_release, d.cpus, (unsigned long long)d.mem_total_bytes,
 		       d.agent_version, (unsigned long long)d.agent_rss_bytes, d.agent_fds,
 		       d.containers);
@@ -288,7 +289,7 @@ int cmd_ls(const struct global_opts *g, int argc, char **argv)
 		struct husk_vm *vm = NULL;
 		struct husk_err err = { 0 };
 		int r = husk_vm_open(dir, e->d_name, &vm, &err);
-		printf("%-32s %-8d %s\n", e->d_name, r == 0 ? (int)husk_vm_qemu_pid(vm) : 0,
+		printf("%-32s %-8d %s\n", e->d_name, r == 0 ? (int)husk_vm_vmm_pid(vm) : 0,
 		       r == 0 ? "running" : r == -ESRCH ? "stale" : "unknown");
 		husk_vm_free(vm);
 	}
@@ -296,7 +297,7 @@ int cmd_ls(const struct global_opts *g, int argc, char **argv)
 	return 0;
 }
 
-/* 1536 -> "1.5K": 1024-based, as husk_image_parse_size reads them. */
+/* 1536 -> "1.5K": 1024-based, as husk_parse_size reads them. */
 static void human_size(uint64_t b, char *out, size_t len)
 {
 	static const char units[] = "KMGTPE";
@@ -349,7 +350,7 @@ static int image_prune(const char *cache, const char *dir, const char *max_arg)
 	struct husk_err err = { 0 };
 	uint64_t max = 0;
 	if (max_arg) {
-		if (husk_image_parse_size(max_arg, &max, &err) < 0)
+		if (husk_parse_size(max_arg, &max, &err) < 0)
 			return fail("image prune --max: %s", err.msg);
 	} else if (husk_image_cache_max(&max, &err) < 0) {
 		return fail("image prune: %s", err.msg);

@@ -23,6 +23,7 @@
 
 #include <json-c/json.h>
 
+#include "husk.h"
 #include "husk/cleanup.h"
 #include "husk/error.h"
 
@@ -786,67 +787,6 @@ int huskctl_spec_build(const struct huskctl_spec_opts *o, char **json, struct hu
 	return serialise(&b, root, json, err);
 }
 
-/* ---- sizes ------------------------------------------------------------------------------ */
-
-int huskctl_parse_size(const char *s, uint64_t *out, struct husk_err *err)
-{
-	static const char expect[] =
-		"expected a number of bytes with an optional K, M, G or T suffix (1024-based)";
-	if (!s || !*s)
-		return husk_err_set(err, -EINVAL, "size \"\": %s", expect);
-	const char *p = s;
-	uint64_t v = 0;
-	if (*p < '0' || *p > '9')
-		return husk_err_set(err, -EINVAL, "size \"%s\": %s", s, expect);
-	for (; *p >= '0' && *p <= '9'; p++) {
-		unsigned d = (unsigned)(*p - '0');
-		if (v > (UINT64_MAX - d) / 10)
-			return husk_err_set(err, -ERANGE,
-					    "size \"%s\": more than %" PRIu64 " bytes", s,
-					    UINT64_MAX);
-		v = v * 10 + d;
-	}
-	unsigned shift = 0;
-	const char *suffix = p;
-	switch (*p) {
-	case 'k':
-	case 'K':
-		shift = 10;
-		break;
-	case 'm':
-	case 'M':
-		shift = 20;
-		break;
-	case 'g':
-	case 'G':
-		shift = 30;
-		break;
-	case 't':
-	case 'T':
-		shift = 40;
-		break;
-	default:
-		break;
-	}
-	if (shift) {
-		p++;
-		if (*p == 'i' && (p[1] == 'B' || p[1] == 'b'))
-			p += 2;
-		else if (*p == 'B' || *p == 'b')
-			p++;
-	} else if ((*p == 'B' || *p == 'b') && !p[1]) {
-		p++;
-	}
-	if (*p)
-		return husk_err_set(err, -EINVAL, "size \"%s\": unknown suffix \"%s\"; %s", s,
-				    suffix, expect);
-	if (shift && v > UINT64_MAX >> shift)
-		return husk_err_set(err, -ERANGE, "size \"%s\": more than %" PRIu64 " bytes", s,
-				    UINT64_MAX);
-	*out = v << shift;
-	return 0;
-}
-
 /* ---- cpus and io limits ----------------------------------------------------------- */
 
 int huskctl_parse_cpus(const char *s, uint64_t *quota_us, uint64_t *period_us,
@@ -941,7 +881,7 @@ int huskctl_parse_io_limit(const char *s, struct huskctl_io_limit *out, struct h
 		bool bytes = keys[k].bytes;
 		uint64_t v = 0;
 		if (bytes) {
-			if (huskctl_parse_size(val, &v, err) < 0)
+			if (husk_parse_size(val, &v, err) < 0)
 				return husk_err_wrap(err, "io limit \"%s\": %s", s, kv);
 		} else {
 			const char *q = val;

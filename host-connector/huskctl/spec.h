@@ -68,12 +68,8 @@ int huskctl_parse_cpus(const char *s, uint64_t *quota_us, uint64_t *period_us,
 		       struct husk_err *err);
 
 /* "--io-max 254:0:rbps=1M,wiops=100": MAJ:MIN, then KEY=VALUE pairs with KEY
- * rbps or wbps (a size as huskctl_parse_size takes) or riops or wiops (a
+ * rbps or wbps (a size as husk_parse_size takes) or riops or wiops (a
  * count); at least one. */
 int huskctl_parse_io_limit(const char *s, struct huskctl_io_limit *out, struct husk_err *err);
-
-/* "--memory 64M" style sizes: plain bytes, or a K, M, G or T suffix
- * (1024-based, either case, optionally followed by "B" or "iB"). */
-int huskctl_parse_size(const char *s, uint64_t *out, struct husk_err *err);
 
 #endif

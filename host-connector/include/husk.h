@@ -1,15 +1,29 @@
 /* libhusk: run husk microVMs from a host process.
  *
- *   husk_vm_start()     spawns husk-vsockd (or uses vhost-vsock) and QEMU,
- *                       returns once the guest agent answers Check
+ *   husk_vm_start()     spawns husk-vsockd (or uses vhost-vsock) and the
+ *                       VMM (QEMU by default), returns once the guest agent
+ *                       answers Check
+ *   husk_sandbox_*()    the boot chain: a VM with its first container's
+ *                       bundle, or a container joining a running VM
  *   husk_vm_connect()   a stream fd to a guest vsock port
  *   husk_agent_*()      typed calls to the agent's Sandbox and Task services
- *   husk_vm_stop()      DestroySandbox, then QMP quit, then SIGKILL
+ *   husk_vm_stop()      DestroySandbox, then the VMM's own stop (QEMU: QMP
+ *                       quit), then SIGKILL
  *   husk_image_*()      a rootfs directory as a cached erofs image
  *
  * Every function returns 0 (or an fd) on success and a negative errno on
  * failure, with `err` naming what failed. Nothing here calls exit() or
- * keeps global state; a struct husk_vm is not thread-safe. See
+ * keeps global state.
+ *
+ * Threads: calls that change a VM (husk_vm_start/stop/free,
+ * husk_vm_add_disk, husk_vm_remove_disk, husk_sandbox_add_container) must
+ * not overlap on one VM: the caller serializes them. While one of them
+ * runs (a hot-add on a worker thread, say), other threads may call
+ * husk_vm_connect, husk_vm_listen, husk_vm_pidfd, husk_vm_log_fd,
+ * husk_vm_exited, husk_vm_name, husk_vm_dir, husk_vm_console_log,
+ * husk_vm_console_tail and the other accessors on the same VM: they read
+ * what is fixed once husk_vm_start returns, or take the VM's lock
+ * (husk_vm_exited). A struct husk_agent is one thread's at a time. See
  * docs/architecture.md and docs/configuration.md.
  */
 #ifndef HUSK_H
@@ -29,11 +43,17 @@
 /* ---- environment --------------------------------------------------------- */
 
 enum husk_accel { HUSK_ACCEL_AUTO, HUSK_ACCEL_KVM, HUSK_ACCEL_TCG };
-enum husk_transport { HUSK_TRANSPORT_AUTO, HUSK_TRANSPORT_VHOST, HUSK_TRANSPORT_HYBRID };
+/* UNIX: the fake VMM's transport, an agent on the host (--listen unix:). */
+enum husk_transport {
+	HUSK_TRANSPORT_AUTO,
+	HUSK_TRANSPORT_VHOST,
+	HUSK_TRANSPORT_HYBRID,
+	HUSK_TRANSPORT_UNIX,
+};
 
 const char *husk_accel_name(enum husk_accel a);
 const char *husk_transport_name(enum husk_transport t);
-/* Parses "auto", "kvm", "tcg" / "auto", "vhost", "hybrid". */
+/* Parses "auto", "kvm", "tcg" / "auto", "vhost", "hybrid" ("unix"). */
 int husk_accel_parse(const char *s, enum husk_accel *out, struct husk_err *err);
 int husk_transport_parse(const char *s, enum husk_transport *out, struct husk_err *err);
 
@@ -54,6 +74,20 @@ char *husk_default_path(const char *what, struct husk_err *err);
  * for root, else $XDG_RUNTIME_DIR/husk, else /tmp/husk-$UID. */
 const char *husk_default_state_dir(char *buf, size_t len);
 
+/* What this host can give one VM: its memory (MemTotal) and its online
+ * CPUs. husk_vm_start refuses a VM larger than either. */
+struct husk_host_limits {
+	unsigned memory_mib;
+	unsigned cpus;
+};
+int husk_host_limits(struct husk_host_limits *out, struct husk_err *err);
+
+/* "10G", "512M", "2GiB", "1Gi", "64MB", "1048576": bytes with an optional
+ * K, M, G or T suffix (1024-based, either case), optionally followed by
+ * "i", then optionally "B". The one size syntax of huskctl, libhusk's
+ * settings (HUSK_IMAGE_CACHE_MAX) and the shim. */
+int husk_parse_size(const char *s, uint64_t *out, struct husk_err *err);
+
 /* ---- VM lifecycle ---------------------------------------------------------- */
 
 struct husk_disk {
@@ -68,10 +102,15 @@ struct husk_vm_config {
 	const char *kernel;    /* required */
 	const char *initrd;    /* required */
 	const char *cmdline_extra;
-	const char *qemu;   /* NULL: qemu-system-x86_64 from PATH */
+	/* The VMM backend: "qemu" (NULL), or "fake" for tests (runs no
+	 * hypervisor; see docs/configuration.md). vm.json records it. */
+	const char *vmm;
+	/* The backend's program. NULL: its default (QEMU:
+	 * qemu-system-x86_64 from PATH; fake: none). */
+	const char *vmm_binary;
 	const char *vsockd; /* NULL: husk_default_path("vsockd") */
-	unsigned vcpus;      /* 0: 1 */
-	unsigned memory_mib; /* 0: 256 */
+	unsigned vcpus;      /* 0: 1; at most the host's online CPUs */
+	unsigned memory_mib; /* 0: 256; at most the host's MemTotal */
 	enum husk_accel accel;
 	enum husk_transport transport;
 	const struct husk_disk *disks;
@@ -79,9 +118,9 @@ struct husk_vm_config {
 	bool debug_console;       /* husk.debug_console=1: a shell on port 1026 */
 	int log_level;            /* husk.log_level; 0: agent default */
 	unsigned boot_timeout_ms; /* 0: 60 s with KVM, 120 s with TCG */
-	bool die_with_parent;     /* QEMU and husk-vsockd get SIGKILL if we die */
-	/* PCIe root ports for husk_vm_add_disk (at most HUSK_HOTPLUG_MAX).
-	 * 0: none, and no PCI bus at all (the fastest boot). */
+	bool die_with_parent;     /* the VMM and husk-vsockd get SIGKILL if we die */
+	/* Slots for disks added later (husk_vm_add_disk), at most
+	 * HUSK_HOTPLUG_MAX. 0: none, which boots fastest. */
 	unsigned hotplug_slots;
 };
 
@@ -91,7 +130,8 @@ struct husk_vm;
 
 /* Creates <state_dir>/<name>/, starts the VM and waits for the agent. On
  * failure nothing is left: no process, socket or directory; the error
- * carries the tail of the guest console when QEMU itself failed. */
+ * carries the tail of the guest console, and the VMM's own words, when
+ * the VMM failed. */
 int husk_vm_start(const struct husk_vm_config *cfg, struct husk_vm **out, struct husk_err *err);
 
 /* Attaches to a VM started by another process (huskctl console, ping,
@@ -99,21 +139,23 @@ int husk_vm_start(const struct husk_vm_config *cfg, struct husk_vm **out, struct
 int husk_vm_open(const char *state_dir, const char *name, struct husk_vm **out,
 		 struct husk_err *err);
 
-/* Stops the VM: DestroySandbox (the guest powers off), QMP quit after
- * `grace_ms`, SIGKILL after another bounded wait; reaps QEMU and
- * husk-vsockd and removes the state directory. Idempotent. */
+/* Stops the VM: DestroySandbox (the guest powers off), the VMM's own stop
+ * after `grace_ms` (QEMU: QMP quit), SIGKILL after another bounded wait;
+ * reaps the VMM and husk-vsockd and removes the state directory.
+ * Idempotent. */
 int husk_vm_stop(struct husk_vm *vm, unsigned grace_ms, struct husk_err *err);
 
 /* Stops the VM if this process started it, then frees. NULL is ignored. */
 void husk_vm_free(struct husk_vm *vm);
 
-/* Hot-adds a disk to a VM started with hotplug_slots: a virtio-blk-pci
- * device on a free PCIe root port. Returns when QEMU has added it; the
- * guest sees it shortly after (the agent waits for the serial to appear).
- * -ENOSPC when every slot is taken, -EEXIST for a serial in use. */
+/* Hot-adds a disk to a VM started with hotplug_slots, on a free slot
+ * (QEMU: a virtio-blk-pci device on a PCIe root port). Returns when the
+ * VMM has added it; the guest sees it shortly after (the agent waits for
+ * the serial to appear). -ENOSPC when every slot is taken, -EEXIST for a
+ * serial in use. */
 int husk_vm_add_disk(struct husk_vm *vm, const struct husk_disk *disk, struct husk_err *err);
 
-/* Removes the disk with `serial` (unmount it in the guest first): QEMU's
+/* Removes the disk with `serial` (unmount it in the guest first). QEMU:
  * device_del (the PCIe attention button), then the agent's ReleaseDisk,
  * which powers the slot off at once, so that QEMU reports the device gone
  * within the call. Where the agent cannot (an older agent, a disk still
@@ -124,8 +166,9 @@ int husk_vm_add_disk(struct husk_vm *vm, const struct husk_disk *disk, struct hu
 int husk_vm_remove_disk(struct husk_vm *vm, const char *serial, unsigned wait_ms,
 			struct husk_err *err);
 
-/* A connected stream to guest `port`: AF_VSOCK with vhost-vsock, else the
- * hybrid socket's CONNECT handshake. Retries refused connections until
+/* A connected stream to guest `port`: AF_VSOCK with vhost-vsock, the
+ * hybrid socket's CONNECT handshake, or (unix) the agent's socket for the
+ * port. Retries refused connections until
  * `timeout_ms` passes (0: one attempt). -ECONNREFUSED when nobody listens. */
 int husk_vm_connect(struct husk_vm *vm, uint32_t port, unsigned timeout_ms,
 		    struct husk_err *err);
@@ -133,27 +176,32 @@ int husk_vm_connect(struct husk_vm *vm, uint32_t port, unsigned timeout_ms,
 /* A listening socket for guest-initiated connections to host `port`. */
 int husk_vm_listen(struct husk_vm *vm, uint32_t port, struct husk_err *err);
 
-/* A pidfd for QEMU that turns readable when it exits, or -1 for a VM this
- * process did not start. Owned by the VM. */
+/* A pidfd for the VMM's process that turns readable when it exits, or -1
+ * for a VM this process did not start (or a backend that runs none). Owned
+ * by the VM. */
 int husk_vm_pidfd(const struct husk_vm *vm);
 /* The agent's log stream (guest port 1025 to host), one
  * "husk-agent: <level>: text" line each, or -1 when the agent did not connect. Owned by the VM; read it
  * or leave it: the agent drops lines rather than wait for us. */
 int husk_vm_log_fd(const struct husk_vm *vm);
-/* Non-zero once QEMU has exited (reaped); *status gets its wait status. */
+/* Non-zero once the VMM has exited (reaped); *status gets its wait status. */
 bool husk_vm_exited(struct husk_vm *vm, int *status);
 
 const char *husk_vm_name(const struct husk_vm *vm);
 const char *husk_vm_dir(const struct husk_vm *vm);
 const char *husk_vm_console_log(const struct husk_vm *vm);
+/* The backend, as the config names it and vm.json records it ("qemu"),
+ * and its program as messages name it ("QEMU"). */
+const char *husk_vm_vmm(const struct husk_vm *vm);
+const char *husk_vm_vmm_program(const struct husk_vm *vm);
 enum husk_accel husk_vm_accel(const struct husk_vm *vm);
 enum husk_transport husk_vm_transport(const struct husk_vm *vm);
 /* The guest's vsock CID: the kernel-allocated one with vhost-vsock, 3 with
  * husk-vsockd (each VM has its own). */
 uint32_t husk_vm_cid(const struct husk_vm *vm);
-pid_t husk_vm_qemu_pid(const struct husk_vm *vm);
+pid_t husk_vm_vmm_pid(const struct husk_vm *vm); /* 0 when it runs none */
 pid_t husk_vm_vsockd_pid(const struct husk_vm *vm);
-/* Nanoseconds from QEMU's launch to the first successful Check. */
+/* Nanoseconds from the VMM's launch to the first successful Check. */
 uint64_t husk_vm_boot_ns(const struct husk_vm *vm);
 /* The last `max` bytes of the console log, NUL-terminated, into buf. */
 void husk_vm_console_tail(const struct husk_vm *vm, char *buf, size_t max);
@@ -224,6 +272,20 @@ struct husk_block_mount {
 int husk_agent_create_bundle_mounts(struct husk_agent *a, const char *id, const char *spec_json,
 				    const char *rootfs_serial, const struct husk_block_mount *mounts,
 				    size_t n_mounts, char **bundle, struct husk_err *err);
+
+/* Sandbox.CreateBundle's inputs. */
+struct husk_bundle_spec {
+	const char *id;            /* the container's id */
+	const char *spec_json;     /* config.json the guest gets */
+	const char *rootfs_serial; /* NULL in husk_sandbox_add_container: the disk's */
+	const struct husk_block_mount *mounts;
+	size_t n_mounts;
+	/* The tmpfs upper layer of the rootfs overlay. 0: the agent's default,
+	 * half of the guest's memory (docs/protocol.md). */
+	uint64_t overlay_bytes;
+};
+int husk_agent_create_bundle_spec(struct husk_agent *a, const struct husk_bundle_spec *b,
+				  char **bundle, struct husk_err *err);
 int husk_agent_destroy(struct husk_agent *a, struct husk_err *err);
 /* Sandbox.ReleaseDisk: the guest powers off the hotplug slot of the disk
  * with `serial` (husk_vm_remove_disk calls it). -ENOENT: no such disk;
@@ -280,6 +342,24 @@ int husk_task_stats(struct husk_agent *a, const char *id, struct husk_stats *out
 int husk_task_delete(struct husk_agent *a, const char *id, const char *exec_id,
 		     uint32_t *status, struct husk_err *err);
 
+/* ---- the boot chain ------------------------------------------------------------ */
+
+/* Cold start: husk_vm_start (cfg->disks hold the rootfs), CreateSandbox(sb;
+ * NULL: defaults), CreateBundle(b). *bundle (malloc'd) goes to
+ * husk_task_create. On failure the VM is stopped and nothing is left; err
+ * carries the guest console's tail when the guest died. */
+int husk_sandbox_start(const struct husk_vm_config *cfg, const struct husk_sandbox_opts *sb,
+		       const struct husk_bundle_spec *b, struct husk_vm **vm, char **bundle,
+		       struct husk_err *err);
+
+/* A container joining a running VM: hot-adds `rootfs` (husk_vm_add_disk),
+ * then CreateBundle(b) on it (b->rootfs_serial NULL or rootfs->serial). On
+ * failure the disk is removed again. May run on a worker thread (see the
+ * thread rules at the top). */
+int husk_sandbox_add_container(struct husk_vm *vm, const struct husk_disk *rootfs,
+			       const struct husk_bundle_spec *b, char **bundle,
+			       struct husk_err *err);
+
 /* ---- images --------------------------------------------------------------------- */
 
 /* The directory erofs images are cached in: $HUSK_IMAGE_CACHE, else
@@ -318,9 +398,6 @@ void husk_image_release(int hold_fd);
 
 #define HUSK_IMAGE_CACHE_MAX_DEFAULT (10ull << 30)
 
-/* "10G", "512M", "2GiB", "1048576": bytes with an optional K, M, G or T
- * suffix (1024-based), optionally followed by "iB" or "B". */
-int husk_image_parse_size(const char *s, uint64_t *out, struct husk_err *err);
 /* The cache budget from $HUSK_IMAGE_CACHE_MAX: unset or empty gives
  * HUSK_IMAGE_CACHE_MAX_DEFAULT; "0" or "off" gives 0: no automatic prune. */
 int husk_image_cache_max(uint64_t *max, struct husk_err *err);

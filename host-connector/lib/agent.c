@@ -220,24 +220,37 @@ int husk_agent_create_bundle_mounts(struct husk_agent *a, const char *id, const 
 				    const char *rootfs_serial, const struct husk_block_mount *mounts,
 				    size_t n_mounts, char **bundle, struct husk_err *err)
 {
-	if (n_mounts > 16)
-		return husk_err_set(err, -EINVAL, "%zu block mounts: at most 16", n_mounts);
+	const struct husk_bundle_spec b = { .id = id, .spec_json = spec_json,
+					    .rootfs_serial = rootfs_serial, .mounts = mounts,
+					    .n_mounts = n_mounts };
+	return husk_agent_create_bundle_spec(a, &b, bundle, err);
+}
+
+int husk_agent_create_bundle_spec(struct husk_agent *a, const struct husk_bundle_spec *b,
+				  char **bundle, struct husk_err *err)
+{
+	if (b->n_mounts > 16)
+		return husk_err_set(err, -EINVAL, "%zu block mounts: at most 16", b->n_mounts);
+	if (!b->id || !b->spec_json || !b->rootfs_serial)
+		return husk_err_set(err, -EINVAL, "CreateBundle: %s is required",
+				    !b->id ? "id" : !b->spec_json ? "spec_json" : "rootfs_serial");
 	Husk__Sandbox__V1__BlockMount bm[16], *bmp[16];
-	for (size_t i = 0; i < n_mounts; i++) {
+	for (size_t i = 0; i < b->n_mounts; i++) {
 		husk__sandbox__v1__block_mount__init(&bm[i]);
-		bm[i].serial = (char *)mounts[i].serial;
-		bm[i].fstype = (char *)mounts[i].fstype;
-		bm[i].target = (char *)mounts[i].target;
-		bm[i].readonly = mounts[i].readonly;
+		bm[i].serial = (char *)b->mounts[i].serial;
+		bm[i].fstype = (char *)b->mounts[i].fstype;
+		bm[i].target = (char *)b->mounts[i].target;
+		bm[i].readonly = b->mounts[i].readonly;
 		bmp[i] = &bm[i];
 	}
 	Husk__Sandbox__V1__CreateBundleRequest req = HUSK__SANDBOX__V1__CREATE_BUNDLE_REQUEST__INIT;
-	req.n_mounts = n_mounts;
+	req.n_mounts = b->n_mounts;
 	req.mounts = bmp;
-	req.container_id = (char *)id;
-	req.oci_spec.data = (uint8_t *)spec_json;
-	req.oci_spec.len = strlen(spec_json);
-	req.rootfs_serial = (char *)rootfs_serial;
+	req.container_id = (char *)b->id;
+	req.oci_spec.data = (uint8_t *)b->spec_json;
+	req.oci_spec.len = strlen(b->spec_json);
+	req.rootfs_serial = (char *)b->rootfs_serial;
+	req.overlay_size_bytes = b->overlay_bytes;
 	Husk__Sandbox__V1__CreateBundleResponse *resp = NULL;
 	int r = CALL(SANDBOX, "CreateBundle", req,
 		     &husk__sandbox__v1__create_bundle_response__descriptor, &resp);

@@ -8,6 +8,7 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/stat.h>
+#include <sys/sysinfo.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -18,7 +19,7 @@
 #include "internal.h"
 
 static const char *const accel_names[] = { "auto", "kvm", "tcg" };
-static const char *const transport_names[] = { "auto", "vhost", "hybrid" };
+static const char *const transport_names[] = { "auto", "vhost", "hybrid", "unix" };
 
 const char *husk_accel_name(enum husk_accel a)
 {
@@ -49,6 +50,21 @@ int husk_transport_parse(const char *s, enum husk_transport *out, struct husk_er
 		}
 	return husk_err_set(err, -EINVAL, "vsock transport \"%s\": want auto, vhost or hybrid",
 			    s ? s : "");
+}
+
+int husk_host_limits(struct husk_host_limits *out, struct husk_err *err)
+{
+	struct sysinfo si;
+	if (sysinfo(&si) < 0)
+		return husk_err_sys(err, -errno, "sysinfo: the host's memory");
+	long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+	if (cpus < 1)
+		return husk_err_sys(err, -errno, "sysconf: the host's online CPUs");
+	/* sysinfo's totalram is /proc/meminfo's MemTotal. */
+	uint64_t mib = (uint64_t)si.totalram * si.mem_unit >> 20;
+	out->memory_mib = mib > UINT_MAX ? UINT_MAX : (unsigned)mib;
+	out->cpus = (unsigned)cpus;
+	return 0;
 }
 
 /* Hardware virtualisation shows as vmx (Intel) or svm (AMD) in the flags. */

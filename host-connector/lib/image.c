@@ -873,39 +873,6 @@ void husk_image_release(int hold_fd)
 
 /* ---- budget ----------------------------------------------------------------------- */
 
-int husk_image_parse_size(const char *s, uint64_t *out, struct husk_err *err)
-{
-	static const char expect[] =
-		"want a number of bytes with an optional K, M, G or T suffix (1024-based), e.g. 10G";
-	if (!s || *s < '0' || *s > '9')
-		return husk_err_set(err, -EINVAL, "size \"%s\": %s", s ? s : "", expect);
-	const char *p = s;
-	uint64_t v = 0;
-	for (; *p >= '0' && *p <= '9'; p++) {
-		unsigned d = (unsigned)(*p - '0');
-		if (v > (UINT64_MAX - d) / 10)
-			return husk_err_set(err, -ERANGE, "size \"%s\": too large", s);
-		v = v * 10 + d;
-	}
-	static const char units[] = "KMGT";
-	const char *u = *p ? strchr(units, toupper((unsigned char)*p)) : NULL;
-	unsigned shift = 0;
-	if (u) {
-		shift = 10 * (unsigned)(u - units + 1);
-		p++;
-		if (*p == 'i')
-			p++;
-	}
-	if (*p == 'B' || *p == 'b')
-		p++;
-	if (*p)
-		return husk_err_set(err, -EINVAL, "size \"%s\": %s", s, expect);
-	if (shift && v > UINT64_MAX >> shift)
-		return husk_err_set(err, -ERANGE, "size \"%s\": too large", s);
-	*out = v << shift;
-	return 0;
-}
-
 int husk_image_cache_max(uint64_t *max, struct husk_err *err)
 {
 	const char *v = getenv("HUSK_IMAGE_CACHE_MAX");
@@ -916,7 +883,7 @@ int husk_image_cache_max(uint64_t *max, struct husk_err *err)
 		*max = 0;
 		return 0;
 	}
-	int r = husk_image_parse_size(v, max, err);
+	int r = husk_parse_size(v, max, err);
 	if (r < 0)
 		return husk_err_wrap(err, "HUSK_IMAGE_CACHE_MAX (0 or off: no limit)");
 	return 0;

@@ -3,42 +3,92 @@
 #define HUSK_INTERNAL_H
 
 #include <limits.h>
+#include <pthread.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <sys/types.h>
 
 #include "husk.h"
 
+/* Not part of libhusk.so's interface, though named husk_*. */
+#pragma GCC visibility push(hidden)
+
 #define HUSK_NAME_MAX 32
 /* Under vhost-vsock, VM with CID c streams its log to host port BASE + c. */
 #define HUSK_LOG_PORT_VHOST_BASE 0x10000000u
 
+struct husk_vmm_ops;
+
+/* One VM. Fields above `lock` are fixed once husk_vm_start (or _open)
+ * returns, so any thread may read them; the reaping state below it is
+ * guarded by `lock` (husk.h: the thread-safety contract). */
 struct husk_vm {
 	char name[HUSK_NAME_MAX + 1];
 	char dir[PATH_MAX];     /* <state_dir>/<name> */
-	char hybrid[PATH_MAX];  /* husk-vsockd's hybrid socket (HYBRID) */
+	/* The unix socket that stands for the guest's ports: husk-vsockd's
+	 * hybrid socket (HYBRID), or the agent's own socket (UNIX). */
+	char uds[PATH_MAX];
 	char console[PATH_MAX]; /* guest serial console log */
+	char vmm_name[16];      /* as vm.json records it, for husk_vm_open */
+	const struct husk_vmm_ops *vmm; /* NULL: opened, of a backend unknown here */
+	void *vmm_data;         /* the backend's own state (owner only) */
 	enum husk_accel accel;
 	enum husk_transport transport;
 	uint32_t cid;
 	bool owner; /* started here: may stop it, removes the directory */
 	bool stopped;
 	int lock_fd; /* flock(LOCK_EX) on <dir>/lock while the owner lives */
-	int qmp_fd;  /* our end of QEMU's QMP socketpair (owner only) */
 	int log_listen_fd, log_fd; /* the agent's log stream */
 	uint32_t log_port;         /* its host port (husk.log_port) */
-	pid_t qemu_pid, vsockd_pid;
-	int qemu_pidfd, vsockd_pidfd;
-	bool qemu_reaped;
-	int qemu_status;
+	/* The VMM's process: 0 / -1 when the backend runs none (the fake
+	 * backend without a program). */
+	pid_t vmm_pid;
+	int vmm_pidfd;
+	pid_t vsockd_pid;
+	int vsockd_pidfd;
 	uint64_t boot_ns;
-	/* hotplug.c: one PCIe root port each ("hp<i>"). */
-	struct husk_slot {
-		enum { SLOT_FREE, SLOT_USED, SLOT_UNPLUGGING, SLOT_GONE } state;
-		char serial[21];
-	} slots[HUSK_HOTPLUG_MAX];
-	unsigned n_slots;
+	unsigned n_slots; /* hotplug_slots */
+
+	pthread_mutex_t lock;
+	bool vmm_reaped;
+	int vmm_status;
 };
+
+/* ---- vm.c ---- */
+/* Waits up to timeout_ms for the VMM's process to exit and reaps it (the
+ * backends' stop uses it). 0 once reaped (also when it was already, or
+ * there is none), -ETIMEDOUT while it runs. */
+int husk_vm_reap_vmm(struct husk_vm *vm, unsigned timeout_ms);
+
+/* ---- vmdir.c: the state directory ---- */
+int husk_mkdir_p(const char *path, mode_t mode, struct husk_err *err);
+/* Removes a VM directory and what is in it, without crossing mounts. */
+void husk_remove_dir(const char *dir);
+/* flock(LOCK_EX | LOCK_NB) on <dir>/lock: -EBUSY when someone holds it. */
+int husk_take_lock(const char *dir, int *fd_out, struct husk_err *err);
+/* vm.json, written atomically; the backend adds its own keys. */
+int husk_state_write(const struct husk_vm *vm, struct husk_err *err);
+int husk_state_read(struct husk_vm *vm, struct husk_err *err);
+
+/* ---- transport.c: the guest's vsock ports seen from the host ---- */
+/* Resolves AUTO, then prepares the transport before the VMM launches:
+ * a CID reserved on /dev/vhost-vsock (*vhost_fd), husk-vsockd running
+ * (HYBRID), or the agent socket's path (UNIX); and the listener for the
+ * agent's log stream. */
+int husk_transport_setup(struct husk_vm *vm, const struct husk_vm_config *cfg, int *vhost_fd,
+			 struct husk_err *err);
+/* The agent's log connection, when it is there (readiness). */
+void husk_log_accept(struct husk_vm *vm);
+void husk_log_listener_close(struct husk_vm *vm);
+/* husk-vsockd: gone by itself once the VMM is, else SIGTERM after
+ * wait_ms, then SIGKILL. */
+void husk_vsockd_end(struct husk_vm *vm, unsigned wait_ms);
+
+/* ---- ready.c ---- */
+/* Waits for the agent to answer Check; -ECHILD when the VMM (or
+ * husk-vsockd) exits first, -ETIMEDOUT after timeout_ms. Errors carry
+ * the console's tail. */
+int husk_wait_ready(struct husk_vm *vm, unsigned timeout_ms, uint64_t t0, struct husk_err *err);
 
 /* ---- spawn.c: child processes ---- */
 struct husk_spawn {
@@ -54,20 +104,9 @@ int husk_spawn(const struct husk_spawn *s, pid_t *pid, int *pidfd, struct husk_e
 /* Waits up to timeout_ms for the pidfd to turn readable, then reaps.
  * Returns 0 with *status, -ETIMEDOUT when still running. */
 int husk_reap(pid_t pid, int pidfd, unsigned timeout_ms, int *status);
-
-/* ---- qmp.c ---- */
-/* Negotiates capabilities (once) and runs `command` (no arguments),
- * waiting up to timeout_ms for its reply. */
-int husk_qmp_execute(int fd, const char *command, unsigned timeout_ms, struct husk_err *err);
-struct json_object;
-/* An asynchronous QMP event seen while waiting for a reply; data may be NULL. */
-typedef void (*husk_qmp_event_fn)(const char *event, struct json_object *data, void *ud);
-/* The same with arguments (borrowed, may be NULL); events go to on_event. */
-int husk_qmp_call(int fd, const char *command, struct json_object *args, unsigned timeout_ms,
-		  husk_qmp_event_fn on_event, void *ud, struct husk_err *err);
-/* Reads events until until(ud) holds (0) or timeout_ms passes (-ETIMEDOUT). */
-int husk_qmp_wait_event(int fd, unsigned timeout_ms, husk_qmp_event_fn on_event, void *ud,
-			bool (*until)(void *ud), struct husk_err *err);
+/* Kills and reaps a child, SIGTERM first when `term_ms` is given; clears
+ * *pid and closes *pidfd. */
+void husk_end_child(pid_t *pid, int *pidfd, unsigned term_ms, int *status);
 
 /* ---- detect.c ---- */
 /* The host TSC rate in kHz (for tsc_early_khz= under TCG), 0 if unknown. */
@@ -94,5 +133,7 @@ int husk_cmdline_build(char *buf, size_t size, const char *kernel, const char *i
 		       const char *extra, struct husk_err *err);
 /* Last `max` bytes of a file, NUL-terminated, into buf. */
 void husk_file_tail(const char *path, char *buf, size_t max);
+
+#pragma GCC visibility pop
 
 #endif

@@ -1,7 +1,8 @@
 # libhusk: the host library (host-connector/include/husk.h). Included by the
 # top-level Makefile. build/lib/libhusk.a carries everything it needs of
 # libcommon, libttrpc and the generated protocol code, so users link only
-# it (plus -lprotobuf-c -ljson-c); libhusk.so exports only husk_* symbols.
+# it (plus -lprotobuf-c -ljson-c); libhusk.so exports only husk_* symbols,
+# and of those not the internal ones (internal.h: hidden visibility).
 
 LIBHUSK_SRC := $(sort $(wildcard host-connector/lib/*.c))
 LIBHUSK_GEN := husk/sandbox.pb-c.c

@@ -118,3 +118,23 @@ int husk_reap(pid_t pid, int pidfd, unsigned timeout_ms, int *status)
 		*status = st;
 	return 0;
 }
+
+void husk_end_child(pid_t *pid, int *pidfd, unsigned term_ms, int *status)
+{
+	if (*pid <= 0)
+		return;
+	int st = 0;
+	if (term_ms) {
+		kill(*pid, SIGTERM);
+		if (husk_reap(*pid, *pidfd, term_ms, &st) == 0)
+			goto done;
+	}
+	kill(*pid, SIGKILL);
+	husk_reap(*pid, *pidfd, 10000, &st);
+done:
+	if (status)
+		*status = st;
+	*pid = 0;
+	close(*pidfd);
+	*pidfd = -1;
+}

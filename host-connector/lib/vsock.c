@@ -1,4 +1,6 @@
-/* Streams to and from guest vsock ports over either transport. */
+/* Streams to and from guest vsock ports over any transport: AF_VSOCK
+ * (vhost-vsock), husk-vsockd's hybrid socket, or the unix sockets of an
+ * agent run on the host (the fake backend). */
 #include <errno.h>
 #include <poll.h>
 #include <stdio.h>
@@ -80,20 +82,53 @@ static int vhost_connect(uint32_t cid, uint32_t port, unsigned timeout_ms, struc
 	}
 }
 
+/* husk-agent --listen unix:PATH serves port 1024 on PATH and port P on
+ * PATH_<P>. A socket not there yet is a port nobody listens on. */
+static int unix_connect(const char *uds, uint32_t port, unsigned timeout_ms, struct husk_err *err)
+{
+	char path[PATH_MAX];
+	int r = port == HUSK_AGENT_PORT ? husk_path_fmt(path, sizeof(path), "%s", uds) :
+					  husk_path_fmt(path, sizeof(path), "%s_%u", uds, port);
+	if (r < 0)
+		return husk_err_set(err, -ENAMETOOLONG, "socket for port %u", port);
+	uint64_t deadline = husk_now_ns() + (uint64_t)timeout_ms * 1000000u;
+	for (;;) {
+		struct husk_err e = { 0 };
+		int fd = husk_unix_connect(path, &e);
+		if (fd >= 0)
+			return fd;
+		if (fd != -ENOENT && fd != -ECONNREFUSED) {
+			if (err)
+				*err = e;
+			return fd;
+		}
+		if (husk_now_ns() >= deadline)
+			return husk_err_set(err, -ECONNREFUSED, "port %u: nobody listens on %s", port,
+					    path);
+		usleep(10000);
+	}
+}
+
 int husk_vm_connect(struct husk_vm *vm, uint32_t port, unsigned timeout_ms, struct husk_err *err)
 {
 	if (vm->stopped)
 		return husk_err_set(err, -ENOTCONN, "VM %s is stopped", vm->name);
-	if (vm->transport == HUSK_TRANSPORT_VHOST)
-		return vhost_connect(vm->cid, port, timeout_ms, err);
-	return husk_hybrid_connect(vm->hybrid, port, timeout_ms, err);
+	switch (vm->transport) {
+	case HUSK_TRANSPORT_VHOST: return vhost_connect(vm->cid, port, timeout_ms, err);
+	case HUSK_TRANSPORT_UNIX: return unix_connect(vm->uds, port, timeout_ms, err);
+	default: return husk_hybrid_connect(vm->uds, port, timeout_ms, err);
+	}
 }
 
 int husk_vm_listen(struct husk_vm *vm, uint32_t port, struct husk_err *err)
 {
+	if (vm->transport == HUSK_TRANSPORT_UNIX)
+		return husk_err_set(err, -EOPNOTSUPP,
+				    "VM %s: the unix transport has no guest-to-host connections",
+				    vm->name);
 	if (vm->transport == HUSK_TRANSPORT_HYBRID) {
 		char path[PATH_MAX];
-		if (husk_path_fmt(path, sizeof(path), "%s_%u", vm->hybrid, port) < 0)
+		if (husk_path_fmt(path, sizeof(path), "%s_%u", vm->uds, port) < 0)
 			return husk_err_set(err, -ENAMETOOLONG, "listen path for port %u", port);
 		return husk_unix_listen(path, err);
 	}

@@ -26,7 +26,7 @@
 #define RUNTIME_OPTIONS_TYPE "runtimeoptions.v1.Options"
 #define CONFIG_MAX (1 << 20)
 
-enum kind { K_ABSPATH, K_STRING, K_UINT, K_BOOL, K_ACCEL, K_TRANSPORT };
+enum kind { K_ABSPATH, K_STRING, K_UINT, K_BOOL, K_ACCEL, K_TRANSPORT, K_SIZE };
 
 static const struct key {
 	const char *name;
@@ -37,7 +37,10 @@ static const struct key {
 #define F(f) offsetof(struct shim_config, f)
 	{ "kernel", K_ABSPATH, F(kernel), 0, 0 },
 	{ "initrd", K_ABSPATH, F(initrd), 0, 0 },
-	{ "qemu", K_STRING, F(qemu), 0, 0 },
+	{ "vmm", K_STRING, F(vmm), 0, 0 },
+	{ "vmm_binary", K_STRING, F(vmm_binary), 0, 0 },
+	/* Before there was a VMM seam: the QEMU program, the same field. */
+	{ "qemu", K_STRING, F(vmm_binary), 0, 0 },
 	{ "vsockd", K_ABSPATH, F(vsockd), 0, 0 },
 	{ "cmdline_extra", K_STRING, F(cmdline_extra), 0, 0 },
 	{ "vcpus", K_UINT, F(vcpus), 1, 255 },
@@ -49,6 +52,7 @@ static const struct key {
 	{ "boot_timeout_ms", K_UINT, F(boot_timeout_ms), 1, 3600000 },
 	{ "state_dir", K_ABSPATH, F(state_dir), 0, 0 },
 	{ "image_cache", K_ABSPATH, F(image_cache), 0, 0 },
+	{ "overlay_size", K_SIZE, F(overlay_bytes), 0, 0 },
 #undef F
 };
 
@@ -73,6 +77,7 @@ static int set_key(struct shim_config *c, const char *src, const struct key *k,
 		[K_UINT] = "an integer", [K_BOOL] = "true or false",
 		[K_ACCEL] = "\"auto\", \"kvm\" or \"tcg\"",
 		[K_TRANSPORT] = "\"auto\", \"vhost\" or \"hybrid\"",
+		[K_SIZE] = "a size (\"512M\", \"1Gi\") or a number of bytes",
 	};
 	enum json_type t = json_object_get_type(v);
 	if (t == json_type_null) { /* back to the default */
@@ -83,6 +88,8 @@ static int set_key(struct shim_config *c, const char *src, const struct key *k,
 			*(bool *)field = false;
 		} else if (k->kind == K_UINT) {
 			*(unsigned *)field = 0;
+		} else if (k->kind == K_SIZE) {
+			*(uint64_t *)field = 0;
 		} else if (k->kind == K_ACCEL) {
 			*(enum husk_accel *)field = HUSK_ACCEL_AUTO;
 		} else {
@@ -101,6 +108,9 @@ static int set_key(struct shim_config *c, const char *src, const struct key *k,
 	case K_UINT:
 		ok = t == json_type_int;
 		break;
+	case K_SIZE:
+		ok = t == json_type_int || t == json_type_string;
+		break;
 	default:
 		ok = t == json_type_boolean;
 		break;
@@ -116,8 +126,9 @@ static int set_key(struct shim_config *c, const char *src, const struct key *k,
 			return husk_err_set(err, -EINVAL,
 					    "config %s: key \"%s\": \"%s\" is not an absolute path",
 					    src, k->name, s);
-		if (k->kind == K_STRING && strcmp(k->name, "qemu") == 0 && !*s)
-			return husk_err_set(err, -EINVAL, "config %s: key \"qemu\": empty", src);
+		if (k->kind == K_STRING && !*s)
+			return husk_err_set(err, -EINVAL, "config %s: key \"%s\": empty", src,
+					    k->name);
 		char *dup = strdup(s);
 		if (!dup)
 			return husk_err_set(err, -ENOMEM, "config %s", src);
@@ -138,6 +149,27 @@ static int set_key(struct shim_config *c, const char *src, const struct key *k,
 	case K_BOOL:
 		*(bool *)field = json_object_get_boolean(v);
 		return 0;
+	case K_SIZE: {
+		uint64_t n = 0;
+		if (t == json_type_int) {
+			int64_t i = json_object_get_int64(v);
+			if (i < 0)
+				return husk_err_set(err, -ERANGE, "config %s: key \"%s\": %lld is negative",
+						    src, k->name, (long long)i);
+			n = (uint64_t)i;
+		} else if (husk_parse_size(s, &n, NULL) < 0) {
+			return husk_err_set(err, -EINVAL, "config %s: key \"%s\": want %s, got \"%s\"",
+					    src, k->name, want[K_SIZE], s);
+		}
+		/* 0 would silently mean the default: say so instead. */
+		if (n == 0)
+			return husk_err_set(err, -ERANGE,
+					    "config %s: key \"%s\": 0 (leave it out, or null, for "
+					    "the default)",
+					    src, k->name);
+		*(uint64_t *)field = n;
+		return 0;
+	}
 	case K_ACCEL:
 		if (husk_accel_parse(s, (enum husk_accel *)field, NULL) < 0)
 			return husk_err_set(err, -EINVAL,
@@ -174,12 +206,13 @@ static int apply_json(struct shim_config *c, const char *src, const char *text, 
 				line++, col = 0;
 		bool parsed = o && jerr == json_tokener_success;
 		json_object_put(o);
-		if (!parsed && jerr == json_tokener_success)
-			jerr = json_tokener_error_parse_eof;
+		/* json-c says "continue" when the text ended inside the value. */
+		const char *why = parsed ? "text after the JSON object"
+				  : (jerr == json_tokener_continue || jerr == json_tokener_success)
+					  ? "the JSON ends before it is complete (a truncated file?)"
+					  : json_tokener_error_desc(jerr);
 		return husk_err_set(err, -EINVAL, "config %s: line %u, column %u: %s", src, line,
-				    col,
-				    parsed ? "text after the JSON object"
-					   : json_tokener_error_desc(jerr));
+				    col, why);
 	}
 	int rc = 0;
 	if (!json_object_is_type(o, json_type_object)) {

@@ -26,81 +26,9 @@
 #include "husk/cleanup.h"
 #include "husk/path.h"
 #include "husk/sock.h"
-#include "shim.h"
+#include "vm.h"
 
 #define SHIM_VERSION "0.1.0"
-
-static void vlog(const char *level, const char *source, const char *fmt, va_list ap)
-{
-	char msg[2048], esc[4200];
-	vsnprintf(msg, sizeof(msg), fmt, ap);
-	/* Quoted as logrus quotes: the line stays one line. */
-	size_t n = 0;
-	for (const char *c = msg; *c && n + 8 < sizeof(esc); c++) {
-		if (*c == '"' || *c == '\\') {
-			esc[n++] = '\\';
-			esc[n++] = *c;
-		} else if (*c == '\n' || *c == '\t' || *c == '\r') {
-			esc[n++] = '\\';
-			esc[n++] = *c == '\n' ? 'n' : *c == '\t' ? 't' : 'r';
-		} else if ((unsigned char)*c < 0x20) {
-			n += (size_t)snprintf(esc + n, sizeof(esc) - n, "\\x%02x",
-					      (unsigned char)*c);
-		} else {
-			esc[n++] = *c;
-		}
-	}
-	esc[n] = '\0';
-	struct timespec ts;
-	clock_gettime(CLOCK_REALTIME, &ts);
-	struct tm tm;
-	gmtime_r(&ts.tv_sec, &tm);
-	/* One write per line: a short write must not interleave with the next
-	 * line. */
-	dprintf(STDERR_FILENO,
-		"time=\"%04d-%02d-%02dT%02d:%02d:%02d.%06ldZ\" level=%s msg=\"%s\" "
-		"runtime=io.containerd.husk.v2%s%s\n",
-		tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
-		ts.tv_nsec / 1000, level, esc, source ? " source=" : "", source ? source : "");
-}
-
-void shim_log(const char *fmt, ...)
-{
-	va_list ap;
-	va_start(ap, fmt);
-	vlog("info", NULL, fmt, ap);
-	va_end(ap);
-}
-
-void shim_log_at(const char *level, const char *source, const char *fmt, ...)
-{
-	va_list ap;
-	va_start(ap, fmt);
-	vlog(level, source, fmt, ap);
-	va_end(ap);
-}
-
-static uint64_t fnv64(uint64_t h, const char *s)
-{
-	for (; s && *s; s++)
-		h = (h ^ (uint8_t)*s) * 1099511628211ull;
-	return (h ^ '/') * 1099511628211ull;
-}
-
-void shim_vm_name(const char *ns, const char *id, char *out, size_t len)
-{
-	uint64_t h = fnv64(fnv64(1469598103934665603ull, ns), id);
-	snprintf(out, len, "ctr-%016llx", (unsigned long long)h);
-}
-
-/* <hash of containerd address, namespace, id>.sock; a pod's containers
- * use their sandbox's id, so that they reach the shim that runs its VM. */
-static void socket_name(const struct shim_opts *o, char *out, size_t len)
-{
-	uint64_t h = fnv64(fnv64(fnv64(1469598103934665603ull, o->address), o->namespace_),
-			   o->group ? o->group : o->id);
-	snprintf(out, len, "%016llx.sock", (unsigned long long)h);
-}
 
 /* <state dir>/shim/<socket_name>: like containerd's own
  * /run/containerd/s/<hash>, distinct per containerd. */
@@ -108,7 +36,7 @@ static int socket_path(const struct shim_opts *o, const char *state, char *out, 
 		       struct husk_err *err)
 {
 	char dir[PATH_MAX], name[64];
-	socket_name(o, name, sizeof(name));
+	shim_socket_name(o, name, sizeof(name));
 	if (husk_path_fmt(dir, sizeof(dir), "%s/shim", state) < 0 ||
 	    husk_path_fmt(out, len, "%s/%s", dir, name) < 0)
 		return husk_err_set(err, -ENAMETOOLONG, "shim socket in %s: path too long", state);
@@ -132,18 +60,25 @@ static void on_signal(struct ev_io *io, int fd, uint32_t events, void *data)
 static int serve(const struct shim_opts *opt, int listen_fd)
 {
 	struct shim s = { .opt = *opt };
+	s.vm.vsockd_pidfd = -1;
 	struct husk_err err = { 0 };
 	struct ev_io *sig_io = NULL;
 	sigset_t set;
 	sigemptyset(&set);
 	sigaddset(&set, SIGTERM);
 	sigaddset(&set, SIGINT);
+	/* Before the worker thread exists: it inherits the mask. */
 	sigprocmask(SIG_BLOCK, &set, NULL);
 	_cleanup_fd_ int sfd = signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK);
 	int rc;
 	if ((rc = ev_loop_new(&s.loop, &err)) < 0)
 		goto out;
-	if ((rc = ttrpc_server_new(s.loop, NULL, &s.server, &err)) < 0 ||
+	if (!(s.pub = publisher_new(s.loop, opt->ttrpc_address, opt->namespace_))) {
+		rc = husk_err_set(&err, -ENOMEM, "out of memory");
+		goto out;
+	}
+	if ((rc = shim_worker_new(s.loop, &s.worker, &err)) < 0 ||
+	    (rc = ttrpc_server_new(s.loop, NULL, &s.server, &err)) < 0 ||
 	    (rc = shim_service_register(&s, &err)) < 0 ||
 	    (rc = ttrpc_server_add_listener(s.server, listen_fd, &err)) < 0 ||
 	    (sfd >= 0 && (rc = ev_io_add(s.loop, sfd, EPOLLIN, on_signal, &s, &sig_io, &err)) < 0))
@@ -159,14 +94,24 @@ out:
 	if (listen_fd >= 0)
 		close(listen_fd);
 	s.shutting_down = true;
-	shim_vm_teardown(&s);
+	/* A job under way (a boot, a hot-add) ends first, then the VM goes.
+	 * An idle worker's VM is stopped before the thread exits: QEMU was
+	 * spawned by that thread, whose exit the kernel takes as its parent's
+	 * death (PR_SET_PDEATHSIG). */
+	if (!shim_worker_pending(s.worker))
+		shim_vm_stop_now(&s);
+	shim_worker_free(s.worker);
+	shim_vm_stop_now(&s);
+	/* What containerd can still take of the events (a Delete's). */
+	publisher_drain(s.pub, 2000);
 	ev_io_del(sig_io);
 	ttrpc_server_free(s.server); /* cancels calls still waiting on processes */
-	ttrpc_client_free(s.events);
-	shim_procs_free(&s);
+	publisher_free(s.pub);
+	shim_table_free(&s);
 	if (s.loop)
 		ev_loop_free(s.loop);
-	shim_config_free(&s.cfg);
+	if (s.cfg_loaded)
+		shim_config_free(&s.cfg);
 	unlink(opt->socket);
 	shim_log("shim for %s exits", opt->id);
 	return rc < 0 ? 1 : 0;
@@ -321,7 +266,7 @@ static bool bundle_record(const char *bundle, const char *name, const char *pref
 static int cmd_delete(struct shim_opts *o)
 {
 	char path[PATH_MAX], state[PATH_MAX], name[64], vmdir[PATH_MAX];
-	socket_name(o, name, sizeof(name));
+	shim_socket_name(o, name, sizeof(name));
 	if (bundle_record(o->bundle, "address", "unix://", name, path, sizeof(path)) ||
 	    socket_path(o, husk_default_state_dir(state, sizeof(state)), path, sizeof(path),
 			NULL) == 0)

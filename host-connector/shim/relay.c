@@ -8,7 +8,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "shim.h"
+#include "io.h"
 
 #define RELAY_BUF (64 * 1024)
 

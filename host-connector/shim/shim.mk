@@ -13,8 +13,10 @@ $(BUILD)/gen/shim/runtimeoptions.pb-c.c: host-connector/shim/runtimeoptions.prot
 $(BUILD)/gen/shim/runtimeoptions.pb-c.h: $(BUILD)/gen/shim/runtimeoptions.pb-c.c ;
 $(call objs,host,$(SHIM_SRC)) $(call objs,asan,$(SHIM_SRC)): | $(BUILD)/gen/shim/runtimeoptions.pb-c.h
 
+# The worker thread (worker.c) runs what would block the loop.
+SHIM_LIBS := $(LIBHUSK_DEPS_LIBS) -pthread
 $(BUILD)/bin/containerd-shim-husk-v2: $(call objs,host,$(SHIM_SRC),$(SHIM_GEN)) $(BUILD)/lib/libhusk.a
-	$(call link,host,$(LIBHUSK_DEPS_LIBS))
+	$(call link,host,$(SHIM_LIBS))
 BINS += $(BUILD)/bin/containerd-shim-husk-v2
 
 # The same under ASan/UBSan: tests/containerd/run.sh puts $(BUILD)/asan first
@@ -22,15 +24,32 @@ BINS += $(BUILD)/bin/containerd-shim-husk-v2
 # default-path lookups find ../kernel/bzImage and ../initramfs.cpio.gz as from
 # $(BUILD)/bin; husk-vsockd comes from the test's config file.
 $(BUILD)/asan/containerd-shim-husk-v2: $(call objs,asan,$(SHIM_SRC),$(SHIM_GEN)) $(BUILD)/asan/libhusk.a
-	$(call link,asan,$(LIBHUSK_DEPS_LIBS))
+	$(call link,asan,$(SHIM_LIBS))
 TEST_BINS += $(BUILD)/asan/containerd-shim-husk-v2
 
 # Unit test of the config layers, stdio URI parsing and pod roles (run by make check as
 # unit-shim-config).
 SHIM_UNIT_SRC := tests/containerd/test_shim_config.c host-connector/shim/config.c \
-	host-connector/shim/logio.c host-connector/shim/pod.c
+	host-connector/shim/stdio_uri.c host-connector/shim/pod.c host-connector/shim/log.c
 $(call objs,asan,$(SHIM_UNIT_SRC)): | $(BUILD)/gen/shim/runtimeoptions.pb-c.h
 $(TEST_DIR)/unit-shim-config: $(call objs,asan,$(SHIM_UNIT_SRC),$(SHIM_GEN)) $(BUILD)/asan/libhusk.a
 	$(call link,asan,-lcmocka $(LIBHUSK_DEPS_LIBS))
 TEST_BINS += $(TEST_DIR)/unit-shim-config
 UNIT_TESTS += shim-config
+
+# The process states and table without a VM (unit-shim-process), and the
+# event publisher against a ttrpc Events server that comes and goes
+# (unit-shim-publish).
+SHIM_PROCESS_SRC := tests/containerd/test_shim_process.c host-connector/shim/process.c \
+	host-connector/shim/log.c host-connector/shim/relay.c host-connector/shim/logger.c
+$(call objs,asan,$(SHIM_PROCESS_SRC)): | $(BUILD)/gen/shim/runtimeoptions.pb-c.h
+$(TEST_DIR)/unit-shim-process: $(call objs,asan,$(SHIM_PROCESS_SRC)) $(BUILD)/asan/libttrpc.a \
+		$(BUILD)/asan/libhuskproto.a
+	$(call link,asan,-lcmocka)
+SHIM_PUBLISH_SRC := tests/containerd/test_shim_publish.c host-connector/shim/publish.c \
+	host-connector/shim/log.c
+$(TEST_DIR)/unit-shim-publish: $(call objs,asan,$(SHIM_PUBLISH_SRC)) $(BUILD)/asan/libttrpc.a \
+		$(BUILD)/asan/libhuskproto.a
+	$(call link,asan,-lcmocka)
+TEST_BINS += $(TEST_DIR)/unit-shim-process $(TEST_DIR)/unit-shim-publish
+UNIT_TESTS += shim-process shim-publish

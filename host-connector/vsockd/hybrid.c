@@ -52,6 +52,7 @@ struct hconn {
 };
 
 struct rst_entry {
+	uint64_t local_cid; /* the CID the reset comes from: the one the guest named */
 	uint32_t local_port, peer_port;
 };
 
@@ -422,14 +423,20 @@ static void on_accept(struct ev_io *io, int fd, uint32_t events, void *data)
 
 /* ---- guest side: tx ring ------------------------------------------------------- */
 
-static void rst_enqueue(struct hybrid *h, uint32_t local, uint32_t peer)
+/* Queues a reset from (`cid`, `local`) to the guest's port `peer`. */
+static void rst_enqueue_from(struct hybrid *h, uint64_t cid, uint32_t local, uint32_t peer)
 {
 	if (h->rst_len == RST_QUEUE_MAX)
 		return; /* process_tx never lets this happen */
 	h->rst[(h->rst_head + h->rst_len) % RST_QUEUE_MAX] =
-		(struct rst_entry){ .local_port = local, .peer_port = peer };
+		(struct rst_entry){ .local_cid = cid, .local_port = local, .peer_port = peer };
 	h->rst_len++;
 	ev_defer(h->loop, &h->rx_work);
+}
+
+static void rst_enqueue(struct hybrid *h, uint32_t local, uint32_t peer)
+{
+	rst_enqueue_from(h, VSOCK_HOST_CID, local, peer);
 }
 
 /* A guest connects to host port P: relay to `<uds>_P` if someone listens. */
@@ -490,10 +497,25 @@ static void handle_tx(struct hybrid *h, const struct vq_chain *ch)
 	}
 	struct vsock_pkt p;
 	vsock_hdr_decode(&raw, &p);
-	if (p.src_cid != h->guest_cid || p.dst_cid != VSOCK_HOST_CID) {
+	if (p.src_cid != h->guest_cid) {
 		if (guest_log_ok(h))
 			vsockd_log("tx: packet from cid %" PRIu64 " to cid %" PRIu64 " dropped",
 				   p.src_cid, p.dst_cid);
+		return;
+	}
+	/* Only the host is reached through us. A connection to anything else
+	 * (the guest's own CID, 1, another VM's) is reset at once, never
+	 * matched by port against our connections or forwarded to a hybrid
+	 * socket: a container must not reach the agent by naming the guest.
+	 * The reset comes from the CID the guest named, as the guest's stack
+	 * matches it to the socket by its peer's address. */
+	if (p.dst_cid != VSOCK_HOST_CID) {
+		if (p.op == VIRTIO_VSOCK_OP_REQUEST && guest_log_ok(h))
+			vsockd_log("guest port %" PRIu32 " -> cid %" PRIu64 " port %" PRIu32
+				   ": not the host, refused",
+				   p.src_port, p.dst_cid, p.dst_port);
+		if (p.op != VIRTIO_VSOCK_OP_RST)
+			rst_enqueue_from(h, p.dst_cid, p.dst_port, p.src_port);
 		return;
 	}
 	struct hconn *c = lookup(h, p.dst_port, p.src_port);
@@ -645,7 +667,7 @@ static void fill_rx(void *data)
 		}
 		struct rst_entry *e = &h->rst[h->rst_head];
 		struct vsock_pkt p = {
-			.src_cid = VSOCK_HOST_CID,
+			.src_cid = e->local_cid,
 			.dst_cid = h->guest_cid,
 			.src_port = e->local_port,
 			.dst_port = e->peer_port,

@@ -1,13 +1,14 @@
 /* husk-jail: an OCI runtime CLI over libjail, with runc's subcommands and
  * flags where runc has them:
  *
- *   husk-jail [--root DIR] [--cgroup-mount DIR | --no-cgroups] COMMAND ...
+ *   husk-jail [--root DIR] [--cgroup-mount DIR | --no-cgroups] [--debug] COMMAND ...
  *   create|run [--bundle DIR] [--pid-file F] [--console-socket S] [--detach] ID
  *   start ID | state ID | ps [--format table|json] ID | pause ID | resume ID
  *   kill [--all] ID [SIGNAL] | delete [--force] ID
  *   exec [--process F] [-t] [--console-socket S] [--cwd D] [-e K=V]
  *        [-u UID[:GID]] [--detach] [--pid-file F] ID [ARGS...]
  */
+#include <ctype.h>
 #include <errno.h>
 #include <dirent.h>
 #include <stdarg.h>
@@ -34,6 +35,7 @@
 #include "husk/sock.h"
 #include "jail/cgroup.h"
 #include "jail/container.h"
+#include "jail/debug.h"
 #include "jail/hooks.h"
 #include "jail/spec.h"
 #include "state.h"
@@ -846,6 +848,9 @@ static int cmd_exec(const struct globals *g, int argc, char **argv)
 		if (read_file(process_file, &data, &len, &err) < 0 ||
 		    jail_process_parse(data, len, &fileproc, &err) < 0)
 			goto out;
+		if (fileproc->unknown_caps)
+			fprintf(stderr, "husk-jail: warning: process.capabilities: ignoring unknown "
+				"capabilities: %s\n", fileproc->unknown_caps);
 		proc = *fileproc;
 	} else {
 		/* runc's defaults: the container's process, with these args. */
@@ -866,10 +871,15 @@ static int cmd_exec(const struct globals *g, int argc, char **argv)
 			char *end;
 			unsigned long uid = strtoul(user, &end, 10);
 			unsigned long gid = proc.user.gid;
-			if (*end == ':')
+			if (*end == ':' && isdigit((unsigned char)end[1]))
 				gid = strtoul(end + 1, &end, 10);
-			if (*end || uid > UINT32_MAX || gid > UINT32_MAX) {
-				husk_err_set(&err, -EINVAL, "--user %s: expected UID[:GID]", user);
+			/* runc's range: (uid_t)-1 would leave us root. */
+			if (*end || !isdigit((unsigned char)user[0]) || uid > INT32_MAX ||
+			    gid > INT32_MAX) {
+				husk_err_set(&err, -EINVAL,
+					     "--user %s: expected UID[:GID], each in range "
+					     "0-2147483647",
+					     user);
 				goto out;
 			}
 			proc.user.uid = (uint32_t)uid;
@@ -929,7 +939,7 @@ out:
 static void usage(FILE *f)
 {
 	fprintf(f,
-		"usage: husk-jail [--root DIR] [--cgroup-mount DIR | --no-cgroups] COMMAND ...\n"
+		"usage: husk-jail [--root DIR] [--cgroup-mount DIR | --no-cgroups] [--debug] COMMAND ...\n"
 		"\n"
 		"  create [--bundle DIR] [--pid-file F] [--console-socket S] ID\n"
 		"  start ID\n"
@@ -944,7 +954,9 @@ static void usage(FILE *f)
 		"\n"
 		"--root defaults to " DEFAULT_ROOT "; --cgroup-mount to " DEFAULT_CGROUP_MOUNT
 		", which must be a cgroup2 mount;\n"
-		"--no-cgroups runs without cgroups (no resources, pause, resume or stats).\n");
+		"--no-cgroups runs without cgroups (no resources, pause, resume or stats);\n"
+		"--debug notes what runc would log at debug level (skipped ambient\n"
+		"capabilities, unknown seccomp syscalls).\n");
 }
 
 int main(int argc, char **argv)
@@ -954,6 +966,7 @@ int main(int argc, char **argv)
 		{ "root", required_argument, NULL, 'r' },
 		{ "cgroup-mount", required_argument, NULL, 'm' },
 		{ "no-cgroups", no_argument, NULL, 'n' },
+		{ "debug", no_argument, NULL, 'D' },
 		{ "help", no_argument, NULL, 'h' },
 		/* runc global flags containerd passes; accepted and ignored */
 		{ "log", required_argument, NULL, 'L' },
@@ -966,6 +979,13 @@ int main(int argc, char **argv)
 		case 'r': g.root = optarg; break;
 		case 'm': g.cgroup_mount = optarg; break;
 		case 'n': g.cgroup_mount = NULL; break;
+		case 'D':
+			/* runc's --debug: notes on what was skipped (an ambient
+			 * capability, an unknown syscall) on our stderr. A
+			 * close-on-exec copy above 2, so that neither the
+			 * container's stdio nor its program gets it. */
+			jail_set_debug_fd(fcntl(STDERR_FILENO, F_DUPFD_CLOEXEC, 3));
+			break;
 		case 'h': usage(stdout); return 0;
 		case 'L': break;
 		default: usage(stderr); return 2;

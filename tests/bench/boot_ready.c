@@ -101,7 +101,7 @@ static int boot(int argc, char **argv)
 		goto fail;
 	int r = 0;
 	if (argv_dir) {
-		r = save_argv(husk_vm_qemu_pid(vm), argv_dir, "qemu", &err);
+		r = save_argv(husk_vm_vmm_pid(vm), argv_dir, "qemu", &err);
 		/* No husk-vsockd with vhost-vsock: the floor then runs without it too. */
 		if (r == 0 && husk_vm_vsockd_pid(vm) > 0)
 			r = save_argv(husk_vm_vsockd_pid(vm), argv_dir, "vsockd", &err);

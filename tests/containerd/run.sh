@@ -82,17 +82,26 @@ mkdir -p "$tmp/asan"
 # Shims inherit containerd's environment: keep VM state and the image
 # cache in our temp dir; containerd finds the shim in PATH. Sanitizer
 # reports go to files (the shim's stderr is containerd's log FIFO).
-env PATH="$shim_dir:$build/bin:$PATH" HUSK_STATE_DIR="$tmp/s" HUSK_IMAGE_CACHE="$tmp/cache" \
-	HUSK_CONFIG="$tmp/husk.json" \
-	ASAN_OPTIONS="log_path=$tmp/asan/asan:detect_leaks=1" \
-	UBSAN_OPTIONS="log_path=$tmp/asan/ubsan:print_stacktrace=1" \
-	containerd --config "$tmp/config.toml" >"$tmp/containerd.log" 2>&1 &
-cd_pid=$!
-for _ in $(seq 100); do
-	C version >/dev/null 2>&1 && break
-	sleep 0.1
-done
-if ! C version >/dev/null 2>&1; then
+# Started again by the tests of a containerd restart; its log appends.
+containerd_up() {
+	env PATH="$shim_dir:$build/bin:$PATH" HUSK_STATE_DIR="$tmp/s" HUSK_IMAGE_CACHE="$tmp/cache" \
+		HUSK_CONFIG="$tmp/husk.json" \
+		ASAN_OPTIONS="log_path=$tmp/asan/asan:detect_leaks=1" \
+		UBSAN_OPTIONS="log_path=$tmp/asan/ubsan:print_stacktrace=1" \
+		containerd --config "$tmp/config.toml" >>"$tmp/containerd.log" 2>&1 &
+	cd_pid=$!
+	for _ in $(seq 100); do
+		C version >/dev/null 2>&1 && return 0
+		sleep 0.1
+	done
+	C version >/dev/null 2>&1
+}
+containerd_down() {
+	kill "$cd_pid" 2>/dev/null
+	wait "$cd_pid" 2>/dev/null
+	cd_pid=
+}
+if ! containerd_up; then
 	fail start "containerd did not come up: $(tail -5 "$tmp/containerd.log")"
 	exit 1
 fi
@@ -224,16 +233,32 @@ cpus=$(echo "$out" | tail -1)
 # A bad key or a wrong type fails ctr run, and the error names file and key.
 printf '{ "memory_mib": 200, "memroy": 1 }\n' >"$tmp/bad1.json"
 printf '{ "vcpus": "two" }\n' >"$tmp/bad2.json"
+printf '{ "vcpus": 2,\n  "memory_mib"' >"$tmp/bad3.json"
 out1=$(RUN --rm --runtime-config-path "$tmp/bad1.json" --rootfs "$R" cfg2 true 2>&1)
 rc1=$?
 out2=$(RUN --rm --runtime-config-path "$tmp/bad2.json" --rootfs "$R" cfg3 true 2>&1)
 rc2=$?
-C container rm cfg2 cfg3 >/dev/null 2>&1
-case "$rc1 $out1|$rc2 $out2" in
+out3=$(RUN --rm --runtime-config-path "$tmp/bad3.json" --rootfs "$R" cfg4 true 2>&1)
+rc3=$?
+C container rm cfg2 cfg3 cfg4 >/dev/null 2>&1
+case "$rc1 $out1|$rc2 $out2|$rc3 $out3" in
 0\ *) fail config-bad "bad1 ran: $out1" ;;
-*"$tmp/bad1.json"*'unknown key "memroy"'*"|"[1-9]*"$tmp/bad2.json"*'key "vcpus": want an integer, got string'*)
+*"$tmp/bad1.json"*'unknown key "memroy"'*"|"[1-9]*"$tmp/bad2.json"*'key "vcpus": want an integer, got string'*"|"[1-9]*"$tmp/bad3.json: line 2"*"truncated"*)
 	pass config-bad ;;
-*) fail config-bad "rc=$rc1 out=$out1 / rc=$rc2 out=$out2" ;;
+*) fail config-bad "rc=$rc1 out=$out1 / rc=$rc2 out=$out2 / rc=$rc3 out=$out3" ;;
+esac
+
+# The writable layer (a tmpfs upper over the image) is sized by the config
+# (overlay_size): filling it is ENOSPC for the writer, the VM stays well.
+cat >"$tmp/ovl.json" <<JSON
+{ "overlay_size": "16M" }
+JSON
+out=$(RUN --rm --runtime-config-path "$tmp/ovl.json" --rootfs "$R" ovl1 \
+	sh -c 'dd if=/dev/zero of=/fill bs=1M count=64 2>&1; echo "dd=$?"; df -k / | tail -1' 2>&1)
+rc=$?
+case "$rc $out" in
+0\ *"No space left on device"*"dd=1"*) pass overlay-full-enospc ;;
+*) fail overlay-full-enospc "rc=$rc out=$out" ;;
 esac
 
 # ---- log URIs: file:// and binary:// (as containerd-shim-runc-v2) ----
@@ -405,6 +430,284 @@ if RUN -d --rootfs "$R" k1 sh -c 'sleep 1000' >"$tmp/out" 2>&1; then
 	fi
 else
 	fail vm-killed "$(cat "$tmp/out")"
+fi
+
+# ---- failure paths: nothing may be left, nothing may hang ----
+# Nothing of our containerd's husk tasks left: shims, QEMU, husk-vsockd,
+# VM state directories, mounts under $tmp, images held. Shims exit after
+# containerd's Shutdown, asynchronously: bounded wait, for a broken run only.
+leftovers() {
+	local procs dirs mounts held
+	for _ in $(seq 150); do
+		procs=$(pgrep -f -- "-address $sock " | tr '\n' ' '; pgrep -f -- "$tmp/s/" | tr '\n' ' ')
+		dirs=$(ls -A "$tmp/s" 2>/dev/null | grep -v '^shim$' | tr '\n' ' '; ls -A "$tmp/s/shim" 2>/dev/null | tr '\n' ' ')
+		mounts=$(grep -c " $tmp/" /proc/self/mounts)
+		held=$("$build/bin/huskctl" image ls --image-cache "$tmp/cache" 2>/dev/null | grep -c ' yes$')
+		if [ -z "${procs// /}${dirs// /}" ] && [ "$mounts" = 0 ] && [ "$held" = 0 ]; then
+			return 0
+		fi
+		sleep 0.1
+	done
+	echo "processes: $procs; files: $dirs; mounts: $mounts; images held: $held"
+	return 1
+}
+# The file descriptors a process has open.
+fds() { ls "/proc/$1/fd" 2>/dev/null | wc -l; }
+shim_of() { pgrep -f -- "-address $sock .*-id $1 " | head -1; }
+
+# A Create that fails (no such program, a memory limit too small for
+# anything to run) leaves no shim, VM, state or image hold, as runc-v2.
+out=$(RUN --rm --rootfs "$R" fc1 /no/such/program 2>&1)
+rc=$?
+C container rm fc1 >/dev/null 2>&1
+left=$(leftovers)
+case "$rc $out" in
+0\ *) fail create-fails-clean "ran: $out" ;;
+*/no/such/program*) [ -z "$left" ] && pass create-fails-clean ||
+	fail create-fails-clean "left after the failed create: $left" ;;
+*) fail create-fails-clean "rc=$rc, the error does not name the program: $out" ;;
+esac
+out=$(RUN --rm --memory-limit 4096 --rootfs "$R" fc2 true 2>&1)
+rc=$?
+C container rm fc2 >/dev/null 2>&1
+left=$(leftovers)
+[ $rc -ne 0 ] && [ -z "$left" ] && pass create-small-memory-clean ||
+	fail create-small-memory-clean "rc=$rc out=$out left: $left"
+# A spec with a negative memory limit, as a runtime-specific config.
+C oci spec >"$tmp/neg.json" 2>/dev/null || echo '{}' >"$tmp/neg.json"
+python3 - "$tmp/neg.json" "$R" <<'PY'
+import json, sys
+p = sys.argv[1]
+try:
+    s = json.load(open(p))
+except Exception:
+    s = {}
+s.setdefault("linux", {}).setdefault("resources", {})["memory"] = {"limit": -2}
+s.setdefault("process", {})["args"] = ["true"]
+s["root"] = {"path": sys.argv[2], "readonly": False}
+json.dump(s, open(p, "w"))
+PY
+out=$(RUN --rm --config "$tmp/neg.json" fc3 2>&1)
+rc=$?
+C container rm fc3 >/dev/null 2>&1
+left=$(leftovers)
+case "$rc $out" in
+0\ *) fail create-bad-spec-clean "ran: $out" ;;
+*memory*) [ -z "$left" ] && pass create-bad-spec-clean || fail create-bad-spec-clean "left: $left" ;;
+*) fail create-bad-spec-clean "rc=$rc, the error does not name the memory limit: $out" ;;
+esac
+
+# An exec of a program that does not exist fails (as runc: it names the
+# path) instead of hanging, and costs the shim no file descriptor.
+if RUN -d --rootfs "$R" fx1 sh -c 'sleep 1000' >"$tmp/out" 2>&1; then
+	pid=$(shim_of fx1)
+	before=$(fds "$pid")
+	bad=
+	for i in 1 2 3 4 5; do
+		out=$(timeout 30 ctr --address "$sock" task exec --exec-id "x$i" fx1 /no/such 2>&1)
+		rc=$?
+		if [ $rc -eq 124 ]; then bad="exec $i hung"; break; fi
+		case "$rc $out" in
+		0\ *) bad="exec $i ran: $out"; break ;;
+		*/no/such*) ;;
+		*) bad="exec $i: rc=$rc, the error does not name /no/such: $out"; break ;;
+		esac
+	done
+	# What the shim had in flight for an exec goes once its reply is out.
+	sleep 0.5
+	after=$(fds "$pid")
+	# The container still works, and the ids can be used again.
+	out=$(C task exec --exec-id x1 fx1 echo still-here 2>&1)
+	[ -z "$bad" ] && [ "$before" = "$after" ] && [ "$out" = still-here ] && pass exec-missing-program ||
+		fail exec-missing-program "${bad:-fds $before -> $after; then: $out}"
+	C task kill -s SIGKILL fx1 >/dev/null 2>&1
+	for _ in $(seq 100); do [ "$(state fx1)" = STOPPED ] && break; sleep 0.1; done
+	C task delete fx1 >/dev/null 2>&1
+	C container rm fx1 >/dev/null 2>&1
+else
+	fail exec-missing-program "$(cat "$tmp/out")"
+fi
+
+# A task left CREATED by a containerd stopped during its Create: Kill and
+# Delete work on it as on runc's (kill, then delete; and delete --force).
+# containerd is stopped as soon as the VM is booting, which is long before
+# Create's reply (the boot takes ~1 s under TCG).
+make_created() { # id
+	RUN -d --rootfs "$R" "$1" sh -c 'echo started >/started; sleep 1000' >"$tmp/out-$1" 2>&1 &
+	local run=$! spid=
+	for _ in $(seq 300); do
+		spid=$(shim_of "$1")
+		[ -n "$spid" ] && pgrep -P "$spid" qemu-system >/dev/null && break
+		sleep 0.02
+	done
+	containerd_down
+	wait "$run" 2>/dev/null
+	containerd_up || return 1
+	for _ in $(seq 300); do
+		[ "$(state "$1")" = CREATED ] && return 0
+		sleep 0.1
+	done
+	return 1
+}
+if make_created cr1; then
+	C task kill cr1 >"$tmp/kill" 2>&1
+	krc=$?
+	for _ in $(seq 100); do [ "$(state cr1)" = STOPPED ] && break; sleep 0.1; done
+	st=$(state cr1)
+	C task delete cr1 >"$tmp/del" 2>&1
+	drc=$?
+	C container rm cr1 >/dev/null 2>&1
+	[ $krc -eq 0 ] && [ "$st" = STOPPED ] && [ $drc -eq 0 ] && [ -z "$(state cr1)" ] &&
+		pass created-kill-delete ||
+		fail created-kill-delete "kill rc=$krc $(cat "$tmp/kill"); state after kill: $st; delete rc=$drc $(cat "$tmp/del")"
+else
+	fail created-kill-delete "no CREATED task: state '$(state cr1)'; $(cat "$tmp/out-cr1")"
+	C task delete --force cr1 >/dev/null 2>&1
+	C container rm cr1 >/dev/null 2>&1
+fi
+if make_created cr2; then
+	out=$(timeout 60 ctr --address "$sock" task delete --force cr2 2>&1)
+	rc=$?
+	C container rm cr2 >/dev/null 2>&1
+	left=$(leftovers)
+	[ $rc -eq 0 ] && [ -z "$(state cr2)" ] && [ -z "$left" ] && pass created-delete-force ||
+		fail created-delete-force "rc=$rc $out; left: $left"
+else
+	fail created-delete-force "no CREATED task: state '$(state cr2)'"
+	C task delete --force cr2 >/dev/null 2>&1
+	C container rm cr2 >/dev/null 2>&1
+fi
+
+# A task that exits while containerd is down: its /tasks/exit reaches
+# containerd once it is back (the shim queues and retries).
+if RUN -d --rootfs "$R" ev1 sh -c 'sleep 2; exit 7' >"$tmp/out" 2>&1; then
+	containerd_down
+	sleep 4
+	containerd_up
+	ctr --address "$sock" events >"$tmp/events-restart" 2>&1 &
+	ev_pid=$!
+	bg_pids="$bg_pids $ev_pid"
+	got=
+	for _ in $(seq 150); do
+		got=$(grep '/tasks/exit' "$tmp/events-restart" | grep '"ev1"')
+		[ -n "$got" ] && break
+		sleep 0.1
+	done
+	kill "$ev_pid" 2>/dev/null
+	echo "$got" | grep -q '"exit_status":7' && pass exit-event-after-restart ||
+		fail exit-event-after-restart "no /tasks/exit of ev1 (status 7) after the restart: $(cat "$tmp/events-restart" | head -5)"
+	C task delete ev1 >/dev/null 2>&1
+	C container rm ev1 >/dev/null 2>&1
+else
+	fail exit-event-after-restart "$(cat "$tmp/out")"
+fi
+
+# husk-vsockd killed: the VM is lost, its task stops (255) and QEMU goes at
+# once, not at the task's delete; the shim log says why and shows the
+# guest console's last lines.
+if RUN -d --rootfs "$R" vk1 sh -c 'sleep 1000' >"$tmp/out" 2>&1; then
+	spid=$(shim_of vk1)
+	vsockd=$(pgrep -P "${spid:-0}" husk-vsockd | head -1)
+	qemu=$(pgrep -P "${spid:-0}" qemu-system | head -1)
+	kill -9 "${vsockd:-0}"
+	for _ in $(seq 300); do [ "$(state vk1)" = STOPPED ] && break; sleep 0.05; done
+	st=$(C task ls | awk '$1 == "vk1" { print $3 }')
+	for _ in $(seq 100); do kill -0 "${qemu:-0}" 2>/dev/null || break; sleep 0.1; done
+	kill -0 "${qemu:-0}" 2>/dev/null && qalive=yes || qalive=no
+	logged=$(grep -c 'husk-vsockd exited' "$tmp/containerd.log")
+	console=$(grep -c 'guest console (last lines)' "$tmp/containerd.log")
+	C task delete vk1 >"$tmp/del" 2>&1
+	drc=$?
+	C container rm vk1 >/dev/null 2>&1
+	[ -n "$vsockd" ] && [ "$st" = STOPPED ] && [ $qalive = no ] && [ "$logged" -ge 1 ] &&
+		[ "$console" -ge 1 ] && [ $drc -eq 0 ] && pass vsockd-killed ||
+		fail vsockd-killed "vsockd=$vsockd state=$st qemu alive=$qalive logged=$logged console=$console delete rc=$drc $(cat "$tmp/del")"
+else
+	fail vsockd-killed "$(cat "$tmp/out")"
+fi
+
+SB2="--annotation io.kubernetes.cri.container-type=sandbox --annotation io.kubernetes.cri.sandbox-id=pod2"
+IN2="--annotation io.kubernetes.cri.container-type=container --annotation io.kubernetes.cri.sandbox-id=pod2"
+# A pod container's Create (here: a large rootfs image to build, then its
+# disk's hot-add) does not hold up the pod's other calls: an exec into the
+# sandbox is answered while that Create is still under way.
+mkdir -p "$tmp/rootfs-big"
+cp -a "$R"/. "$tmp/rootfs-big/"
+head -c 300000000 /dev/urandom >"$tmp/rootfs-big/big"
+if RUN -d $SB2 --rootfs "$R" pod2 sh -c 'sleep 1000' >"$tmp/out" 2>&1; then
+	RUN --rm $IN2 --rootfs "$tmp/rootfs-big" pbig \
+		sh -c 'echo joined' >"$tmp/pbig" 2>&1 &
+	joiner=$!
+	# The Create is under way in the shim once it builds the image.
+	for _ in $(seq 600); do pgrep -f "mkfs.erofs.*rootfs-big" >/dev/null && break; sleep 0.02; done
+	building=$(pgrep -f "mkfs.erofs.*rootfs-big" | head -1)
+	out=$(C task exec --exec-id pe1 pod2 echo answered 2>&1)
+	kill -0 "${building:-0}" 2>/dev/null && still=yes || still=no
+	wait "$joiner"
+	jrc=$?
+	[ -n "$building" ] && [ "$out" = answered ] && [ $still = yes ] && [ $jrc -eq 0 ] &&
+		[ "$(cat "$tmp/pbig")" = joined ] && pass create-does-not-block ||
+		fail create-does-not-block "image build seen: ${building:-no}; exec: $out; the build still under way when the exec was answered: $still; joiner rc=$jrc $(cat "$tmp/pbig")"
+	C task kill -s SIGKILL pod2 >/dev/null 2>&1
+	for _ in $(seq 100); do [ "$(state pod2)" = STOPPED ] && break; sleep 0.1; done
+	C task delete pod2 >/dev/null 2>&1
+	C container rm pod2 pbig >/dev/null 2>&1
+else
+	fail create-does-not-block "sandbox: $(cat "$tmp/out")"
+fi
+rm -rf "$tmp/rootfs-big"
+
+# ---- soak: 3 rounds of 8 parallel ctr run -d + exec + kill + delete ----
+# Next to them a pod lives through the rounds: each round a container joins
+# it and leaves, and an exec runs in its sandbox; its shim's file
+# descriptors stay what they were after the first round.
+SB3="--annotation io.kubernetes.cri.container-type=sandbox --annotation io.kubernetes.cri.sandbox-id=pod3"
+IN3="--annotation io.kubernetes.cri.container-type=container --annotation io.kubernetes.cri.sandbox-id=pod3"
+soak_one() { # id
+	local id=$1 out
+	RUN -d --rootfs "$R" "$id" sh -c 'sleep 1000' >/dev/null 2>&1 || { echo "$id: run failed"; return; }
+	out=$(C task exec --exec-id e1 "$id" sh -c 'echo soak-exec' 2>&1)
+	[ "$out" = soak-exec ] || echo "$id: exec: $out"
+	C task kill -s SIGKILL "$id" >/dev/null 2>&1 || echo "$id: kill failed"
+	for _ in $(seq 200); do [ "$(state "$id")" = STOPPED ] && break; sleep 0.05; done
+	C task delete "$id" >/dev/null 2>&1 || echo "$id: delete failed ($(state "$id"))"
+	C container rm "$id" >/dev/null 2>&1 || echo "$id: container rm failed"
+}
+soak_bad=
+pod_fds=
+if RUN -d $SB3 --rootfs "$R" pod3 sh -c 'sleep 1000' >"$tmp/out" 2>&1; then
+	pod_shim=$(shim_of pod3)
+	t0=$(date +%s%N)
+	for round in 1 2 3; do
+		soak_pids=
+		for i in $(seq 8); do
+			soak_one "s$round-$i" >"$tmp/soak-$round-$i" 2>&1 &
+			soak_pids="$soak_pids $!"
+		done
+		out=$(RUN --rm $IN3 --rootfs "$tmp/rootfs2" "pj$round" cat /marker 2>&1)
+		[ "$out" = second-image ] || soak_bad="$soak_bad pod join $round: $out;"
+		out=$(C task exec --exec-id "pe$round" pod3 echo pod-exec 2>&1)
+		[ "$out" = pod-exec ] || soak_bad="$soak_bad pod exec $round: $out;"
+		# Only these: containerd is a child of ours too.
+		wait $soak_pids
+		for i in $(seq 8); do
+			[ -s "$tmp/soak-$round-$i" ] && soak_bad="$soak_bad $(cat "$tmp/soak-$round-$i");"
+		done
+		sleep 0.5 # the pod's left container's disk goes on the worker
+		pod_fds="$pod_fds $(fds "$pod_shim")"
+	done
+	t1=$(date +%s%N)
+	echo "INFO containerd: soak, 3 rounds of 8 parallel run+exec+kill+delete: $(((t1 - t0) / 1000000)) ms"
+	C task kill -s SIGKILL pod3 >/dev/null 2>&1
+	for _ in $(seq 100); do [ "$(state pod3)" = STOPPED ] && break; sleep 0.1; done
+	C task delete pod3 >/dev/null 2>&1
+	C container rm pod3 >/dev/null 2>&1
+	left=$(leftovers)
+	set -- $pod_fds
+	[ -z "$soak_bad" ] && [ -z "$left" ] && [ "$2" = "$1" ] && [ "$3" = "$1" ] && pass soak ||
+		fail soak "${soak_bad:-}${left:+ left: $left} pod shim fds by round:$pod_fds"
+else
+	fail soak "pod sandbox: $(cat "$tmp/out")"
 fi
 
 # ---- nothing left: shims, QEMU, husk-vsockd, sockets, VM dirs, mounts ----

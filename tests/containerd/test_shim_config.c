@@ -18,6 +18,7 @@
 
 #include <cmocka.h>
 
+#include "../../host-connector/shim/io.h"
 #include "../../host-connector/shim/shim.h"
 #include "shim/runtimeoptions.pb-c.h"
 
@@ -98,7 +99,9 @@ static void test_layers(void **state)
 	setenv("HUSK_CONFIG", base, 1);
 	const char *over = file(1, "over.json",
 				"{ \"memory_mib\": 200, \"vcpus\": 2, \"kernel\": null,\n"
-				"  \"transport\": \"hybrid\", \"state_dir\": \"/run/x\" }");
+				"  \"transport\": \"hybrid\", \"state_dir\": \"/run/x\",\n"
+				"  \"overlay_size\": \"64Mi\", \"vmm\": \"qemu\",\n"
+				"  \"qemu\": \"/usr/bin/qemu-system-x86_64\" }");
 	struct opts o;
 	struct shim_config c;
 	struct husk_err err = { 0 };
@@ -113,6 +116,9 @@ static void test_layers(void **state)
 	assert_true(c.debug_console);
 	assert_int_equal(c.log_level, 7);
 	assert_string_equal(c.state_dir, "/run/x");
+	assert_int_equal(c.overlay_bytes, 64ull << 20);
+	assert_string_equal(c.vmm, "qemu");
+	assert_string_equal(c.vmm_binary, "/usr/bin/qemu-system-x86_64");
 	char buf[PATH_MAX];
 	assert_string_equal(shim_config_state_dir(&c, buf, sizeof(buf)), "/run/x");
 	assert_non_null(strstr(c.sources, base));
@@ -168,7 +174,9 @@ static void test_defaults(void **state)
 	setenv("HUSK_CONFIG", file(0, "empty.json", "{}"), 1);
 	assert_int_equal(shim_config_load(&c, NULL, &err), 0);
 	assert_int_equal(c.vcpus, 0);
-	assert_null(c.qemu);
+	assert_null(c.vmm);
+	assert_null(c.vmm_binary);
+	assert_int_equal(c.overlay_bytes, 0);
 	assert_int_equal(c.accel, HUSK_ACCEL_AUTO);
 	shim_config_free(&c);
 	/* HUSK_CONFIG set: it must exist. */
@@ -202,6 +210,20 @@ static void test_errors(void **state)
 	load_fails(NULL, "text after the JSON object", NULL);
 	setenv("HUSK_CONFIG", file(0, "e.json", "[1]"), 1);
 	load_fails(NULL, "want a JSON object, got array", NULL);
+	/* A truncated file says so (json-c's own word is "continue"). */
+	setenv("HUSK_CONFIG", file(0, "e.json", "{ \"vcpus\": 2,\n  \"memory_mib\""), 1);
+	load_fails(NULL, "e.json: line 2", "ends before it is complete (a truncated file?)");
+	setenv("HUSK_CONFIG", file(0, "e.json", ""), 1);
+	load_fails(NULL, "e.json", "truncated");
+	/* Sizes: the one parser, no 0, no negative, no junk. */
+	setenv("HUSK_CONFIG", file(0, "e.json", "{ \"overlay_size\": 0 }"), 1);
+	load_fails(NULL, "key \"overlay_size\": 0", "default");
+	setenv("HUSK_CONFIG", file(0, "e.json", "{ \"overlay_size\": -5 }"), 1);
+	load_fails(NULL, "key \"overlay_size\": -5 is negative", NULL);
+	setenv("HUSK_CONFIG", file(0, "e.json", "{ \"overlay_size\": \"lots\" }"), 1);
+	load_fails(NULL, "key \"overlay_size\": want a size", "\"lots\"");
+	setenv("HUSK_CONFIG", file(0, "e.json", "{ \"vmm\": \"\" }"), 1);
+	load_fails(NULL, "key \"vmm\": empty", NULL);
 	setenv("HUSK_CONFIG", file(0, "e.json", "{}"), 1);
 	load_fails(options(&o, "containerd.runc.v1.Options", NULL, NULL),
 		   "containerd.runc.v1.Options", "runtimeoptions.v1.Options");

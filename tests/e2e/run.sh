@@ -13,7 +13,8 @@ huskctl=$build/bin/huskctl
 client=$build/test/guest-client
 kernel=${VM_KERNEL:-$build/kernel/bzImage}
 initrd=${VM_INITRD:-$build/initramfs.cpio.gz}
-for f in "$huskctl" "$client" "$kernel" "$initrd" "$build/bin/husk-vsockd" "$build/test/ptyrun"; do
+for f in "$huskctl" "$client" "$kernel" "$initrd" "$build/bin/husk-vsockd" "$build/test/ptyrun" \
+	"$build/test/husk-probe" "$build/test/sec-probe-host"; do
 	if [ ! -e "$f" ]; then
 		echo "FAIL e2e-prerequisites: $f is missing (run 'make')"
 		exit 1
@@ -38,6 +39,8 @@ RUN() { H run --kernel "$kernel" --initrd "$initrd" --image-cache "$tmp/cache" "
 
 rootfs=$tmp/rootfs
 "$here/../jail/make-rootfs.sh" "$rootfs"
+# What a hostile container process runs (tests/security/probe.c).
+cp "$build/test/husk-probe" "$rootfs/husk-probe"
 # 64 MiB of incompressible bytes to stream out of the VM.
 head -c $((64 << 20)) /dev/urandom >"$rootfs/blob"
 blob_sum=$(sha256sum <"$rootfs/blob" | cut -d' ' -f1)
@@ -213,6 +216,15 @@ else
 	exit 1
 fi
 
+# Only the host reaches the agent: a container process, root or not, gets
+# no connection to the agent's port, the console port or another process's
+# stdio ports at CID 1 or the guest's own CID, not even by racing the host
+# for a stdio port; the agent still serves the host afterwards
+# (tests/security/probe_host.c prints the PASS/FAIL lines). The agent
+# answers before the container exists: wait for it.
+for _ in $(seq 600); do H ps e2e >/dev/null 2>&1 && break; sleep 0.2; done
+"$build/test/sec-probe-host" --state-dir "$state" --name e2e
+
 out=$(H exec e2e -- sh -c 'echo in exec; cat /proc/1/cmdline | tr "\0" " "; exit 4' 2>&1)
 rc=$?
 [ $rc -eq 4 ] && echo "$out" | grep -q "^in exec$" && echo "$out" | grep -q "while :" &&
@@ -330,6 +342,9 @@ if [ -z "${VM_INITRD:-}" ]; then
 	for _ in $(seq 600); do H ping dbg >/dev/null 2>&1 && break; sleep 0.2; done
 	out=$(printf 'echo console-ok $(cat /proc/1/comm)\nexit\n' | H console dbg 2>&1)
 	echo "$out" | grep -q "console-ok init" && pass debug-console || fail debug-console "$out"
+	# With the console listening, a container still cannot reach it.
+	for _ in $(seq 600); do H ps dbg >/dev/null 2>&1 && break; sleep 0.2; done
+	"$build/test/sec-probe-host" --state-dir "$state" --name dbg --direct-only --label debug-console-
 	H kill dbg KILL >/dev/null 2>&1
 	wait $dbg_pid
 fi

@@ -23,4 +23,17 @@ if ! "$here/../../initramfs/build.sh" "$tmp/initrd.cpio.gz" --init "$build/bin/h
 	exit 1
 fi
 echo "PASS stock-kernel-initramfs"
+# The guest never carries the vsock loopback transport (a container could
+# reach the agent through it): not even when asked for.
+if zcat "$tmp/initrd.cpio.gz" | cpio -t --quiet 2>/dev/null | grep -q 'vsock_loopback'; then
+	echo "FAIL stock-kernel-initramfs-no-vsock-loopback: the initramfs carries it"
+elif "$here/../../initramfs/build.sh" "$tmp/loop.cpio.gz" --init "$build/bin/husk-agent" \
+	--kmods "$mods vsock_loopback" --kernel-release "$rel" --modules-dir "$stock/lib/modules/$rel" \
+	>"$tmp/loop.log" 2>&1; then
+	echo "FAIL stock-kernel-initramfs-no-vsock-loopback: --kmods vsock_loopback was packed"
+elif ! grep -q "vsock_loopback is never carried" "$tmp/loop.log"; then
+	echo "FAIL stock-kernel-initramfs-no-vsock-loopback: refused without saying why: $(tail -3 "$tmp/loop.log")"
+else
+	echo "PASS stock-kernel-initramfs-no-vsock-loopback"
+fi
 VM_KERNEL=$stock/vmlinuz VM_INITRD=$tmp/initrd.cpio.gz "$here/run.sh" "$build"

@@ -4,7 +4,10 @@
  * left by a dead owner is reclaimed; a VM opened by another user of the
  * library cannot be stopped by it; an agent that cannot serve powers the
  * VM off with its reason; the agent keeps serving while a CreateBundle
- * waits for a hot-added disk.
+ * waits for a hot-added disk; a VM larger than the host is refused; a disk
+ * another VM holds is named with QEMU's own words; a full writable layer
+ * is ENOSPC, not the OOM killer; the boot chain (husk_sandbox_start and
+ * husk_sandbox_add_container) on real QEMU.
  * Needs HUSK_KERNEL and HUSK_INITRD (set by tests/run.sh). */
 #include <errno.h>
 #include <fcntl.h>
@@ -17,10 +20,12 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/sysinfo.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <cmocka.h>
+#include <json-c/json.h>
 
 #include "husk.h"
 #include "husk/sandbox.pb-c.h"
@@ -127,7 +132,7 @@ static void test_start_open_stop(void **state)
 	struct husk_err err = { 0 };
 	assert_int_equal(husk_vm_start(&f->cfg, &vm, &err), 0);
 	assert_true(husk_vm_boot_ns(vm) > 0);
-	pid_t qemu = husk_vm_qemu_pid(vm), vsockd = husk_vm_vsockd_pid(vm);
+	pid_t qemu = husk_vm_vmm_pid(vm), vsockd = husk_vm_vsockd_pid(vm);
 	assert_true(qemu > 0 && vsockd > 0);
 
 	/* The name is taken while the VM runs. */
@@ -239,7 +244,7 @@ static void test_qemu_killed(void **state)
 	assert_int_equal(husk_vm_start(&f->cfg, &vm, &err), 0);
 	struct husk_agent *a = NULL;
 	assert_int_equal(husk_agent_open(vm, 5000, &a, &err), 0);
-	kill(husk_vm_qemu_pid(vm), SIGKILL);
+	kill(husk_vm_vmm_pid(vm), SIGKILL);
 	int r;
 	/* Until husk-vsockd notices, a call may still be in flight: the
 	 * call fails with EPIPE once the connection is gone. */
@@ -590,6 +595,228 @@ static void test_create_bundle_waits_for_disk(void **state)
 	f->cfg.hotplug_slots = 0;
 }
 
+/* ---- issue 14: bounds, disks in use, the writable layer ---- */
+
+/* Item 10: what this host cannot give one VM is refused by husk_vm_start,
+ * naming the field, before anything runs. */
+static void test_bigger_than_host(void **state)
+{
+	struct fixture *f = *state;
+	struct sysinfo si;
+	assert_int_equal(sysinfo(&si), 0);
+	unsigned mem_mib = (unsigned)((uint64_t)si.totalram * si.mem_unit >> 20);
+	unsigned cpus = (unsigned)sysconf(_SC_NPROCESSORS_ONLN);
+	struct husk_vm *vm = NULL;
+	struct husk_err err = { 0 };
+	f->cfg.name = "huge";
+	f->cfg.memory_mib = mem_mib + 1;
+	assert_int_equal(husk_vm_start(&f->cfg, &vm, &err), -EINVAL);
+	assert_non_null(strstr(err.msg, "memory_mib"));
+	f->cfg.memory_mib = 0;
+	f->cfg.vcpus = cpus + 1;
+	assert_int_equal(husk_vm_start(&f->cfg, &vm, &err), -EINVAL);
+	assert_non_null(strstr(err.msg, "vcpus"));
+	f->cfg.vcpus = 0;
+	assert_null(vm);
+	assert_nothing_left(f, "huge");
+}
+
+/* Item 11: a disk that another VM writes is refused by QEMU's image
+ * locking; the error says which disk and that it is in use, with QEMU's
+ * own line, and blames QEMU, not husk-vsockd, whichever of the two libhusk
+ * saw go first. One file given twice to one VM is refused up front. */
+static void test_disk_in_use(void **state)
+{
+	struct fixture *f = *state;
+	char data[256], cmd[512];
+	snprintf(data, sizeof(data), "%s/data.raw", f->state);
+	snprintf(cmd, sizeof(cmd), "truncate -s 8M %s", data);
+	assert_int_equal(system(cmd), 0);
+	struct husk_disk d = { .path = data, .serial = "data", .readonly = false };
+	struct husk_vm *holder = NULL, *vm = NULL;
+	struct husk_err err = { 0 };
+	f->cfg.name = "holder";
+	f->cfg.disks = &d;
+	f->cfg.n_disks = 1;
+	assert_int_equal(husk_vm_start(&f->cfg, &holder, &err), 0);
+	/* A few tries: which exit libhusk sees first varies. */
+	f->cfg.name = "second";
+	for (int i = 0; i < 3; i++) {
+		assert_int_equal(husk_vm_start(&f->cfg, &vm, &err), -ECHILD);
+		if (!strstr(err.msg, "Failed to get \"write\" lock") || !strstr(err.msg, data) ||
+		    !strstr(err.msg, "disk 0") || !strstr(err.msg, "in use by another process") ||
+		    !strstr(err.msg, "QEMU exited while the VM booted") ||
+		    strstr(err.msg, "husk-vsockd exited"))
+			fail_msg("try %d: %s", i, err.msg);
+		/* Only the holder runs. */
+		snprintf(cmd, sizeof(cmd), "pgrep -f -- '[/]%s/second/' >/dev/null", f->state + 1);
+		assert_int_not_equal(system(cmd), 0);
+		snprintf(cmd, sizeof(cmd), "%s/second", f->state);
+		assert_int_equal(access(cmd, F_OK), -1);
+	}
+	husk_vm_free(holder);
+	assert_nothing_left(f, "holder");
+
+	struct husk_disk twice[] = { d, { .path = data, .serial = "again", .readonly = false } };
+	f->cfg.name = "twice";
+	f->cfg.disks = twice;
+	f->cfg.n_disks = 2;
+	assert_int_equal(husk_vm_start(&f->cfg, &vm, &err), -EINVAL);
+	assert_non_null(strstr(err.msg, "given twice"));
+	assert_non_null(strstr(err.msg, data));
+	assert_nothing_left(f, "twice");
+	f->cfg.disks = NULL;
+	f->cfg.n_disks = 0;
+}
+
+/* Config.json for `script` in busybox sh, as a json-c object. */
+static json_object *sh_spec(const char *script)
+{
+	json_object *spec = json_tokener_parse(
+		"{\"ociVersion\":\"1.0.2\",\"root\":{\"path\":\"rootfs\"},"
+		"\"process\":{\"cwd\":\"/\",\"user\":{\"uid\":0,\"gid\":0},"
+		"\"env\":[\"PATH=/bin\"]},\"linux\":{\"namespaces\":[{\"type\":\"mount\"},"
+		"{\"type\":\"pid\"}]}}");
+	json_object *process, *args = json_object_new_array();
+	assert_non_null(spec);
+	json_object_object_get_ex(spec, "process", &process);
+	json_object_array_add(args, json_object_new_string("/bin/busybox"));
+	json_object_array_add(args, json_object_new_string("sh"));
+	json_object_array_add(args, json_object_new_string("-c"));
+	json_object_array_add(args, json_object_new_string(script));
+	json_object_object_add(process, "args", args);
+	return spec;
+}
+
+/* Runs the container `id` of `bundle` with no stdio: its exit status. */
+static uint32_t run_bundle(struct husk_agent *a, const char *id, const char *bundle)
+{
+	struct husk_err err = { 0 };
+	uint32_t pid = 0, status = 99;
+	const struct husk_stdio io = { 0 };
+	if (husk_task_create(a, id, bundle, &io, &pid, &err) < 0 ||
+	    husk_task_start(a, id, NULL, &pid, &err) < 0 ||
+	    husk_task_wait(a, id, NULL, &status, &err) < 0)
+		fail_msg("container %s: %s", id, err.msg);
+	assert_int_equal(husk_task_delete(a, id, NULL, NULL, &err), 0);
+	return status;
+}
+
+/* A container on the disk with `serial` running `script`: its status. */
+static uint32_t run_sh(struct husk_agent *a, const char *id, const char *serial,
+		       const char *script)
+{
+	json_object *spec = sh_spec(script);
+	struct husk_err err = { 0 };
+	char *bundle = NULL;
+	if (husk_agent_create_bundle(a, id, json_object_to_json_string(spec), serial, &bundle,
+				     &err) < 0)
+		fail_msg("bundle %s: %s", id, err.msg);
+	json_object_put(spec);
+	uint32_t status = run_bundle(a, id, bundle);
+	free(bundle);
+	return status;
+}
+
+/* Fills the container's writable layer: 42 when the writer failed with
+ * ENOSPC ("No space left on device", a non-zero status other than 137). */
+static const char fill_script[] =
+	"out=$(busybox dd if=/dev/zero of=/fill bs=1M 2>&1); rc=$?;"
+	" case \"$out\" in *\"No space left on device\"*) ;; *) exit 1;; esac;"
+	" [ $rc -ne 0 ] && [ $rc -ne 137 ] && exit 42; exit 2";
+
+/* Item 9: with the default writable layer, a container that fills it gets
+ * ENOSPC rather than the OOM killer, and the VM stays healthy: the agent
+ * answers and the next container runs. */
+static void test_overlay_full_enospc(void **state)
+{
+	struct fixture *f = *state;
+	char img[256];
+	make_image(f, "fill", "fill-disk", img, sizeof(img));
+	struct husk_disk root = { .path = img, .serial = "rootfs0", .readonly = true };
+	f->cfg.name = "fill";
+	f->cfg.disks = &root;
+	f->cfg.n_disks = 1;
+	struct husk_vm *vm = NULL;
+	struct husk_err err = { 0 };
+	assert_int_equal(husk_vm_start(&f->cfg, &vm, &err), 0);
+	struct husk_agent *a = NULL;
+	assert_int_equal(husk_agent_open(vm, 60000, &a, &err), 0);
+	assert_int_equal(husk_agent_create_sandbox(a, "fill", &err), 0);
+	assert_int_equal(run_sh(a, "writer", "rootfs0", fill_script), 42);
+	char version[64];
+	assert_int_equal(husk_agent_check(a, version, sizeof(version), &err), 0);
+	assert_int_equal(grep_marker(a, "after", "rootfs0", "fill-disk"), 0);
+	husk_agent_close(a);
+	assert_int_equal(husk_vm_stop(vm, 5000, &err), 0);
+	husk_vm_free(vm);
+	assert_nothing_left(f, "fill");
+	f->cfg.disks = NULL;
+	f->cfg.n_disks = 0;
+}
+
+/* The boot chain on real QEMU: a bundle the agent refuses leaves no VM; a
+ * cold start whose bundle has the writable layer asked for (16 MiB, as
+ * statfs says); a container joining over a hot-added disk, whose failed first
+ * try gave its slot back, and whose own 8 MiB layer fills to ENOSPC. */
+static void test_boot_chain(void **state)
+{
+	struct fixture *f = *state;
+	char one[256], two[256];
+	make_image(f, "chain1", "chain-one", one, sizeof(one));
+	make_image(f, "chain2", "chain-two", two, sizeof(two));
+	struct husk_disk root = { .path = one, .serial = "rootfs0", .readonly = true };
+	f->cfg.name = "chain";
+	f->cfg.disks = &root;
+	f->cfg.n_disks = 1;
+	f->cfg.hotplug_slots = 1;
+	struct husk_err err = { 0 };
+	struct husk_vm *vm = NULL;
+	char *bundle = NULL;
+
+	/* The overlay's statfs is its upper layer's: 4096 blocks of 4 KiB. */
+	json_object *cold = sh_spec("[ \"$(busybox stat -f -c '%b %S' /)\" = '4096 4096' ] &&"
+				    " busybox grep -qx chain-one /marker");
+	struct husk_bundle_spec b = { .id = "bad/id", .spec_json = json_object_to_json_string(cold),
+				      .rootfs_serial = "rootfs0", .overlay_bytes = 16 << 20 };
+	assert_int_equal(husk_sandbox_start(&f->cfg, NULL, &b, &vm, &bundle, &err), -EINVAL);
+	assert_non_null(strstr(err.msg, "bad/id"));
+	assert_null(vm);
+	assert_nothing_left(f, "chain");
+
+	struct husk_sandbox_opts sb = { .hostname = "chain" };
+	b.id = "c1";
+	if (husk_sandbox_start(&f->cfg, &sb, &b, &vm, &bundle, &err) < 0)
+		fail_msg("husk_sandbox_start: %s", err.msg);
+	json_object_put(cold);
+	struct husk_agent *a = NULL;
+	assert_int_equal(husk_agent_open(vm, 60000, &a, &err), 0);
+	assert_int_equal(run_bundle(a, "c1", bundle), 0);
+	free(bundle);
+	bundle = NULL;
+
+	json_object *fill = sh_spec(fill_script);
+	struct husk_disk d = { .path = two, .serial = "rootfs1", .readonly = true };
+	struct husk_bundle_spec j = { .id = "bad/id", .spec_json = json_object_to_json_string(fill),
+				      .overlay_bytes = 8 << 20 };
+	assert_int_equal(husk_sandbox_add_container(vm, &d, &j, &bundle, &err), -EINVAL);
+	assert_non_null(strstr(err.msg, "bad/id"));
+	j.id = "c2";
+	if (husk_sandbox_add_container(vm, &d, &j, &bundle, &err) < 0)
+		fail_msg("husk_sandbox_add_container: %s", err.msg);
+	json_object_put(fill);
+	assert_int_equal(run_bundle(a, "c2", bundle), 42);
+	free(bundle);
+	husk_agent_close(a);
+	assert_int_equal(husk_vm_remove_disk(vm, "rootfs1", 0, &err), 0);
+	assert_int_equal(husk_vm_stop(vm, 5000, &err), 0);
+	husk_vm_free(vm);
+	assert_nothing_left(f, "chain");
+	f->cfg.disks = NULL;
+	f->cfg.n_disks = 0;
+	f->cfg.hotplug_slots = 0;
+}
+
 int main(void)
 {
 	signal(SIGPIPE, SIG_IGN);
@@ -604,6 +831,10 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_qemu_killed, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_hotplug_disk, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_create_bundle_waits_for_disk, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_bigger_than_host, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_disk_in_use, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_overlay_full_enospc, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_boot_chain, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

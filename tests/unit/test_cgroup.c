@@ -29,6 +29,8 @@
 #include <cmocka.h>
 
 #include "jail/cgroup.h"
+#include "jail/container.h"
+#include "jail/spec.h"
 
 #define CG2_MAGIC 0x63677270UL
 /* Guards against hangs only; nothing asserts that anything is fast. */
@@ -150,6 +152,15 @@ static int fake_teardown(void **state)
 		assert_non_null(got_);                                                     \
 		assert_string_equal(got_, want);                                           \
 	} while (0)
+
+static int fake_setup_container(void **state)
+{
+	static const char *const files[] = { "memory.max", "cgroup.procs" };
+	fake_setup_files(state, files, sizeof(files) / sizeof(files[0]));
+	struct fake *f = *state;
+	write_file(f->dir, "memory.events", "low 0\nhigh 0\nmax 0\noom 0\noom_kill 0\n");
+	return 0;
+}
 
 /* ---- (b) apply against a fake directory ---------------------------------- */
 
@@ -1148,6 +1159,92 @@ static void test_stats_real(void **state)
 	assert_true(WIFSIGNALED(status));
 }
 
+/* ---- why a container's init died during setup ------------------------------ */
+
+/* The OOM killer cannot be made to strike during setup on a host whose
+ * cgroup2 mount has no memory controller (the development machine), so a
+ * createRuntime hook plays it on a fake cgroup: it SIGKILLs the init, which
+ * waits for the runtime's go, and, as the kernel would, counts the kill in
+ * memory.events. Create must then say why the init died. */
+static struct jail_container *create_with_killer(struct fake *f, const char *mode,
+						 const char *resources, struct husk_err *err,
+						 int *r)
+{
+	char hook[512], json[8192];
+	snprintf(hook, sizeof(hook), "%s/oom-hook.sh", f->root);
+	write_file(f->root, "oom-hook.sh",
+		   "#!/bin/sh\n"
+		   "pid=$(sed -n 's/.*\"pid\":\\([0-9]*\\).*/\\1/p')\n"
+		   "[ \"$1\" = oom ] && printf 'low 0\\nhigh 0\\nmax 3\\noom 1\\noom_kill 1\\n' "
+		   ">\"$2/memory.events\"\n"
+		   "kill -9 \"$pid\"\n");
+	assert_int_equal(chmod(hook, 0755), 0);
+	snprintf(json, sizeof(json),
+		 "{\"ociVersion\":\"1.0.2\",\"root\":{\"path\":\"/\"},"
+		 "\"process\":{\"user\":{\"uid\":0,\"gid\":0},\"args\":[\"true\"],\"cwd\":\"/\"},"
+		 "\"hooks\":{\"createRuntime\":[{\"path\":\"%s\",\"args\":[\"hook\",\"%s\",\"%s\"]}]},"
+		 "\"linux\":{\"namespaces\":[{\"type\":\"mount\"}],\"cgroupsPath\":\"/ctr\"%s}}",
+		 hook, mode, f->dir, resources);
+	struct jail_spec *spec = NULL;
+	assert_int_equal(jail_spec_parse(json, strlen(json), NULL, &spec, err), 0);
+	struct jail_create_opts opts = {
+		.id = "early",
+		.bundle = f->root,
+		.state_dir = f->root,
+		.cgroup_mount = f->root,
+		.stdio = { -1, -1, -1 },
+		.no_exec_fifo = true,
+	};
+	struct jail_container *c = NULL;
+	*r = jail_container_create(spec, &opts, &c, err);
+	jail_spec_free(spec);
+	unlink(hook);
+	return c;
+}
+
+static void test_init_oom_killed_names_limit(void **state)
+{
+	struct fake *f = *state;
+	if (geteuid() != 0)
+		skip();
+	struct husk_err err = {0};
+	int r;
+	struct jail_container *c = create_with_killer(
+		f, "oom", ",\"resources\":{\"memory\":{\"limit\":4096}}", &err, &r);
+	assert_null(c);
+	assert_int_equal(r, -ENOMEM);
+	assert_string_equal(err.msg, "linux.resources.memory.limit 4096: too small for the "
+				     "container's init (killed by the OOM killer before exec)");
+	/* create wrote the limit before the init existed */
+	ASSERT_FILE(f, "memory.max", "4096");
+
+	/* The OOM killer without a limit of ours (an ancestor's): the
+	 * cgroup is named instead. */
+	write_file(f->dir, "memory.events", "oom_kill 0\n");
+	c = create_with_killer(f, "oom", "", &err, &r);
+	assert_null(c);
+	assert_int_equal(r, -ENOMEM);
+	assert_non_null(strstr(err.msg, "the init was killed by the OOM killer of cgroup"));
+	assert_non_null(strstr(err.msg, "/ctr before exec (memory.events oom_kill 1)"));
+}
+
+/* Killed by something else: the wait status says so, the OOM killer is
+ * not blamed. */
+static void test_init_killed_says_signal(void **state)
+{
+	struct fake *f = *state;
+	if (geteuid() != 0)
+		skip();
+	struct husk_err err = {0};
+	int r;
+	struct jail_container *c = create_with_killer(
+		f, "kill", ",\"resources\":{\"memory\":{\"limit\":1048576}}", &err, &r);
+	assert_null(c);
+	assert_int_equal(r, -EPIPE);
+	assert_string_equal(err.msg, "container setup: init process exited early: killed by "
+				     "signal 9 (Killed)");
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1174,6 +1271,10 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_pids_and_events_fake, fake_setup_empty,
 						fake_teardown),
 		cmocka_unit_test_setup_teardown(test_kill_fallback_fake, fake_setup_empty,
+						fake_teardown),
+		cmocka_unit_test_setup_teardown(test_init_oom_killed_names_limit,
+						fake_setup_container, fake_teardown),
+		cmocka_unit_test_setup_teardown(test_init_killed_says_signal, fake_setup_container,
 						fake_teardown),
 		cmocka_unit_test_setup_teardown(test_check_usable, real_setup, real_teardown),
 		cmocka_unit_test_setup_teardown(test_lifecycle, real_setup, real_teardown),

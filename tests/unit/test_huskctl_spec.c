@@ -1,4 +1,5 @@
-/* Unit tests for huskctl's OCI spec builder (host-connector/huskctl/spec.c).
+/* Unit tests for huskctl's OCI spec builder (host-connector/huskctl/spec.c)
+ * and its run option table (runopts.c).
  *
  * Every produced document is parsed back with json-c and its fields
  * checked; the last tests hand it to libjail's own parser, which is what
@@ -25,6 +26,7 @@
 #include <cmocka.h>
 #include <json-c/json.h>
 
+#include "../../host-connector/huskctl/runopts.h"
 #include "../../host-connector/huskctl/spec.h"
 #include "jail/spec.h"
 
@@ -692,11 +694,14 @@ static void test_parse_size(void **state)
 		{ "16777215T", UINT64_C(16777215) << 40 },
 		{ "18446744073709551615", UINT64_MAX },
 		{ "017179869183G", UINT64_C(17179869183) << 30 },
+		/* One parser for huskctl and HUSK_IMAGE_CACHE_MAX: "Gi" too. */
+		{ "1Mi", 1048576 },
+		{ "1Gi", 1073741824 },
 	};
 	for (size_t i = 0; i < sizeof(ok) / sizeof(ok[0]); i++) {
 		uint64_t v = 1;
 		struct husk_err err = { 0 };
-		int r = huskctl_parse_size(ok[i].s, &v, &err);
+		int r = husk_parse_size(ok[i].s, &v, &err);
 		if (r != 0 || v != ok[i].v)
 			print_error("\"%s\": %d %s -> %llu\n", ok[i].s, r, err.msg,
 				    (unsigned long long)v);
@@ -713,7 +718,7 @@ static void test_parse_size(void **state)
 		{ "12KQ", -EINVAL, "unknown suffix \"KQ\"" },
 		{ "1.5G", -EINVAL, "unknown suffix \".5G\"" },
 		{ "12 M", -EINVAL, "unknown suffix \" M\"" },
-		{ "1Mi", -EINVAL, "unknown suffix \"Mi\"" },
+		{ "1Mib2", -EINVAL, "unknown suffix \"Mib2\"" },
 		{ "1E", -EINVAL, "unknown suffix \"E\"" },
 		{ "5bb", -EINVAL, "unknown suffix \"bb\"" },
 		{ "", -EINVAL, "size \"\"" },
@@ -730,7 +735,7 @@ static void test_parse_size(void **state)
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
 		uint64_t v = 42;
 		struct husk_err err = { 0 };
-		int r = huskctl_parse_size(bad[i].s, &v, &err);
+		int r = husk_parse_size(bad[i].s, &v, &err);
 		if (r != bad[i].code || !strstr(err.msg, bad[i].needle))
 			print_error("\"%s\": %d \"%s\", wanted %d \"%s\"\n", bad[i].s, r, err.msg,
 				    bad[i].code, bad[i].needle);
@@ -740,7 +745,133 @@ static void test_parse_size(void **state)
 		assert_true(v == 42); /* untouched on failure */
 	}
 	uint64_t v = 0;
-	assert_int_equal(huskctl_parse_size(NULL, &v, NULL), -EINVAL);
+	assert_int_equal(husk_parse_size(NULL, &v, NULL), -EINVAL);
+}
+
+/* ---- huskctl run's options ------------------------------------------------------------------ */
+
+#define NARGS(a) ((int)(sizeof(a) / sizeof((a)[0])) - 1)
+
+static int parse_run(char **argv, int argc, struct run_opts *o, struct husk_err *err)
+{
+	*err = (struct husk_err){ 0 };
+	return huskctl_run_parse(argc, argv, o, err);
+}
+
+static void test_run_options(void **state)
+{
+	(void)state;
+	struct run_opts o;
+	struct husk_err err;
+	char *ok[] = { "run", "-t", "-i", "-e", "A=1", "-e", "B=2", "-w", "/w", "-u", "1:2", "-n", "nm",
+		       "--hostname", "h", "--cpus", "1", "--memory", "128", "--rootfs", "/r",
+		       "--limit-memory", "1Gi", "--limit-pids", "7", "--overlay-size", "64M",
+		       "--cpu-shares", "512", "--io-weight", "10", "--sysctl", "a.b=1",
+		       "--disk", "/d:/t:ro", "--io-max", "254:0:rbps=1M", "--accel", "tcg",
+		       "--transport", "hybrid", "--log-level", "7", "--boot-timeout", "5000",
+		       "--debug-console", "--agent-log", "--", "sh", "-c", "x", NULL };
+	if (parse_run(ok, NARGS(ok), &o, &err) < 0)
+		fail_msg("%s", err.msg);
+	assert_true(o.p.tty && o.p.interactive && o.debug_console && o.agent_log);
+	assert_int_equal(o.p.n_env, 2);
+	assert_string_equal(o.p.env[1], "B=2");
+	assert_string_equal(o.p.cwd, "/w");
+	assert_string_equal(o.p.user, "1:2");
+	assert_string_equal(o.name, "nm");
+	assert_string_equal(o.hostname, "h");
+	assert_int_equal(o.cpus, 1);
+	assert_int_equal(o.memory_mib, 128);
+	assert_string_equal(o.rootfs, "/r");
+	assert_true(o.limit_memory == UINT64_C(1) << 30);
+	assert_true(o.limit_pids == 7);
+	assert_true(o.overlay_bytes == UINT64_C(64) << 20);
+	assert_true(o.cpu_shares == 512);
+	assert_int_equal(o.io_weight, 10);
+	assert_int_equal(o.n_sysctls, 1);
+	assert_int_equal(o.n_disks, 1);
+	assert_string_equal(o.disks[0], "/d:/t:ro");
+	assert_int_equal(o.n_io_limits, 1);
+	assert_true(o.io_limits[0].rbps == 1048576);
+	assert_int_equal(o.accel, HUSK_ACCEL_TCG);
+	assert_int_equal(o.transport, HUSK_TRANSPORT_HYBRID);
+	assert_int_equal(o.log_level, 7);
+	assert_int_equal(o.boot_timeout_ms, 5000);
+	assert_int_equal(o.n_args, 3);
+	assert_string_equal(o.args[0], "sh");
+
+	/* Defaults stay 0: the VM's and the agent's own. */
+	char *min[] = { "run", "--image", "/i", "true", NULL };
+	assert_int_equal(parse_run(min, NARGS(min), &o, &err), 0);
+	assert_int_equal(o.cpus, 0);
+	assert_int_equal(o.memory_mib, 0);
+	assert_true(o.overlay_bytes == 0 && o.limit_pids == 0);
+	assert_string_equal(o.image, "/i");
+}
+
+/* Issue 14 item 10: a 0 that would silently mean "default" or "none" is
+ * refused, naming the option; so is a VM the host cannot hold. */
+static void test_run_options_refused(void **state)
+{
+	(void)state;
+	static const char *const zero[] = { "--cpus", "--memory", "--limit-memory", "--limit-pids",
+					    "--boot-timeout", "--log-level", "--cpu-quota",
+					    "--cpu-period", "--cpu-shares", "--io-weight",
+					    "--overlay-size" };
+	struct run_opts o;
+	struct husk_err err;
+	for (size_t i = 0; i < sizeof(zero) / sizeof(zero[0]); i++) {
+		char *argv[] = { "run", (char *)zero[i], "0", "--rootfs", "/r", "true", NULL };
+		int r = parse_run(argv, 6, &o, &err);
+		if (r != -EINVAL || !strstr(err.msg, zero[i]))
+			fail_msg("%s 0: %d %s", zero[i], r, err.msg);
+	}
+	struct husk_host_limits host;
+	assert_int_equal(husk_host_limits(&host, &err), 0);
+	char mem[32], cpus[32];
+	snprintf(mem, sizeof(mem), "%u", host.memory_mib + 1);
+	snprintf(cpus, sizeof(cpus), "%u", host.cpus + 1);
+	const struct {
+		const char *opt, *val, *needle;
+	} bad[] = {
+		{ "--memory", "12abc", "--memory \"12abc\"" },
+		{ "--memory", "32", "want a number from 64" },
+		{ "--memory", "9999999", "--memory" },
+		{ "--memory", mem, "more than this host's memory" },
+		{ "--cpus", cpus, "online CPUs" },
+		{ "--cpus", "256", "--cpus" },
+		{ "--limit-pids", "-1", "--limit-pids" },
+		{ "--limit-memory", "12Q", "--limit-memory: size \"12Q\"" },
+		{ "--overlay-size", "1G", "more than the VM's memory (256 MiB)" },
+		{ "--transport", "unix", "--transport" },
+		{ "--accel", "xen", "--accel" },
+		{ "--limit-cpus", "0.001", "--limit-cpus" },
+		{ "--sysctl", "novalue", "--sysctl novalue" },
+		{ "--io-max", "1:2", "--io-max" },
+	};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		char *argv[] = { "run", (char *)bad[i].opt, (char *)bad[i].val, "--rootfs", "/r", "true",
+				 NULL };
+		int r = parse_run(argv, 6, &o, &err);
+		if (r >= 0 || r != err.code || !strstr(err.msg, bad[i].needle))
+			fail_msg("%s %s: %d \"%s\", wanted \"%s\"", bad[i].opt, bad[i].val, r, err.msg,
+				 bad[i].needle);
+	}
+	/* What the options mean together. */
+	char *both[] = { "run", "--limit-cpus", "1", "--cpu-quota", "5000", "--rootfs", "/r", "true",
+			 NULL };
+	assert_int_equal(parse_run(both, 8, &o, &err), -EINVAL);
+	assert_non_null(strstr(err.msg, "--limit-cpus"));
+	char *nocmd[] = { "run", "--rootfs", "/r", NULL };
+	assert_int_equal(parse_run(nocmd, 3, &o, &err), -EINVAL);
+	assert_non_null(strstr(err.msg, "no command"));
+	char *two[] = { "run", "--rootfs", "/r", "--image", "/i", "true", NULL };
+	assert_int_equal(parse_run(two, 6, &o, &err), -EINVAL);
+	assert_non_null(strstr(err.msg, "--rootfs DIR or --image FILE"));
+	/* A larger VM takes a larger layer. */
+	char *big[] = { "run", "--memory", "2048", "--overlay-size", "1G", "--rootfs", "/r", "true",
+			NULL };
+	if (host.memory_mib >= 2048)
+		assert_int_equal(parse_run(big, 8, &o, &err), 0);
 }
 
 /* ---- what the guest will make of it ----------------------------------------------------------- */
@@ -939,6 +1070,8 @@ int main(void)
 		cmocka_unit_test(test_bad_spec),
 		cmocka_unit_test(test_resources),
 		cmocka_unit_test(test_parse_size),
+		cmocka_unit_test(test_run_options),
+		cmocka_unit_test(test_run_options_refused),
 		cmocka_unit_test_setup_teardown(test_libjail_parses_spec, bundle_setup,
 						bundle_teardown),
 		cmocka_unit_test_setup_teardown(test_libjail_parses_process, bundle_setup,

@@ -1208,7 +1208,7 @@ static void test_parse_size(void **state)
 	struct husk_err err = { 0 };
 	for (size_t i = 0; i < ARRAY_SIZE(ok); i++) {
 		uint64_t v = 1234;
-		if (husk_image_parse_size(ok[i].s, &v, &err) != 0)
+		if (husk_parse_size(ok[i].s, &v, &err) != 0)
 			fail_msg("\"%s\": %s", ok[i].s, err.msg);
 		assert_int_equal(v, ok[i].v);
 	}
@@ -1216,7 +1216,7 @@ static void test_parse_size(void **state)
 					   "99999999999999999999", "17179869184G" };
 	for (size_t i = 0; i < ARRAY_SIZE(bad); i++) {
 		uint64_t v = 1234;
-		int r = husk_image_parse_size(bad[i], &v, &err);
+		int r = husk_parse_size(bad[i], &v, &err);
 		if (r != -EINVAL && r != -ERANGE)
 			fail_msg("\"%s\": %d", bad[i], r);
 		assert_int_equal(v, 1234);

@@ -45,6 +45,9 @@ struct fixture {
 	bool running;
 	struct ev_loop *cloop;
 	struct ttrpc_client *client;
+	/* set before start_server: the listener's accept filter */
+	ttrpc_accept_filter_fn filter;
+	void *filter_data;
 };
 
 static void on_stop(struct ev_io *io, int fd, uint32_t events, void *data)
@@ -76,7 +79,11 @@ static void start_server(struct fixture *f, const struct ttrpc_server_opts *opts
 		assert_int_equal(echo_service_register(f->srv, &f->echo, &err), 0);
 	int lfd = husk_unix_listen(f->path, &err);
 	assert_true(lfd >= 0);
-	assert_int_equal(ttrpc_server_add_listener(f->srv, lfd, &err), 0);
+	if (f->filter)
+		assert_int_equal(ttrpc_server_add_listener_filtered(f->srv, lfd, f->filter,
+								    f->filter_data, &err), 0);
+	else
+		assert_int_equal(ttrpc_server_add_listener(f->srv, lfd, &err), 0);
 	assert_int_equal(pipe2(f->stop_pipe, O_CLOEXEC), 0);
 	assert_int_equal(ev_io_add(f->sloop, f->stop_pipe[0], EPOLLIN, on_stop, f->sloop,
 				   &f->stop_io, &err), 0);
@@ -787,6 +794,51 @@ static void test_peer_uid_check(void **state)
 	assert_int_equal(WEXITSTATUS(status), 0);
 }
 
+struct filter_state {
+	int calls;
+	pid_t peer_pid; /* of the last connection the filter saw */
+};
+
+/* Refuses the 1st, 3rd, ... connection; runs on the server's thread. */
+static int refuse_odd(int fd, void *data)
+{
+	struct filter_state *s = data;
+	struct ucred cred;
+	socklen_t len = sizeof(cred);
+	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) == 0)
+		__atomic_store_n(&s->peer_pid, cred.pid, __ATOMIC_RELAXED);
+	return __atomic_add_fetch(&s->calls, 1, __ATOMIC_RELAXED) % 2 ? -EPERM : 0;
+}
+
+/* A listener's accept filter sees each accepted socket; a refused one is
+ * closed before a byte is read from it, and the listener keeps serving. */
+static void test_accept_filter(void **state)
+{
+	struct fixture *f = *state;
+	struct filter_state fs = { 0 };
+	f->filter = refuse_odd;
+	f->filter_data = &fs;
+	start_server(f, NULL, NULL);
+	uint8_t frame[512];
+	size_t frame_len = build_request(frame, sizeof(frame), 1, "Echo", "x", 0);
+
+	int refused = raw_connect(f);
+	if (send(refused, frame, frame_len, MSG_NOSIGNAL) < 0)
+		assert_true(errno == EPIPE || errno == ECONNRESET);
+	assert_true(peer_closed(refused));
+	close(refused);
+	assert_int_equal(__atomic_load_n(&fs.calls, __ATOMIC_RELAXED), 1);
+	assert_int_equal(__atomic_load_n(&fs.peer_pid, __ATOMIC_RELAXED), getpid());
+
+	connect_client(f); /* the 2nd: served */
+	assert_echo_works(f);
+	refused = raw_connect(f);
+	assert_true(peer_closed(refused));
+	close(refused);
+	assert_echo_works(f); /* the served one is unaffected */
+	assert_int_equal(__atomic_load_n(&fs.calls, __ATOMIC_RELAXED), 3);
+}
+
 static void test_register_by_name(void **state)
 {
 	(void)state;
@@ -839,6 +891,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_call_limit_per_connection, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_handler_without_reply, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_peer_uid_check, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_accept_filter, setup, teardown),
 		cmocka_unit_test(test_register_by_name),
 	};
 	return cmocka_run_group_tests_name("ttrpc-rpc", tests, NULL, NULL);

@@ -29,6 +29,7 @@
 #include <cmocka.h>
 #include <seccomp.h>
 
+#include "jail/debug.h"
 #include "jail/security.h"
 
 #define BIT(c) (UINT64_C(1) << (c))
@@ -115,6 +116,53 @@ static void need_root(void)
 {
 	if (getuid() != 0)
 		skip();
+}
+
+/* ---- jail_debug's notes ---------------------------------------------------- */
+
+/* Collects jail_debug lines, from us and from the children we fork, in a
+ * pipe: start before the work, read after the children exited. */
+static int debug_pipe[2] = { -1, -1 };
+
+static void debug_capture(void)
+{
+	assert_int_equal(pipe2(debug_pipe, O_CLOEXEC | O_NONBLOCK), 0);
+	jail_set_debug_fd(debug_pipe[1]);
+}
+
+static const char *debug_captured(void)
+{
+	static char buf[4096];
+	jail_set_debug_fd(-1);
+	close(debug_pipe[1]);
+	ssize_t n = read(debug_pipe[0], buf, sizeof(buf) - 1);
+	close(debug_pipe[0]);
+	debug_pipe[0] = debug_pipe[1] = -1;
+	buf[n > 0 ? n : 0] = '\0';
+	return buf;
+}
+
+/* The init writes notes up to its execve, maybe to the stderr of a
+ * `create` long gone: a pipe without a reader must not kill it. */
+static int child_debug_no_reader(void *arg, struct msg *m)
+{
+	(void)arg;
+	int p[2];
+	CHECK(m, pipe2(p, O_CLOEXEC) == 0, "pipe2: %s", strerror(errno));
+	close(p[0]);
+	CHECK(m, signal(SIGPIPE, SIG_DFL) != SIG_ERR, "signal: %s", strerror(errno));
+	jail_set_debug_fd(p[1]);
+	jail_debug("nobody reads %d", 1);
+	jail_debug("nobody reads %d", 2);
+	sigset_t pending;
+	CHECK(m, sigpending(&pending) == 0 && !sigismember(&pending, SIGPIPE), "SIGPIPE pending");
+	return 0;
+}
+
+static void test_debug_without_reader(void **state)
+{
+	(void)state;
+	expect_child_ok(child_debug_no_reader, NULL);
 }
 
 /* ---- what the kernel says about us --------------------------------------- */
@@ -370,22 +418,75 @@ static void expect_creds_error(const struct jail_process *p, const char *want_su
 		fail_msg("error \"%s\" lacks \"%s\"", r.text, want_substr);
 }
 
-static void test_creds_ambient_error(void **state)
+/* An ambient capability the kernel will not raise (not both permitted and
+ * inheritable) is skipped with a debug note, as runc skips it: `runc spec`
+ * itself asks for ambient capabilities without inheritable ones. */
+struct ambient_case {
+	struct jail_process p;
+	uint64_t want_ambient;
+};
+
+static int child_ambient_skipped(void *arg, struct msg *m)
+{
+	const struct ambient_case *c = arg;
+	struct husk_err err = { 0 };
+	CHECK(m, jail_creds_apply(&c->p, &err) == 0, "jail_creds_apply: %s", err.msg);
+	struct jail_caps want = c->p.caps;
+	want.ambient = c->want_ambient;
+	if (check_caps(m, &want) < 0)
+		return -1;
+	return check_ids(m, c->p.user.uid, c->p.user.gid, NULL, 0);
+}
+
+static void test_creds_ambient_not_raisable(void **state)
 {
 	(void)state;
 	need_root();
-	struct jail_process p = {
-		.user = { .uid = 1000, .gid = 1000 },
-		.has_caps = true,
-		.caps = { .bounding = docker_caps,
-			  .permitted = docker_caps,
-			  .effective = BIT(CAP_KILL),
-			  .inheritable = BIT(CAP_KILL),
-			  .ambient = BIT(CAP_KILL) | BIT(CAP_NET_RAW) },
+	/* `runc spec`: root, no inheritable set. */
+	const uint64_t runc_caps = BIT(CAP_AUDIT_WRITE) | BIT(CAP_KILL) | BIT(CAP_NET_BIND_SERVICE);
+	struct ambient_case runc = {
+		.p = { .has_caps = true,
+		       .no_new_privileges = true,
+		       .caps = { .bounding = runc_caps,
+				 .permitted = runc_caps,
+				 .effective = runc_caps,
+				 .ambient = runc_caps } },
+		.want_ambient = 0,
 	};
-	expect_creds_error(&p, "process.capabilities.ambient: raise CAP_NET_RAW");
-	expect_creds_error(&p, "Operation not permitted");
+	debug_capture();
+	expect_child_ok(child_ambient_skipped, &runc);
+	const char *notes = debug_captured();
+	assert_non_null(strstr(notes, "husk-jail: debug: process.capabilities.ambient: CAP_KILL "
+				      "not raised (it must be in the permitted and inheritable "
+				      "sets)\n"));
+	assert_non_null(strstr(notes, "CAP_NET_BIND_SERVICE not raised"));
+	assert_non_null(strstr(notes, "CAP_AUDIT_WRITE not raised"));
 
+	/* A non-root user: what can be raised is, the rest is skipped. */
+	struct ambient_case mixed = {
+		.p = { .user = { .uid = 1000, .gid = 1000 },
+		       .has_caps = true,
+		       .caps = { .bounding = docker_caps,
+				 .permitted = docker_caps,
+				 .effective = BIT(CAP_KILL),
+				 .inheritable = BIT(CAP_KILL),
+				 .ambient = BIT(CAP_KILL) | BIT(CAP_NET_RAW) } },
+		.want_ambient = BIT(CAP_KILL),
+	};
+	debug_capture();
+	expect_child_ok(child_ambient_skipped, &mixed);
+	notes = debug_captured();
+	assert_non_null(strstr(notes, "CAP_NET_RAW not raised"));
+	assert_null(strstr(notes, "CAP_KILL"));
+
+	/* Without a debug fd the note goes nowhere, and nothing fails. */
+	expect_child_ok(child_ambient_skipped, &runc);
+}
+
+static void test_creds_caps_errors(void **state)
+{
+	(void)state;
+	need_root();
 	struct jail_process q = {
 		.has_caps = true,
 		.caps = { .bounding = docker_caps,
@@ -393,6 +494,15 @@ static void test_creds_ambient_error(void **state)
 			  .effective = BIT(CAP_KILL) | BIT(CAP_CHOWN) },
 	};
 	expect_creds_error(&q, "process.capabilities.effective: CAP_CHOWN is not in the permitted set");
+
+	/* (uid_t)-1 is "unchanged" to setresuid: refused here too, not
+	 * only by the parser, before anything changes. */
+	struct jail_process minus1 = { .user = { .uid = UINT32_MAX, .gid = 0 } };
+	expect_creds_error(&minus1, "uids and gids must be in range 0-2147483647");
+	uint32_t groups[] = { 5, UINT32_MAX };
+	struct jail_process g = { .user = { .uid = 0, .gid = 0, .additional_gids = groups,
+					    .n_additional_gids = 2 } };
+	expect_creds_error(&g, "process.user.additionalGids[1]: 4294967295");
 }
 
 static int child_rlimits_oom_umask(void *arg, struct msg *m)
@@ -608,16 +718,6 @@ static void expect_build_error(const struct jail_seccomp *sc, const char *want)
 static void test_seccomp_build_errors(void **state)
 {
 	(void)state;
-	struct jail_seccomp_rule rules[] = {
-		rule(NAMES("read"), JAIL_SCMP_ERRNO),
-		rule(NAMES("write"), JAIL_SCMP_ERRNO),
-		rule(NAMES("open"), JAIL_SCMP_ERRNO),
-		rule(NAMES("mkdir", "not_a_syscall"), JAIL_SCMP_ALLOW),
-	};
-	struct jail_seccomp sc = allow_all(rules, 4);
-	/* Refused even though the rule repeats the default action. */
-	expect_build_error(&sc, "linux.seccomp.syscalls[3].names[1]: unknown syscall \"not_a_syscall\"");
-
 	struct jail_seccomp arch = allow_all(NULL, 0);
 	arch.architectures = NAMES("SCMP_ARCH_X86_64", "SCMP_ARCH_VAX");
 	arch.n_architectures = 2;
@@ -651,6 +751,32 @@ static int child_mkdir_eperm(void *arg, struct msg *m)
 	      strerror(errno));
 	CHECK(m, status_long("Seccomp") == 2, "Seccomp: %ld", status_long("Seccomp"));
 	return 0;
+}
+
+/* A name libseccomp does not know is skipped with a debug note, as runc
+ * skips it (profiles name syscalls newer than the library); the rest of
+ * its rule still applies. */
+static void test_seccomp_unknown_syscall_skipped(void **state)
+{
+	(void)state;
+	struct jail_seccomp_rule rules[] = {
+		rule(NAMES("read"), JAIL_SCMP_ALLOW),
+		rule(NAMES("not_a_syscall", "mkdir", "landlock_future_call"), JAIL_SCMP_ERRNO),
+	};
+	struct jail_seccomp sc = allow_all(rules, 2);
+	debug_capture();
+	void *f = build_or_fail(&sc);
+	const char *notes = debug_captured();
+	assert_non_null(strstr(notes, "husk-jail: debug: linux.seccomp.syscalls[1].names[0]: "
+				      "unknown syscall \"not_a_syscall\" ignored\n"));
+	assert_non_null(strstr(notes, "linux.seccomp.syscalls[1].names[2]: unknown syscall "
+				      "\"landlock_future_call\" ignored"));
+	if (getuid() == 0) {
+		struct jail_process p = { .no_new_privileges = true };
+		struct sec_case c = { &p, f };
+		expect_child_ok(child_mkdir_eperm, &c);
+	}
+	jail_seccomp_free(f);
 }
 
 static void test_seccomp_build_archs_flags(void **state)
@@ -1092,13 +1218,16 @@ int main(void)
 		cmocka_unit_test(test_creds_root_docker_caps),
 		cmocka_unit_test(test_creds_caps_beyond_kernel),
 		cmocka_unit_test(test_creds_no_caps_field),
-		cmocka_unit_test(test_creds_ambient_error),
+		cmocka_unit_test(test_debug_without_reader),
+		cmocka_unit_test(test_creds_ambient_not_raisable),
+		cmocka_unit_test(test_creds_caps_errors),
 		cmocka_unit_test(test_creds_rlimits_oom_umask),
 		cmocka_unit_test(test_creds_errors_name_field),
 		cmocka_unit_test(test_creds_setresuid_error),
 		cmocka_unit_test(test_creds_pdeathsig_kept),
 		cmocka_unit_test(test_creds_userns_setgroups),
 		cmocka_unit_test(test_seccomp_build_errors),
+		cmocka_unit_test(test_seccomp_unknown_syscall_skipped),
 		cmocka_unit_test(test_seccomp_build_archs_flags),
 		cmocka_unit_test(test_seccomp_errno_rule),
 		cmocka_unit_test(test_seccomp_arg_conditions),

@@ -123,7 +123,7 @@ static const char full_config[] =
 	" 'process': {\n"
 	"  'terminal': true,\n"
 	"  'consoleSize': {'height': 25, 'width': 80},\n"
-	"  'user': {'uid': 1000, 'gid': 1001, 'umask': 18, 'additionalGids': [5, 4294967295]},\n"
+	"  'user': {'uid': 1000, 'gid': 1001, 'umask': 18, 'additionalGids': [5, 2147483647]},\n"
 	"  'args': ['sh', '-c', 'echo hi'],\n"
 	"  'env': ['PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin',\n"
 	"          'TERM=xterm', 'EMPTY='],\n"
@@ -289,7 +289,7 @@ static void test_full_process(void **state)
 	assert_int_equal(p->user.umask, 022);
 	assert_int_equal(p->user.n_additional_gids, 2);
 	assert_int_equal(p->user.additional_gids[0], 5);
-	assert_int_equal(p->user.additional_gids[1], UINT32_MAX);
+	assert_int_equal(p->user.additional_gids[1], INT32_MAX);
 	assert_int_equal(p->n_args, 3);
 	assert_string_equal(p->args[0], "sh");
 	assert_string_equal(p->args[2], "echo hi");
@@ -647,9 +647,9 @@ static void test_uint64_limits_accepted(void **state)
 	(void)state;
 	struct jail_spec *s = parse_ok(SPEC_PROC(
 		",'rlimits':[{'type':'RLIMIT_NOFILE','soft':18446744073709551615,"
-		"'hard':18446744073709551615}],'user':{'uid':4294967295,'gid':0},'oomScoreAdj':1000"));
+		"'hard':18446744073709551615}],'user':{'uid':2147483647,'gid':0},'oomScoreAdj':1000"));
 	assert_true(s->process.rlimits[0].soft == UINT64_MAX);
-	assert_int_equal(s->process.user.uid, UINT32_MAX);
+	assert_int_equal(s->process.user.uid, INT32_MAX);
 	assert_int_equal(s->process.oom_score_adj, 1000);
 	jail_spec_free(s);
 }
@@ -777,7 +777,7 @@ static void test_error_message_format(void **state)
 	assert_int_equal(jail_spec_parse(json, strlen(json), NULL, &s, &err), -EINVAL);
 	assert_string_equal(
 		err.msg,
-		"config.json: process.user.uid: expected an unsigned 32-bit integer, got -1");
+		"config.json: process.user.uid: expected a uid or gid in range 0-2147483647, got -1");
 	free(json);
 
 	/* err may be NULL */
@@ -949,6 +949,75 @@ static void test_id_ranges(void **state)
 	EXPECT_FAIL(SPEC_PROC(",'oomScoreAdj':1001"), "process.oomScoreAdj", "1001");
 }
 
+/* runc's range for the process's ids (0-2147483647): (uid_t)-1 would make
+ * setresuid keep the runtime's root, and setgroups refuses it. */
+static void test_process_id_range(void **state)
+{
+	(void)state;
+	EXPECT_FAIL(SPEC("'process':{'user':{'uid':4294967295,'gid':0},'args':['sh'],'cwd':'/'}"),
+		    "process.user.uid", "range 0-2147483647", "got 4294967295");
+	EXPECT_FAIL(SPEC("'process':{'user':{'uid':2147483648,'gid':0},'args':['sh'],'cwd':'/'}"),
+		    "process.user.uid", "range 0-2147483647", "got 2147483648");
+	EXPECT_FAIL(SPEC("'process':{'user':{'uid':0,'gid':4294967295},'args':['sh'],'cwd':'/'}"),
+		    "process.user.gid", "range 0-2147483647", "got 4294967295");
+	EXPECT_FAIL(SPEC_PROC(",'user':{'uid':0,'gid':0,'additionalGids':[5,4294967295]}"),
+		    "process.user.additionalGids[1]", "range 0-2147483647", "got 4294967295");
+	/* husk-jail exec --process and Task.Exec go through the same check */
+	EXPECT_PROCESS_FAIL("{'user':{'uid':4294967295,'gid':0},'args':['sh'],'cwd':'/'}",
+			    "process.user.uid", "range 0-2147483647");
+	/* the top of the range, and ids of mappings and devices, which are
+	 * not process ids (runc leaves those to the kernel), still parse */
+	struct jail_spec *s = parse_ok(SPEC(
+		"'process':{'user':{'uid':2147483647,'gid':2147483647,'additionalGids':[2147483647]},"
+		"'args':['sh'],'cwd':'/'},'linux':{'uidMappings':[{'containerID':0,"
+		"'hostID':4294967294,'size':1}],'devices':[{'type':'c','path':'/dev/x','major':1,"
+		"'minor':1,'uid':4294967295}]}"));
+	assert_int_equal(s->process.user.uid, INT32_MAX);
+	assert_int_equal(s->process.user.gid, INT32_MAX);
+	assert_int_equal(s->process.user.additional_gids[0], INT32_MAX);
+	assert_int_equal(s->uid_mappings[0].host_id, 4294967294u);
+	assert_int_equal(s->devices[0].uid, UINT32_MAX);
+	jail_spec_free(s);
+}
+
+/* A negative byte count other than -1 (unlimited) is refused naming the
+ * field, whether or not cgroups are in use (runc's write to the cgroup
+ * fails with EINVAL; husk-jail --no-cgroups used to accept it). */
+static void test_memory_negative(void **state)
+{
+	(void)state;
+	EXPECT_FAIL(SPEC_LINUX("'resources':{'memory':{'limit':-2}}"),
+		    "linux.resources.memory.limit", "-2", "-1 means unlimited");
+	EXPECT_FAIL(SPEC_LINUX("'resources':{'memory':{'limit':-9223372036854775808}}"),
+		    "linux.resources.memory.limit", "-9223372036854775808");
+	EXPECT_FAIL(SPEC_LINUX("'resources':{'memory':{'limit':1048576,'reservation':-5}}"),
+		    "linux.resources.memory.reservation", "-5");
+	EXPECT_FAIL(SPEC_LINUX("'resources':{'memory':{'limit':1048576,'swap':-3}}"),
+		    "linux.resources.memory.swap", "-3");
+	struct jail_spec *s = parse_ok(
+		SPEC_LINUX("'resources':{'memory':{'limit':-1,'reservation':-1,'swap':-1}}"));
+	assert_int_equal(s->resources.memory_limit, -1);
+	jail_spec_free(s);
+	s = parse_ok(SPEC_LINUX("'resources':{'memory':{'limit':0,'kernel':-2}}"));
+	assert_int_equal(s->resources.memory_limit, 0);
+	jail_spec_free(s);
+}
+
+/* Intel RDT is not implemented: a schema (a limit) is refused, as runc
+ * refuses it where RDT is not enabled; a bare closID is accepted. */
+static void test_intel_rdt(void **state)
+{
+	(void)state;
+	EXPECT_FAIL(SPEC_LINUX("'intelRdt':{'closID':'x','l3CacheSchema':'L3:0=ff'}"),
+		    "linux.intelRdt.l3CacheSchema", "\"L3:0=ff\"", "not supported");
+	EXPECT_FAIL(SPEC_LINUX("'intelRdt':{'memBwSchema':'MB:0=70'}"),
+		    "linux.intelRdt.memBwSchema", "not supported");
+	EXPECT_FAIL(SPEC_LINUX("'intelRdt':{'closID':3}"), "linux.intelRdt.closID",
+		    "expected a string");
+	struct jail_spec *s = parse_ok(SPEC_LINUX("'intelRdt':{'closID':'x','l3CacheSchema':''}"));
+	jail_spec_free(s);
+}
+
 static void test_paths(void **state)
 {
 	(void)state;
@@ -1002,15 +1071,41 @@ static void test_namespaces(void **state)
 static void test_capabilities(void **state)
 {
 	(void)state;
-	EXPECT_FAIL(SPEC_PROC(",'capabilities':{'bounding':['CAP_KILL'],"
-			      "'effective':['CAP_KILL','CAP_FLY']}"),
-		    "process.capabilities.effective[1]", "unknown capability", "\"CAP_FLY\"");
-	EXPECT_FAIL(SPEC_PROC(",'capabilities':{'ambient':['kill']}"),
-		    "process.capabilities.ambient[0]", "\"kill\"");
+	/* Unknown names are left out and listed once each, as runc ignores
+	 * them with a warning (runtime-spec 1.1: not an error). */
+	struct jail_spec *s = parse_ok(SPEC_PROC(",'capabilities':{'bounding':['CAP_KILL','CAP_FLY'],"
+						 "'effective':['CAP_KILL','CAP_FLY'],"
+						 "'ambient':['kill']}"));
+	assert_true(s->process.has_caps);
+	assert_int_equal(s->process.caps.bounding, UINT64_C(1) << 5);
+	assert_int_equal(s->process.caps.effective, UINT64_C(1) << 5);
+	assert_int_equal(s->process.caps.ambient, 0);
+	assert_string_equal(s->process.unknown_caps, "CAP_FLY, kill");
+	jail_spec_free(s);
+	EXPECT_FAIL(SPEC_PROC(",'capabilities':{'ambient':['CAP_KILL',5]}"),
+		    "process.capabilities.ambient[1]", "expected a string");
+	/* the list is for a warning: bounded, however many names */
+	char json[8192] = "{'user':{'uid':0,'gid':0},'args':['sh'],'cwd':'/','capabilities':{"
+			  "'bounding':[";
+	for (int i = 0; i < 400; i++)
+		snprintf(json + strlen(json), sizeof(json) - strlen(json), "%s'CAP_X%d'",
+			 i ? "," : "", i);
+	strcat(json, "]}}");
+	char *dj = dq(json);
+	struct jail_process *p = NULL;
+	struct husk_err err = { 0 };
+	assert_int_equal(jail_process_parse(dj, strlen(dj), &p, &err), 0);
+	size_t n = strlen(p->unknown_caps);
+	assert_true(n <= 1024 + 5);
+	assert_string_equal(p->unknown_caps + n - 5, ", ...");
+	assert_int_equal(strncmp(p->unknown_caps, "CAP_X0, CAP_X1, ", 16), 0);
+	jail_process_free(p);
+	free(dj);
 	/* present but empty: has_caps with empty sets (drop everything) */
-	struct jail_spec *s = parse_ok(SPEC_PROC(",'capabilities':{}"));
+	s = parse_ok(SPEC_PROC(",'capabilities':{}"));
 	assert_true(s->process.has_caps);
 	assert_int_equal(s->process.caps.bounding, 0);
+	assert_null(s->process.unknown_caps);
 	jail_spec_free(s);
 }
 
@@ -1511,8 +1606,8 @@ static void test_process_parse_errors(void **state)
 	EXPECT_PROCESS_FAIL("{'user':{'uid':-1,'gid':0},'args':['sh'],'cwd':'/'}",
 			    "process.user.uid", "-1");
 	EXPECT_PROCESS_FAIL("{'user':{'uid':0,'gid':0},'args':['sh'],'cwd':'/',"
-			    "'capabilities':{'permitted':['CAP_NOPE']}}",
-			    "process.capabilities.permitted[0]", "\"CAP_NOPE\"");
+			    "'capabilities':{'permitted':[7]}}",
+			    "process.capabilities.permitted[0]", "expected a string");
 	EXPECT_PROCESS_FAIL("{'user':{'uid':0,'gid':0},'args':['sh'],'cwd':'/',"
 			    "'rlimits':[{'type':'RLIMIT_AS','soft':5,'hard':4}]}",
 			    "process.rlimits[0].soft", "5");
@@ -1523,6 +1618,14 @@ static void test_process_parse_errors(void **state)
 	struct husk_err err = { 0 };
 	assert_int_equal(jail_process_parse(json, strlen(json), &p, &err), -EINVAL);
 	assert_string_equal(err.msg, "process.cwd: required field is missing");
+	free(json);
+	/* an unknown capability is left out and listed, as in config.json */
+	json = dq("{'user':{'uid':0,'gid':0},'args':['sh'],'cwd':'/',"
+		  "'capabilities':{'permitted':['CAP_NOPE','CAP_KILL']}}");
+	assert_int_equal(jail_process_parse(json, strlen(json), &p, &err), 0);
+	assert_int_equal(p->caps.permitted, UINT64_C(1) << 5);
+	assert_string_equal(p->unknown_caps, "CAP_NOPE");
+	jail_process_free(p);
 	free(json);
 }
 
@@ -1556,6 +1659,9 @@ int main(void)
 		cmocka_unit_test(test_required_fields),
 		cmocka_unit_test(test_wrong_types),
 		cmocka_unit_test(test_id_ranges),
+		cmocka_unit_test(test_process_id_range),
+		cmocka_unit_test(test_memory_negative),
+		cmocka_unit_test(test_intel_rdt),
 		cmocka_unit_test(test_paths),
 		cmocka_unit_test(test_hook_timeout),
 		cmocka_unit_test(test_namespaces),

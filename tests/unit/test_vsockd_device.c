@@ -228,8 +228,10 @@ static void rx_post(struct fx *f, unsigned b)
 }
 
 /* Takes the next packet the device put on the rx ring (the buffer is
- * posted again). Returns false when there is none. */
-static bool rx_take(struct fx *f, struct vsock_pkt *p, void *payload, size_t max)
+ * posted again), which must come from CID `src_cid`. Returns false when
+ * there is none. */
+static bool rx_take_from(struct fx *f, uint64_t src_cid, struct vsock_pkt *p, void *payload,
+			 size_t max)
 {
 	pump(f);
 	struct vring_used *u = (struct vring_used *)(f->mem + RX_USED);
@@ -242,7 +244,7 @@ static bool rx_take(struct fx *f, struct vsock_pkt *p, void *payload, size_t max
 	assert_true(len >= VSOCK_HDR_SIZE && len <= VSOCK_HDR_SIZE + RX_PAYLOAD);
 	vsock_hdr_decode((struct virtio_vsock_hdr *)(f->mem + RX_BUF + b * 0x2000), p);
 	assert_int_equal(p->len, len - VSOCK_HDR_SIZE);
-	assert_int_equal(p->src_cid, VSOCK_HOST_CID);
+	assert_int_equal(p->src_cid, src_cid);
 	assert_int_equal(p->dst_cid, CID);
 	assert_int_equal(p->type, VIRTIO_VSOCK_TYPE_STREAM);
 	if (payload)
@@ -250,6 +252,11 @@ static bool rx_take(struct fx *f, struct vsock_pkt *p, void *payload, size_t max
 	rx_post(f, b);
 	kick(f, VU_RING_RX);
 	return true;
+}
+
+static bool rx_take(struct fx *f, struct vsock_pkt *p, void *payload, size_t max)
+{
+	return rx_take_from(f, VSOCK_HOST_CID, p, payload, max);
 }
 
 static struct vsock_pkt rx_expect(struct fx *f, uint16_t op, uint32_t host_port,
@@ -482,6 +489,67 @@ static void test_guest_connect_refused(void **state)
 	assert_false(rx_take(f, &p, NULL, 0));
 }
 
+/* Only the host is reachable through the daemon. A guest connection to
+ * any other CID (the guest itself, 1, another VM's, 0, -1U) is reset at
+ * once, from the CID it named (the guest's stack matches a reset to its
+ * socket by the peer's address), and never reaches a hybrid socket of the
+ * same port, even where one listens or a host connection has the same
+ * ports. */
+static void test_guest_connect_not_host(void **state)
+{
+	struct fx *f = *state;
+	char path[160];
+	snprintf(path, sizeof(path), "%s_1024", f->uds);
+	int l = husk_unix_listen(path, NULL);
+	assert_true(l >= 0);
+	static const uint64_t cids[] = { CID, 1, 0, 4, 0xffffffffu, 0xffffffff00000002ull };
+	struct vsock_pkt p;
+	for (size_t i = 0; i < sizeof(cids) / sizeof(cids[0]); i++) {
+		struct vsock_pkt q = { .src_cid = CID, .dst_cid = cids[i], .src_port = 4000 + (uint32_t)i,
+				       .dst_port = 1024, .type = VIRTIO_VSOCK_TYPE_STREAM,
+				       .op = VIRTIO_VSOCK_OP_REQUEST, .buf_alloc = 65536 };
+		tx_raw(f, &q, NULL, 0);
+		assert_true(rx_take_from(f, cids[i], &p, NULL, 0));
+		assert_int_equal(p.op, VIRTIO_VSOCK_OP_RST);
+		assert_int_equal(p.src_port, 1024);
+		assert_int_equal(p.dst_port, 4000 + i);
+		assert_false(rx_take(f, &p, NULL, 0));
+		/* Data or a shutdown for such a connection: reset too; a reset:
+		 * nothing. */
+		q.op = VIRTIO_VSOCK_OP_RW;
+		q.len = 2;
+		tx_raw(f, &q, "zz", 2);
+		assert_true(rx_take_from(f, cids[i], &p, NULL, 0));
+		assert_int_equal(p.op, VIRTIO_VSOCK_OP_RST);
+		q.op = VIRTIO_VSOCK_OP_RST;
+		q.len = 0;
+		tx_raw(f, &q, NULL, 0);
+		assert_false(rx_take(f, &p, NULL, 0));
+	}
+	assert_int_equal(accept4(l, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK), -1);
+	assert_int_equal(errno, EAGAIN);
+
+	/* A real connection to host port 1024 from guest port 4000, and the
+	 * same ports at the guest's own CID: refused, the real one unharmed. */
+	tx(f, VIRTIO_VSOCK_OP_REQUEST, 4000, 1024, 0, 0, NULL, 0);
+	int c = accept4(l, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
+	assert_true(c >= 0);
+	rx_expect(f, VIRTIO_VSOCK_OP_RESPONSE, 1024, 4000);
+	struct vsock_pkt q = { .src_cid = CID, .dst_cid = CID, .src_port = 4000, .dst_port = 1024,
+			       .len = 3, .type = VIRTIO_VSOCK_TYPE_STREAM, .op = VIRTIO_VSOCK_OP_RW,
+			       .buf_alloc = 65536 };
+	tx_raw(f, &q, "bad", 3);
+	assert_true(rx_take_from(f, CID, &p, NULL, 0));
+	assert_int_equal(p.op, VIRTIO_VSOCK_OP_RST);
+	tx(f, VIRTIO_VSOCK_OP_RW, 4000, 1024, 0, 0, "good", 4);
+	char buf[16] = { 0 };
+	assert_int_equal(host_read(f, c, buf, sizeof(buf)), 4);
+	assert_string_equal(buf, "good");
+	assert_false(rx_take(f, &p, NULL, 0));
+	close(c);
+	close(l);
+}
+
 static void test_host_connects(void **state)
 {
 	struct fx *f = *state;
@@ -695,14 +763,18 @@ static void test_unknown_and_foreign(void **state)
 	rx_expect(f, VIRTIO_VSOCK_OP_RST, 20, 10);
 	tx(f, VIRTIO_VSOCK_OP_RST, 10, 20, 0, 0, NULL, 0);
 	assert_false(rx_take(f, &p, NULL, 0));
-	/* Wrong source CID, or not addressed to the host: dropped. */
+	/* Wrong source CID: dropped. */
 	struct vsock_pkt q = { .src_cid = 99, .dst_cid = VSOCK_HOST_CID, .src_port = 1,
 			       .dst_port = 2, .type = VIRTIO_VSOCK_TYPE_STREAM,
 			       .op = VIRTIO_VSOCK_OP_REQUEST };
 	tx_raw(f, &q, NULL, 0);
+	assert_false(rx_take(f, &p, NULL, 0));
+	/* Not addressed to the host: refused (test_guest_connect_not_host). */
 	q.src_cid = CID;
 	q.dst_cid = 7;
 	tx_raw(f, &q, NULL, 0);
+	assert_true(rx_take_from(f, 7, &p, NULL, 0));
+	assert_int_equal(p.op, VIRTIO_VSOCK_OP_RST);
 	assert_false(rx_take(f, &p, NULL, 0));
 	/* SEQPACKET is not offered: refused. */
 	q.dst_cid = VSOCK_HOST_CID;
@@ -862,6 +934,7 @@ int main(void)
 		T(test_interrupts),
 		T(test_guest_connects),
 		T(test_guest_connect_refused),
+		T(test_guest_connect_not_host),
 		T(test_host_connects),
 		T(test_host_connect_refused),
 		T(test_bad_handshakes),

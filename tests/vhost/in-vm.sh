@@ -4,8 +4,9 @@
 # and a tmpfs for everything written. huskctl's "auto" transport must pick
 # the kernel's vhost-vsock here, and the inner VMs then talk AF_VSOCK:
 # host-initiated connections (Check, container stdio, exec), the
-# guest-initiated log stream, two VMs at once with CIDs of their own, and a
-# teardown that leaves nothing behind.
+# guest-initiated log stream, two VMs at once with CIDs of their own, a
+# container that cannot reach its agent (tests/security), and a teardown
+# that leaves nothing behind.
 # Prints PASS/FAIL lines on the console, then "in-vm: done".
 # usage: tests/vhost/in-vm.sh BUILD_DIR WORK_DIR
 set -u
@@ -34,6 +35,8 @@ wait_running() {
 cid_of() { jq -r .cid "$work/s/$1/vm.json" 2>/dev/null; }
 
 "$here/../jail/make-rootfs.sh" "$work/rootfs"
+# What a hostile container process runs (tests/security/probe.c).
+cp "$build/test/husk-probe" "$work/rootfs/husk-probe"
 
 if [ -c /dev/vhost-vsock ] && H info >"$work/info" 2>&1 &&
 	grep -q '^transport vhost (/dev/vhost-vsock opens)$' "$work/info"; then
@@ -75,6 +78,11 @@ if wait_running a $pa && wait_running b $pb; then
 	fi
 	out=$(H exec a -- hostname 2>&1)
 	[ "$out" = husk ] && pass vhost-exec-other-vm || fail vhost-exec-other-vm "$out"
+	# Only the host reaches the agent, over the kernel's transport too: a
+	# container in VM a gets no connection to its agent's ports or a stdio
+	# port (at CID 1, its own CID, or VM b's), not even racing the host.
+	"$build/test/sec-probe-host" --state-dir "$work/s" --name a --label vhost- --cid "$cb" \
+		--hang-guard-s 900
 	H kill a KILL >/dev/null 2>&1
 	H kill b KILL >/dev/null 2>&1
 else
@@ -91,6 +99,40 @@ if [ "$(cat "$work/b.out")" = out-line ] && grep -qx err-line "$work/b.err" &&
 	pass vhost-run-stdio-and-log-stream
 else
 	fail vhost-run-stdio-and-log-stream "out=$(cat "$work/b.out") err=$(tail -5 "$work/b.err")"
+fi
+
+# The agent's own check, behind the guest kernel's (no loopback transport)
+# and the transport's: where a loopback transport exists, as in this outer
+# VM (run.sh loads it here, never in a guest), a connection to the agent's
+# port or console from any peer but the host (CID 2) is closed unanswered.
+# husk-agent runs here as a plain process on vsock; husk-probe connects at
+# CID 1 and at this VM's own CID, both looped back with peer CID 1.
+if [ -d /sys/module/vsock_loopback ]; then
+	port=7024
+	mkdir -p "$work/agent-run"
+	"$build/bin/husk-agent" --listen vsock:$port --no-cgroups --debug-console \
+		--run-dir "$work/agent-run" >"$work/agent.out" 2>"$work/agent.err" &
+	agent=$!
+	for _ in $(seq 600); do grep -q '^ready$' "$work/agent.out" && break; sleep 0.1; done
+	out=$("$build/test/husk-probe" direct --port $port --port 1026 2>&1)
+	rc=$?
+	attempts=$(echo "$out" | grep -c '^attempt ')
+	# Connected at the transport (the loopback accepts for the listener),
+	# closed by the agent before a byte came back.
+	unanswered=$(echo "$out" | grep -c '^attempt .* \(refused\|connected reply=0\)')
+	if [ "$attempts" -ge 2 ] && [ "$attempts" = "$unanswered" ] &&
+		echo "$out" | grep -q "^attempt cid=1 port=$port connected reply=0$" &&
+		echo "$out" | grep -q "^done .* answered=0$" && kill -0 $agent 2>/dev/null &&
+		grep -q "port $port: refused a connection from CID 1 " "$work/agent.err" &&
+		grep -q "port 1026: refused a connection from CID 1 " "$work/agent.err"; then
+		pass vhost-agent-refuses-non-host-peer
+	else
+		fail vhost-agent-refuses-non-host-peer "rc=$rc $(echo "$out" | tr '\n' '|') agent: $(tail -5 "$work/agent.err" | tr '\n' '|')"
+	fi
+	kill $agent 2>/dev/null
+	wait $agent 2>/dev/null
+else
+	fail vhost-agent-refuses-non-host-peer "vsock_loopback is not loaded in the outer VM"
 fi
 
 left=$(pgrep -f "qemu-system-x86_64|husk-vsockd" || true)

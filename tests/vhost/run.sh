@@ -25,7 +25,8 @@ if [ -z "$stock" ] || [ ! -f "$stock/release" ] || [ ! -e "$stock/vmlinuz" ]; th
 	exit 1
 fi
 for f in "$build/bin/huskctl" "$build/kernel/bzImage" "$build/initramfs.cpio.gz" \
-	"$build/test/boot-init" "$build/test/tsc-khz" /bin/busybox; do
+	"$build/test/boot-init" "$build/test/tsc-khz" "$build/test/husk-probe" \
+	"$build/test/sec-probe-host" /bin/busybox; do
 	if [ ! -e "$f" ]; then
 		echo "FAIL vhost-prerequisites: $f is missing (run 'make')"
 		exit 1
@@ -51,6 +52,11 @@ trap 'exit 130' INT TERM HUP
 # the PID-1 script, appended as a second archive (the kernel unpacks both).
 # initramfs/build.sh wants an --init; boot-init is there and never runs.
 mods="virtio_mmio 9pnet_virtio 9p vhost_vsock"
+# The outer VM is a host, not a husk guest: it also gets the kernel's vsock
+# loopback transport (insmod from the second archive: initramfs/build.sh
+# never packs it), so that in-vm.sh can connect to a husk-agent there from
+# a peer other than the host and see the agent itself refuse it.
+loop_ko=$stock/lib/modules/$rel/kernel/net/vmw_vsock/vsock_loopback.ko
 if ! "$repo/initramfs/build.sh" "$tmp/base.cpio.gz" --init "$build/test/boot-init" --busybox \
 	--kmods "$mods" --kernel-release "$rel" --modules-dir "$stock/lib/modules/$rel" \
 	>"$tmp/build.log" 2>&1; then
@@ -64,6 +70,7 @@ cat >"$tmp/extra/outer-init" <<EOF
 export PATH=/usr/sbin:/usr/bin:/sbin:/bin
 mount -t proc proc /proc && mount -t sysfs sysfs /sys && mount -t devtmpfs dev /dev || echo "outer: mounts failed"
 for m in $mods; do modprobe \$m || echo "outer: modprobe \$m failed"; done
+[ ! -e /vsock_loopback.ko ] || insmod /vsock_loopback.ko || echo "outer: insmod vsock_loopback failed"
 mkdir -p /host
 if mount -t 9p -o trans=virtio,version=9p2000.L,ro,msize=524288 hostroot /host; then
 	for d in proc sys dev; do mount --move /\$d /host/\$d; done
@@ -76,7 +83,12 @@ echo o >/proc/sysrq-trigger
 sleep 60
 EOF
 chmod 0755 "$tmp/extra/outer-init"
-(cd "$tmp/extra" && echo outer-init | cpio --quiet -o -H newc -R 0:0) >"$tmp/extra.cpio"
+extra_files=outer-init
+if [ -f "$loop_ko" ]; then
+	install -m 0644 "$loop_ko" "$tmp/extra/vsock_loopback.ko"
+	extra_files="$extra_files vsock_loopback.ko"
+fi
+(cd "$tmp/extra" && printf '%s\n' $extra_files | cpio --quiet -o -H newc -R 0:0) >"$tmp/extra.cpio"
 # Both uncompressed: the kernel takes archives one after another, but not
 # an uncompressed one after a compressed one.
 { gzip -dc "$tmp/base.cpio.gz" && cat "$tmp/extra.cpio"; } >"$tmp/outer.cpio"

@@ -40,13 +40,15 @@
 
 /* Builds a libseccomp filter (an scmp_filter_ctx) from `sc` without loading
  * it. Call it in the parent, before creating any process. Refuses unknown
- * architectures, flags and syscall names, naming the spec field, e.g.
- *   linux.seccomp.syscalls[3].names[1]: unknown syscall "not_a_syscall".
+ * architectures and flags, naming the spec field, e.g.
+ *   linux.seccomp.architectures[1]: unknown architecture "SCMP_ARCH_FOO".
  * Names libseccomp knows but the native architecture lacks ("socketcall" on
  * x86_64) are accepted and apply to the listed architectures that have
- * them, as with runc. Rules whose action equals the default action are
- * skipped. The filter does not set no_new_privs by itself: that comes from
- * process.noNewPrivileges only. Free with jail_seccomp_free. */
+ * them, as with runc. Names libseccomp does not know at all are skipped
+ * with a debug note (jail/debug.h), as runc skips them: profiles list
+ * syscalls newer than the library. Rules whose action equals the default
+ * action are skipped. The filter does not set no_new_privs by itself: that
+ * comes from process.noNewPrivileges only. Free with jail_seccomp_free. */
 int jail_seccomp_build(const struct jail_seccomp *sc, void **filter_out, struct husk_err *err);
 
 /* Loads `filter` into the calling process. Without no_new_privs set, the
@@ -59,9 +61,13 @@ void jail_seccomp_free(void *filter);
 /* Steps 1, 3 and 4 above, in that order. Capabilities are set only when
  * p->has_caps; otherwise the kernel's rules for a uid change apply (a
  * non-root uid ends with no capabilities). Capabilities above the running
- * kernel's last capability are ignored. setgroups failing with EPERM is
- * tolerated for an empty additionalGids (a user namespace whose setgroups
- * is "deny"). Errors name the field, e.g.
+ * kernel's last capability are ignored, and so is an ambient capability the
+ * kernel will not raise (it must be permitted and inheritable; `runc spec`
+ * asks for ambient ones without inheritable ones): runc goes on, noting it
+ * at debug level, and so does this (jail/debug.h). uids and gids above
+ * 2147483647 are refused ((uid_t)-1 would mean "unchanged"). setgroups
+ * failing with EPERM is tolerated for an empty additionalGids (a user
+ * namespace whose setgroups is "deny"). Errors name the field, e.g.
  *   process.user.uid 1000: setresuid: Operation not permitted. */
 int jail_creds_apply(const struct jail_process *p, struct husk_err *err);
 

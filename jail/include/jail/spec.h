@@ -84,6 +84,9 @@ struct jail_process {
 	size_t n_rlimits;
 	char *apparmor_profile; /* accepted, ignored with a warning */
 	char *selinux_label;	/* accepted, ignored with a warning */
+	/* Capability names the parser does not know, ", "-separated, or NULL:
+	 * left out of the sets and warned about, as runc does. */
+	char *unknown_caps;
 };
 
 struct jail_hook {
@@ -222,7 +225,9 @@ struct jail_spec {
 
 /* Parses config.json from `bundle_dir` (root.path is resolved against it).
  * Errors name the JSON field and value, e.g.
- *   "config.json: process.user.uid: expected an unsigned 32-bit integer, got -1". */
+ *   "config.json: process.user.uid: expected a uid or gid in range 0-2147483647, got -1".
+ * uids and gids of the process are bounded as runc bounds them: (uid_t)-1
+ * would mean "unchanged" to setresuid. */
 int jail_spec_load(const char *bundle_dir, struct jail_spec **out, struct husk_err *err);
 /* Reads a spec file whole (a regular file within the size bound) into a
  * malloc'd buffer, so a caller that also keeps a copy reads it only once. */

@@ -65,6 +65,21 @@ int ttrpc_server_add_service_named(struct ttrpc_server *srv, const ProtobufCServ
 
 /* Accepts connections on a listening socket; takes ownership of the fd. */
 int ttrpc_server_add_listener(struct ttrpc_server *srv, int listen_fd, struct husk_err *err);
+
+/* Decides whether a connection accepted on a listener may be served: 0
+ * serves it, a negative errno refuses it. A refused connection is closed
+ * at once, before a byte of it is read, and the listener goes on
+ * accepting. `fd` is the accepted socket; the server keeps owning it. The
+ * owner logs refusals as it sees fit. */
+typedef int (*ttrpc_accept_filter_fn)(int fd, void *data);
+
+/* Like ttrpc_server_add_listener, with `filter` (NULL: none) deciding on
+ * every connection accepted there, e.g. the guest agent serving only the
+ * host's vsock CID. */
+int ttrpc_server_add_listener_filtered(struct ttrpc_server *srv, int listen_fd,
+				       ttrpc_accept_filter_fn filter, void *data,
+				       struct husk_err *err);
+
 /* Serves one already-connected stream; takes ownership of the fd. */
 int ttrpc_server_add_conn(struct ttrpc_server *srv, int fd, struct husk_err *err);
 size_t ttrpc_server_conn_count(const struct ttrpc_server *srv);

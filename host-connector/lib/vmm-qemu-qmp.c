@@ -10,7 +10,7 @@
 
 #include <json-c/json.h>
 
-#include "internal.h"
+#include "vmm-qemu.h"
 
 /* Reads JSON objects until one with "return" or "error" arrives; events
  * ("event") go to on_event, the greeting ("QMP") is skipped. */

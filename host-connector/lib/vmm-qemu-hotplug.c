@@ -1,5 +1,5 @@
-/* Disks added to and removed from a running VM: a virtio-blk-pci device on
- * one of the VM's PCIe root ports ("hp<i>", see build_qemu_argv), driven
+/* The QEMU backend's hotplug: a virtio-blk-pci device on
+ * one of the VM's PCIe root ports ("hp<i>", see vmm-qemu.c), driven
  * over QMP. The guest's pciehp sees the slot's presence change and probes
  * the device; removal is the attention button, which the guest answers by
  * powering the slot off after its 5 s cancel window (or at once, when the
@@ -12,21 +12,15 @@
 
 #include <json-c/json.h>
 
-#include "internal.h"
+#include "vmm-qemu.h"
 
 #define QMP_TIMEOUT_MS 5000
-
-static bool serial_ok(const char *s)
-{
-	size_t n = strlen(s);
-	if (n == 0 || n > 20)
-		return false;
-	return strspn(s, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-") == n;
-}
+#define BUSY_RETRY_MS 50
 
 /* DEVICE_DELETED for one of our slots: its block node can go. */
 static void on_event(const char *event, json_object *data, void *ud)
 {
+	struct qemu_vm *q = qemu_of(ud);
 	struct husk_vm *vm = ud;
 	json_object *dev;
 	unsigned i;
@@ -35,13 +29,13 @@ static void on_event(const char *event, json_object *data, void *ud)
 	    !json_object_object_get_ex(data, "device", &dev) ||
 	    sscanf(json_object_get_string(dev), "hpdev%u%c", &i, &end) != 1 || i >= vm->n_slots)
 		return;
-	if (vm->slots[i].state == SLOT_UNPLUGGING)
-		vm->slots[i].state = SLOT_GONE;
+	if (q->slots[i].state == SLOT_UNPLUGGING)
+		q->slots[i].state = SLOT_GONE;
 }
 
 static int qmp(struct husk_vm *vm, const char *cmd, json_object *args, struct husk_err *err)
 {
-	return husk_qmp_call(vm->qmp_fd, cmd, args, QMP_TIMEOUT_MS, on_event, vm, err);
+	return husk_qmp_call(qemu_of(vm)->qmp_fd, cmd, args, QMP_TIMEOUT_MS, on_event, vm, err);
 }
 
 static int qmp_node_del(struct husk_vm *vm, unsigned i, struct husk_err *err)
@@ -58,53 +52,33 @@ static int qmp_node_del(struct husk_vm *vm, unsigned i, struct husk_err *err)
 /* Frees the slots whose devices QEMU has reported gone. */
 static void sweep(struct husk_vm *vm)
 {
+	struct qemu_slot *slots = qemu_of(vm)->slots;
 	for (unsigned i = 0; i < vm->n_slots; i++) {
-		if (vm->slots[i].state != SLOT_GONE)
+		if (slots[i].state != SLOT_GONE)
 			continue;
 		struct husk_err e = { 0 };
 		/* A node QEMU kept would make the next blockdev-add of this slot
 		 * fail with a clear "duplicate node name"; nothing to do here. */
 		qmp_node_del(vm, i, &e);
-		vm->slots[i].state = SLOT_FREE;
-		vm->slots[i].serial[0] = '\0';
+		slots[i].state = SLOT_FREE;
+		slots[i].serial[0] = '\0';
 	}
 }
 
-static int usable(struct husk_vm *vm, struct husk_err *err)
+int husk_qemu_add_disk(struct husk_vm *vm, const struct husk_disk *disk, struct husk_err *err)
 {
-	if (!vm->owner || vm->qmp_fd < 0)
-		return husk_err_set(err, -EPERM, "VM %s: not started by this process", vm->name);
-	if (vm->stopped)
-		return husk_err_set(err, -ESHUTDOWN, "VM %s: stopped", vm->name);
-	if (vm->n_slots == 0)
-		return husk_err_set(err, -EOPNOTSUPP,
-				    "VM %s: started without hotplug slots (hotplug_slots = 0)",
-				    vm->name);
-	return 0;
-}
-
-int husk_vm_add_disk(struct husk_vm *vm, const struct husk_disk *disk, struct husk_err *err)
-{
-	int r = usable(vm, err);
-	if (r < 0)
-		return r;
-	if (!disk->serial || !serial_ok(disk->serial))
-		return husk_err_set(err, -EINVAL,
-				    "disk serial \"%s\": want 1-20 characters of [A-Za-z0-9_.-]",
-				    disk->serial ? disk->serial : "");
-	if (!disk->path || access(disk->path, disk->readonly ? R_OK : R_OK | W_OK) < 0)
-		return husk_err_sys(err, disk->path ? -errno : -EINVAL, "disk %s",
-				    disk->path ? disk->path : "(no path)");
+	struct qemu_slot *slots = qemu_of(vm)->slots;
+	int r;
 	/* Any call reads pending events: slots unplugged since become free. */
 	if ((r = qmp(vm, "query-status", NULL, err)) < 0)
 		return r;
 	sweep(vm);
 	unsigned slot = vm->n_slots;
 	for (unsigned i = 0; i < vm->n_slots; i++) {
-		if (vm->slots[i].state != SLOT_FREE && strcmp(vm->slots[i].serial, disk->serial) == 0)
+		if (slots[i].state != SLOT_FREE && strcmp(slots[i].serial, disk->serial) == 0)
 			return husk_err_set(err, -EEXIST, "disk serial %s: already attached",
 					    disk->serial);
-		if (vm->slots[i].state == SLOT_FREE && slot == vm->n_slots)
+		if (slots[i].state == SLOT_FREE && slot == vm->n_slots)
 			slot = i;
 	}
 	if (slot == vm->n_slots)
@@ -142,8 +116,8 @@ int husk_vm_add_disk(struct husk_vm *vm, const struct husk_disk *disk, struct hu
 		qmp_node_del(vm, slot, &e);
 		return husk_err_wrap(err, "disk %s", disk->path);
 	}
-	vm->slots[slot].state = SLOT_USED;
-	snprintf(vm->slots[slot].serial, sizeof(vm->slots[slot].serial), "%s", disk->serial);
+	slots[slot].state = SLOT_USED;
+	snprintf(slots[slot].serial, sizeof(slots[slot].serial), "%s", disk->serial);
 	return 0;
 }
 
@@ -160,30 +134,43 @@ static void on_event_wait(const char *event, json_object *data, void *ud)
 static bool slot_gone(void *ud)
 {
 	struct gone_wait *w = ud;
-	return w->vm->slots[w->slot].state == SLOT_GONE;
+	return qemu_of(w->vm)->slots[w->slot].state == SLOT_GONE;
 }
 
-int husk_vm_remove_disk(struct husk_vm *vm, const char *serial, unsigned wait_ms,
-			struct husk_err *err)
+int husk_qemu_remove_disk(struct husk_vm *vm, const char *serial, unsigned wait_ms,
+			  struct husk_err *err)
 {
-	int r = usable(vm, err);
-	if (r < 0)
-		return r;
+	struct qemu_slot *slots = qemu_of(vm)->slots;
+	int r;
 	for (unsigned i = 0; i < vm->n_slots; i++) {
-		if (vm->slots[i].state != SLOT_USED || strcmp(vm->slots[i].serial, serial) != 0)
+		if (slots[i].state != SLOT_USED || strcmp(slots[i].serial, serial) != 0)
 			continue;
 		char id[32];
 		snprintf(id, sizeof(id), "hpdev%u", i);
 		json_object *args = json_object_new_object();
 		json_object_object_add(args, "id", json_object_new_string(id));
-		/* Before the call: the event may come with the reply. */
-		vm->slots[i].state = SLOT_UNPLUGGING;
-		r = qmp(vm, "device_del", args, err);
-		json_object_put(args);
-		if (r < 0) {
-			vm->slots[i].state = SLOT_USED;
-			return husk_err_wrap(err, "disk serial %s", serial);
+		uint64_t deadline = husk_now_ns() + (uint64_t)wait_ms * 1000000u;
+		for (;;) {
+			struct husk_err e = { 0 };
+			/* Before the call: the event may come with the reply. */
+			slots[i].state = SLOT_UNPLUGGING;
+			r = qmp(vm, "device_del", args, &e);
+			if (r == 0)
+				break;
+			slots[i].state = SLOT_USED;
+			/* A disk just added: the guest's pciehp is still powering the
+			 * slot up (its indicator blinks), and QEMU refuses the button
+			 * until it is done. A caller that waits may retry. */
+			if (!strstr(e.msg, "guest is busy") || husk_now_ns() >= deadline) {
+				json_object_put(args);
+				if (err)
+					*err = e;
+				husk_err_wrap(err, "disk serial %s", serial);
+				return r;
+			}
+			usleep(BUSY_RETRY_MS * 1000);
 		}
+		json_object_put(args);
 		/* Rather than wait out pciehp's 5 s cancel window, have the agent
 		 * power the slot off: QEMU unplugs the device as the guest writes
 		 * the slot control, before the agent replies. Best effort: the
@@ -198,7 +185,7 @@ int husk_vm_remove_disk(struct husk_vm *vm, const char *serial, unsigned wait_ms
 		if (!wait_ms)
 			return 0;
 		struct gone_wait w = { vm, i };
-		r = husk_qmp_wait_event(vm->qmp_fd, wait_ms, on_event_wait, &w, slot_gone, err);
+		r = husk_qmp_wait_event(qemu_of(vm)->qmp_fd, wait_ms, on_event_wait, &w, slot_gone, err);
 		if (r < 0)
 			return husk_err_wrap(err, "disk serial %s: removal", serial);
 		sweep(vm);
