@@ -56,7 +56,8 @@ PROTO_SRC := $(shell find proto -name '*.proto' 2>/dev/null | LC_ALL=C sort)
 GEN_STAMP := $(BUILD)/gen/.stamp
 gen = $(addprefix $(BUILD)/gen/,$(1))
 
-COMMON_SRC := common/error.c common/sock.c common/path.c common/netif.c
+COMMON_SRC := common/error.c common/sock.c common/path.c common/netif.c common/size.c \
+	common/file.c common/time.c
 TTRPC_SRC := ttrpc/loop.c ttrpc/frame.c ttrpc/conn.c ttrpc/server.c ttrpc/client.c \
 	ttrpc/status.c
 TTRPC_GEN := ttrpc/ttrpc.pb-c.c google/rpc/status.pb-c.c google/protobuf/any.pb-c.c
@@ -209,7 +210,7 @@ include host-connector/lib/lib.mk
 include host-connector/huskctl/huskctl.mk
 include host-connector/shim/shim.mk
 include host-connector/lib/image.mk
-include host-connector/huskctl/spec.mk
+include host-connector/huskctl/runspec.mk
 UNIT_TESTS += huskctl-spec
 include initramfs/initramfs.mk
 include kernel-config/kernel.mk

@@ -241,6 +241,8 @@ int task_service_register(struct agent *a, struct husk_err *err);
 int console_start(struct agent *a, struct husk_err *err);
 int sandbox_service_register(struct agent *a, struct husk_err *err);
 void sandbox_events_wake(struct agent *a);
+/* Unmounts and removes container `id`'s guest bundle (its Delete). */
+void sandbox_remove_bundle(struct agent *a, const char *id);
 
 /* Validates a container or exec id: 1..128 of [A-Za-z0-9_.-], not . or .. */
 int agent_check_id(const char *what, const char *id, struct husk_err *err);

@@ -16,12 +16,12 @@
 
 #include "agent.h"
 #include "husk/cleanup.h"
+#include "husk/file.h"
 #include "husk/path.h"
 #include "husk/sandbox.pb-c.h"
 #include "init/console.h"
 #include "init/entropy.h"
 
-#define MAX_SPEC_BYTES (16u << 20)
 
 struct ev_waiter {
 	struct ttrpc_call *call;
@@ -33,30 +33,7 @@ struct ev_waiter {
 
 static int fail_err(struct ttrpc_call *call, const struct husk_err *err)
 {
-	int code;
-	switch (err->code) {
-	case -EINVAL:
-	case -ENAMETOOLONG:
-		code = TTRPC_INVALID_ARGUMENT;
-		break;
-	case -ENOENT:
-		code = TTRPC_NOT_FOUND;
-		break;
-	case -EEXIST:
-		code = TTRPC_ALREADY_EXISTS;
-		break;
-	case -EPERM:
-	case -EACCES:
-		code = TTRPC_PERMISSION_DENIED;
-		break;
-	case -EBUSY:
-	case -ENODEV:
-		code = TTRPC_FAILED_PRECONDITION;
-		break;
-	default:
-		code = TTRPC_INTERNAL;
-	}
-	return ttrpc_call_fail(call, code, "%s", err->msg);
+	return ttrpc_call_fail(call, ttrpc_code_from_errno(err->code), "%s", err->msg);
 }
 
 /* ---- Check, GuestDetails ---- */
@@ -136,10 +113,10 @@ static void on_guest_details(struct ttrpc_call *call, const ProtobufCMessage *re
 static int write_text(const char *path, const char *text, struct husk_err *err)
 {
 	_cleanup_fd_ int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-	size_t len = strlen(text);
-	if (fd < 0 || write(fd, text, len) != (ssize_t)len)
-		return husk_err_sys(err, -errno, "write %s", path);
-	return 0;
+	if (fd < 0)
+		return husk_err_sys(err, -errno, "open %s", path);
+	int r = husk_write_all(fd, text, strlen(text));
+	return r < 0 ? husk_err_sys(err, r, "write %s", path) : 0;
 }
 
 static void on_create_sandbox(struct ttrpc_call *call, const ProtobufCMessage *req, void *data)
@@ -646,9 +623,9 @@ static void on_create_bundle(struct ttrpc_call *call, const ProtobufCMessage *re
 		fail_err(call, &err);
 		return;
 	}
-	if (r->oci_spec.len == 0 || r->oci_spec.len > MAX_SPEC_BYTES) {
+	if (r->oci_spec.len == 0 || r->oci_spec.len > JAIL_SPEC_MAX_BYTES) {
 		ttrpc_call_fail(call, TTRPC_INVALID_ARGUMENT, "oci_spec: %zu bytes, want 1..%u",
-				r->oci_spec.len, MAX_SPEC_BYTES);
+				r->oci_spec.len, JAIL_SPEC_MAX_BYTES);
 		return;
 	}
 	if (!*r->rootfs_serial == !*r->rootfs_dir) {
@@ -714,7 +691,6 @@ static void on_create_bundle(struct ttrpc_call *call, const ProtobufCMessage *re
 }
 
 /* Called by Task.Delete: unmounts and removes what CreateBundle made. */
-void sandbox_remove_bundle(struct agent *a, const char *id);
 void sandbox_remove_bundle(struct agent *a, const char *id)
 {
 	struct bundle_paths b;

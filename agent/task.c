@@ -33,35 +33,11 @@
 #define Task(x) Containerd__Task__V2__##x
 #define STATUS(x) CONTAINERD__V1__TYPES__STATUS__##x
 
-void sandbox_remove_bundle(struct agent *a, const char *id);
-
 static const Google__Protobuf__Empty empty = GOOGLE__PROTOBUF__EMPTY__INIT;
-
-static int code_of(int err)
-{
-	switch (err) {
-	case -EINVAL:
-	case -ENAMETOOLONG:
-	case -E2BIG:
-		return TTRPC_INVALID_ARGUMENT;
-	case -ENOENT:
-	case -ESRCH:
-		return TTRPC_NOT_FOUND;
-	case -EEXIST:
-		return TTRPC_ALREADY_EXISTS;
-	case -EOPNOTSUPP:
-		return TTRPC_UNIMPLEMENTED;
-	case -EPERM:
-	case -EACCES:
-		return TTRPC_PERMISSION_DENIED;
-	default:
-		return TTRPC_UNKNOWN;
-	}
-}
 
 static void fail_err(struct ttrpc_call *call, const struct husk_err *err)
 {
-	ttrpc_call_fail(call, code_of(err->code), "%s", err->msg);
+	ttrpc_call_fail(call, ttrpc_code_from_errno(err->code), "%s", err->msg);
 }
 
 /* Finds the container and process a request names, or answers NOT_FOUND. */
@@ -381,21 +357,6 @@ static void on_exec(struct ttrpc_call *call, const ProtobufCMessage *req, void *
 
 /* ---- Kill, Wait, State, Pids ---- */
 
-static int signal_cgroup(struct container *c, int sig, struct husk_err *err)
-{
-	if (sig == SIGKILL)
-		return jail_cgroup_kill(c->jc->cgroup, err);
-	pid_t *pids;
-	size_t n;
-	int r = jail_cgroup_pids(c->jc->cgroup, &pids, &n, err);
-	if (r < 0)
-		return r;
-	for (size_t i = 0; i < n; i++)
-		kill(pids[i], sig);
-	free(pids);
-	return 0;
-}
-
 /* Whether a signal's default action ends the process (not ignored, not a
  * stop or continue). */
 static bool sig_default_terminates(int sig)
@@ -441,7 +402,7 @@ static void on_kill(struct ttrpc_call *call, const ProtobufCMessage *req, void *
 	if (p == &c->init && p->status == PROC_CREATED && sig_default_terminates(sig))
 		sig = SIGKILL;
 	if (r->all && c->jc->cgroup && p == &c->init) {
-		if (signal_cgroup(c, sig, &err) < 0) {
+		if (jail_cgroup_signal(c->jc->cgroup, sig, &err) < 0) {
 			fail_err(call, &err);
 			return;
 		}

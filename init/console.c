@@ -9,6 +9,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "husk/file.h"
+
 /* One log per process: these are the only globals of libinit. */
 static int log_level = INIT_LOG_DEFAULT;
 static int stderr_level = INIT_LOG_DEBUG; /* stderr takes lines up to this level */
@@ -62,19 +64,6 @@ void init_log_set_stderr_level(int level)
 	stderr_level = level < -1 ? -1 : level > INIT_LOG_DEBUG ? INIT_LOG_DEBUG : level;
 }
 
-static void write_all(int fd, const char *buf, size_t len)
-{
-	while (len > 0) {
-		ssize_t n = write(fd, buf, len);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0)
-			return; /* nowhere else to report it */
-		buf += n;
-		len -= (size_t)n;
-	}
-}
-
 void init_log(int level, const char *fmt, ...)
 {
 	if (!init_log_enabled(level))
@@ -104,9 +93,10 @@ void init_log(int level, const char *fmt, ...)
 		char line[INIT_LOG_LINE_MAX + 64];
 		int k = snprintf(line, sizeof(line), "[%5lld.%06ld] husk-agent: %.*s\n",
 				 (long long)ts.tv_sec, ts.tv_nsec / 1000, (int)len, msg);
+		/* A failure is dropped: there is nowhere else to report it. */
 		if (k > 0)
-			write_all(STDERR_FILENO, line,
-				  (size_t)k < sizeof(line) ? (size_t)k : sizeof(line) - 1);
+			(void)husk_write_all(STDERR_FILENO, line,
+					     (size_t)k < sizeof(line) ? (size_t)k : sizeof(line) - 1);
 	}
 	if (log_sink && !in_sink) {
 		in_sink = true;

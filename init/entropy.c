@@ -12,22 +12,8 @@
 #include <linux/random.h>
 
 #include "husk/cleanup.h"
+#include "husk/file.h"
 #include "init/console.h"
-
-static int write_all(int fd, const void *buf, size_t len)
-{
-	const char *p = buf;
-	while (len > 0) {
-		ssize_t n = write(fd, p, len);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0)
-			return -errno;
-		p += n;
-		len -= (size_t)n;
-	}
-	return 0;
-}
 
 int init_seed_entropy(const void *seed, size_t len, struct husk_err *err)
 {
@@ -38,7 +24,7 @@ int init_seed_entropy(const void *seed, size_t len, struct husk_err *err)
 	_cleanup_fd_ int ufd = open("/dev/urandom", O_WRONLY | O_CLOEXEC);
 	if (ufd < 0)
 		return husk_err_sys(err, -errno, "open /dev/urandom");
-	int r = write_all(ufd, seed, len);
+	int r = husk_write_all(ufd, seed, len);
 	if (r < 0)
 		return husk_err_sys(err, r, "write %zu bytes to /dev/urandom", len);
 

@@ -18,6 +18,8 @@
 #include <unistd.h>
 
 #include "husk/cleanup.h"
+#include "husk/file.h"
+#include "husk/time.h"
 
 /* From <linux/magic.h>, which the musl toolchain may not carry. */
 #define CG2_SUPER_MAGIC 0x63677270UL
@@ -33,55 +35,24 @@ static const char *const wanted_controllers[] = {"cpu", "cpuset", "io", "memory"
 struct jail_cgroup {
 	char *path;	/* absolute directory */
 	int dirfd;	/* O_DIRECTORY fd of path */
-	char **created; /* ancestors (leaf excluded) made by open, outermost first */
+	char **created; /* ancestors (leaf excluded) made by open, outermost first,
+			 * NULL-terminated */
 	size_t n_created;
 };
 
 /* ---- small helpers ------------------------------------------------------- */
 
+/* Deadlines in ms, as poll(2) takes them. */
 static int64_t now_ms(void)
 {
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+	return (int64_t)(husk_monotonic_ns() / 1000000);
 }
 
-/* Reads a whole file under `dirfd` into a NUL-terminated malloc'd buffer.
- * cgroup files are generated on read, so a size from fstat is useless. */
-static int read_at(int dirfd, const char *name, char **out, size_t *out_len)
+/* A whole file under `dirfd`, NUL-terminated. cgroup files are generated
+ * on read (st_size says nothing) and bounded by the kernel, not by us. */
+static int read_at(int dirfd, const char *name, char **out)
 {
-	_cleanup_fd_ int fd = openat(dirfd, name, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return -errno;
-	size_t cap = 4096, len = 0;
-	_cleanup_free_ char *buf = malloc(cap);
-	if (!buf)
-		return -ENOMEM;
-	for (;;) {
-		if (cap - len < 2) {
-			if (cap > (SIZE_MAX / 2))
-				return -EFBIG;
-			char *nb = realloc(buf, cap * 2);
-			if (!nb)
-				return -ENOMEM;
-			buf = nb;
-			cap *= 2;
-		}
-		ssize_t n = read(fd, buf + len, cap - len - 1);
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			return -errno;
-		}
-		if (n == 0)
-			break;
-		len += (size_t)n;
-	}
-	buf[len] = '\0';
-	*out = take_ptr(buf);
-	if (out_len)
-		*out_len = len;
-	return 0;
+	return husk_read_file_at(dirfd, name, SIZE_MAX, out, NULL, NULL);
 }
 
 /* Writes `val` in a single write(2): cgroup files take one value per call. */
@@ -206,7 +177,7 @@ static bool flat_get(const char *buf, const char *key, uint64_t *v)
 static int read_key(const struct jail_cgroup *cg, const char *file, const char *key, uint64_t *v)
 {
 	_cleanup_free_ char *buf = NULL;
-	int r = read_at(cg->dirfd, file, &buf, NULL);
+	int r = read_at(cg->dirfd, file, &buf);
 	if (r < 0)
 		return r;
 	return flat_get(buf, key, v) ? 0 : -ENODATA;
@@ -236,9 +207,9 @@ static void enable_controllers(const char *dir)
 	if (dfd < 0)
 		return;
 	_cleanup_free_ char *avail = NULL, *enabled = NULL;
-	if (read_at(dfd, "cgroup.controllers", &avail, NULL) < 0)
+	if (read_at(dfd, "cgroup.controllers", &avail) < 0)
 		return;
-	if (read_at(dfd, "cgroup.subtree_control", &enabled, NULL) < 0)
+	if (read_at(dfd, "cgroup.subtree_control", &enabled) < 0)
 		return;
 	for (size_t i = 0; i < ARRAY_SIZE(wanted_controllers); i++) {
 		const char *c = wanted_controllers[i];
@@ -295,13 +266,6 @@ static void rollback(char **made, size_t n)
 		rmdir(made[--n]);
 }
 
-static void free_strv(char **v, size_t n)
-{
-	for (size_t i = 0; i < n; i++)
-		free(v[i]);
-	free(v);
-}
-
 int jail_cgroup_open(const char *mount, const char *path, bool create, struct jail_cgroup **out,
 		     struct husk_err *err)
 {
@@ -338,7 +302,7 @@ int jail_cgroup_open(const char *mount, const char *path, bool create, struct ja
 		size_t ncomp = 1;
 		for (const char *p = rel; *p; p++)
 			ncomp += *p == '/';
-		made = calloc(ncomp, sizeof(*made));
+		made = calloc(ncomp + 1, sizeof(*made)); /* NULL-terminated */
 		_cleanup_free_ char *cur = strdup(cg->path);
 		if (!made || !cur) {
 			free(made);
@@ -390,7 +354,7 @@ int jail_cgroup_open(const char *mount, const char *path, bool create, struct ja
 
 fail:
 	rollback(made, n_made);
-	free_strv(made, n_made);
+	husk_strv_free(made);
 	jail_cgroup_free(cg);
 	return r;
 }
@@ -411,7 +375,7 @@ void jail_cgroup_free(struct jail_cgroup *cg)
 		return;
 	if (cg->dirfd >= 0)
 		close(cg->dirfd);
-	free_strv(cg->created, cg->n_created);
+	husk_strv_free(cg->created);
 	free(cg->path);
 	free(cg);
 }
@@ -804,7 +768,7 @@ int jail_cgroup_pids(struct jail_cgroup *cg, pid_t **pids, size_t *n, struct hus
 	*pids = NULL;
 	*n = 0;
 	_cleanup_free_ char *buf = NULL;
-	int r = read_at(cg->dirfd, "cgroup.procs", &buf, NULL);
+	int r = read_at(cg->dirfd, "cgroup.procs", &buf);
 	if (r < 0)
 		return husk_err_sys(err, r, "reading %s/cgroup.procs", cg->path);
 	size_t cap = 0;
@@ -975,6 +939,20 @@ int jail_cgroup_kill(struct jail_cgroup *cg, struct husk_err *err)
 	return kill_each(cg, err);
 }
 
+int jail_cgroup_signal(struct jail_cgroup *cg, int sig, struct husk_err *err)
+{
+	if (sig == SIGKILL)
+		return jail_cgroup_kill(cg, err);
+	_cleanup_free_ pid_t *pids = NULL;
+	size_t n = 0;
+	int r = jail_cgroup_pids(cg, &pids, &n, err);
+	if (r < 0)
+		return r;
+	for (size_t i = 0; i < n; i++)
+		kill(pids[i], sig);
+	return 0;
+}
+
 /* ---- stats --------------------------------------------------------------- */
 
 #define MF(name) {#name, offsetof(struct jail_cgroup_stats, memory.name)}
@@ -1031,7 +1009,7 @@ static int stat_flat(struct jail_cgroup *cg, const char *file, const struct kv_f
 		     size_t nf, struct jail_cgroup_stats *st, bool *present, struct husk_err *err)
 {
 	_cleanup_free_ char *buf = NULL;
-	int r = read_at(cg->dirfd, file, &buf, NULL);
+	int r = read_at(cg->dirfd, file, &buf);
 	if (absent(r))
 		return 0;
 	if (r < 0)
@@ -1047,7 +1025,7 @@ static int stat_single(struct jail_cgroup *cg, const char *file, uint64_t *v,
 		       struct husk_err *err)
 {
 	_cleanup_free_ char *buf = NULL;
-	int r = read_at(cg->dirfd, file, &buf, NULL);
+	int r = read_at(cg->dirfd, file, &buf);
 	if (absent(r))
 		return 0;
 	if (r < 0)
@@ -1062,7 +1040,7 @@ static int stat_single(struct jail_cgroup *cg, const char *file, uint64_t *v,
 static int stat_io(struct jail_cgroup *cg, struct jail_cgroup_stats *st, struct husk_err *err)
 {
 	_cleanup_free_ char *buf = NULL;
-	int r = read_at(cg->dirfd, "io.stat", &buf, NULL);
+	int r = read_at(cg->dirfd, "io.stat", &buf);
 	if (absent(r))
 		return 0;
 	if (r < 0)

@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "husk/cleanup.h"
+#include "husk/file.h"
 #include "internal.h"
 
 static int pidfd_open_compat(pid_t pid)
@@ -53,16 +54,8 @@ static void write_state(int fd, const char *state)
 	sigemptyset(&pipe_set);
 	sigaddset(&pipe_set, SIGPIPE);
 	pthread_sigmask(SIG_BLOCK, &pipe_set, &old);
-	size_t len = strlen(state), off = 0;
-	while (off < len) {
-		ssize_t n = write(fd, state + off, len - off);
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			break; /* EPIPE: the hook did not want it */
-		}
-		off += (size_t)n;
-	}
+	/* EPIPE: the hook did not want it. */
+	(void)husk_write_all(fd, state, strlen(state));
 	if (!sigismember(&old, SIGPIPE)) {
 		struct timespec zero = { 0 };
 		while (sigtimedwait(&pipe_set, NULL, &zero) > 0)

@@ -8,6 +8,7 @@
 #include <limits.h>
 #include <linux/magic.h>
 #include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,6 +21,7 @@
 #include <unistd.h>
 
 #include "husk/cleanup.h"
+#include "husk/file.h"
 #include "jail/rootfs.h"
 #include "jail/safepath.h"
 
@@ -84,39 +86,13 @@ static bool path_under(const char *path, const char *dir)
 	return !strncmp(path, dir, n) && (path[n] == '\0' || path[n] == '/');
 }
 
-static int read_text(const char *path, char **out)
-{
-	*out = NULL;
-	_cleanup_fd_ int fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return -errno;
-	size_t len = 0, cap = 8192;
-	_cleanup_free_ char *buf = malloc(cap);
-	if (!buf)
-		return -ENOMEM;
-	for (;;) {
-		if (cap - len < 2) {
-			char *nb = realloc(buf, cap * 2);
-			if (!nb)
-				return -ENOMEM;
-			buf = nb;
-			cap *= 2;
-		}
-		ssize_t n = read(fd, buf + len, cap - len - 1);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0)
-			return -errno;
-		if (n == 0)
-			break;
-		len += (size_t)n;
-	}
-	buf[len] = '\0';
-	*out = take_ptr(buf);
-	return 0;
-}
-
 /* ---- /proc/self/mountinfo ---- */
+
+/* The kernel generates it (st_size says 0): as large as the mounts are. */
+static int read_mountinfo(char **out)
+{
+	return husk_read_file("/proc/self/mountinfo", SIZE_MAX, out, NULL, NULL);
+}
 
 struct mountinfo_entry {
 	int id, parent;
@@ -201,7 +177,7 @@ bool jail_mountinfo_root_is_initial(const char *mountinfo)
 bool jail_root_is_initramfs(void)
 {
 	_cleanup_free_ char *mi = NULL;
-	if (read_text("/proc/self/mountinfo", &mi) == 0)
+	if (read_mountinfo(&mi) == 0)
 		return jail_mountinfo_root_is_initial(mi);
 	/* No /proc: guess from the filesystem the initramfs uses. */
 	struct statfs sf;
@@ -686,7 +662,7 @@ static int pivot(int root_fd, struct husk_err *err)
 static int hide_outer_proc_sys(const char *root, struct husk_err *err)
 {
 	_cleanup_free_ char *mi = NULL;
-	if (read_text("/proc/self/mountinfo", &mi) < 0)
+	if (read_mountinfo(&mi) < 0)
 		return 0;
 	char *cur = mi;
 	struct mountinfo_entry e;
@@ -818,7 +794,7 @@ int jail_rootfs_enter(const struct jail_spec *spec,
 	 * not change the answers): which mount holds root, and is "/" the
 	 * initramfs. */
 	_cleanup_free_ char *mi = NULL;
-	if (read_text("/proc/self/mountinfo", &mi) < 0)
+	if (read_mountinfo(&mi) < 0)
 		mi = NULL;
 	bool initramfs = mi ? jail_mountinfo_root_is_initial(mi) : jail_root_is_initramfs();
 	if ((r = make_parent_private(root, mi, err)) < 0)

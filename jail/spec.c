@@ -26,10 +26,10 @@
 
 #include "husk/cleanup.h"
 #include "husk/error.h"
+#include "husk/file.h"
 
 /* A config.json is a few KiB; the bound keeps a hostile one from costing
  * the guest agent real memory. */
-#define SPEC_MAX_BYTES (16u << 20)
 #define FIELD_MAX 256 /* a field path: "linux.seccomp.syscalls[12].args[3].op" */
 #define SHOW_MAX 96   /* a value quoted in a message */
 
@@ -354,15 +354,6 @@ static int req_i64(const struct pctx *c, const char *parent, struct json_object 
 
 /* ---- arrays and maps ---------------------------------------------------------- */
 
-static void free_strv(char **v)
-{
-	if (!v)
-		return;
-	for (char **p = v; *p; p++)
-		free(*p);
-	free(v);
-}
-
 static void free_kv(struct jail_kv *kv, size_t n)
 {
 	if (!kv)
@@ -668,8 +659,8 @@ static int lookup_member(const struct pctx *c, const char *f, struct json_object
 static void process_clear(struct jail_process *p)
 {
 	free(p->user.additional_gids);
-	free_strv(p->args);
-	free_strv(p->env);
+	husk_strv_free(p->args);
+	husk_strv_free(p->env);
 	free(p->cwd);
 	free(p->rlimits);
 	free(p->apparmor_profile);
@@ -1043,8 +1034,8 @@ static void free_hooks(struct jail_hook *h, size_t n)
 		return;
 	for (size_t i = 0; i < n; i++) {
 		free(h[i].path);
-		free_strv(h[i].args);
-		free_strv(h[i].env);
+		husk_strv_free(h[i].args);
+		husk_strv_free(h[i].env);
 	}
 	free(h);
 }
@@ -1382,11 +1373,11 @@ static int parse_resources(const struct pctx *c, const char *f, struct json_obje
 
 static void seccomp_clear(struct jail_seccomp *sc)
 {
-	free_strv(sc->architectures);
-	free_strv(sc->flags);
+	husk_strv_free(sc->architectures);
+	husk_strv_free(sc->flags);
 	if (sc->rules) {
 		for (size_t i = 0; i < sc->n_rules; i++) {
-			free_strv(sc->rules[i].names);
+			husk_strv_free(sc->rules[i].names);
 			free(sc->rules[i].args);
 		}
 		free(sc->rules);
@@ -1706,9 +1697,9 @@ static int parse_spec(const struct pctx *c, struct json_object *o, struct jail_s
 static int tokenize(const struct pctx *c, const char *json, size_t len, struct json_object **out)
 {
 	*out = NULL;
-	if (len > SPEC_MAX_BYTES)
+	if (len > JAIL_SPEC_MAX_BYTES)
 		return fail(c, -EFBIG, "", "%zu bytes is more than the %u MiB limit", len,
-			    SPEC_MAX_BYTES >> 20);
+			    JAIL_SPEC_MAX_BYTES >> 20);
 	struct json_tokener *tok = json_tokener_new();
 	if (!tok)
 		return fail_nomem(c, "");
@@ -1796,39 +1787,7 @@ int jail_spec_read(const char *path, char **data, size_t *len_out, struct husk_e
 		return husk_err_sys(err, -errno, "stat %s", path);
 	if (!S_ISREG(st.st_mode))
 		return husk_err_set(err, -EINVAL, "%s: not a regular file", path);
-	if (st.st_size > (off_t)SPEC_MAX_BYTES)
-		return husk_err_set(err, -EFBIG, "%s: %lld bytes is more than the %u MiB limit",
-				    path, (long long)st.st_size, SPEC_MAX_BYTES >> 20);
-	/* Read to EOF rather than trusting st_size; one byte over the bound
-	 * is enough to refuse a file that grew meanwhile. */
-	size_t cap = (size_t)st.st_size + 1, len = 0;
-	_cleanup_free_ char *buf = malloc(cap);
-	if (!buf)
-		return husk_err_set(err, -ENOMEM, "%s: out of memory", path);
-	for (;;) {
-		if (len == cap) {
-			if (cap > SPEC_MAX_BYTES)
-				return husk_err_set(err, -EFBIG, "%s: more than the %u MiB limit",
-						    path, SPEC_MAX_BYTES >> 20);
-			size_t ncap = cap * 2 > SPEC_MAX_BYTES + 1 ? SPEC_MAX_BYTES + 1 : cap * 2;
-			char *n = realloc(buf, ncap);
-			if (!n)
-				return husk_err_set(err, -ENOMEM, "%s: out of memory", path);
-			buf = n;
-			cap = ncap;
-		}
-		ssize_t got = read(fd, buf + len, cap - len);
-		if (got < 0 && errno == EINTR)
-			continue;
-		if (got < 0)
-			return husk_err_sys(err, -errno, "read %s", path);
-		if (got == 0)
-			break;
-		len += (size_t)got;
-	}
-	*data = take_ptr(buf);
-	*len_out = len;
-	return 0;
+	return husk_read_fd(fd, path, JAIL_SPEC_MAX_BYTES, data, len_out, err);
 }
 
 int jail_spec_load(const char *bundle_dir, struct jail_spec **out, struct husk_err *err)
@@ -1926,8 +1885,8 @@ void jail_spec_free(struct jail_spec *s)
 	free_kv(res->unified, res->n_unified);
 	free_kv(s->sysctl, s->n_sysctl);
 	seccomp_clear(&s->seccomp);
-	free_strv(s->masked_paths);
-	free_strv(s->readonly_paths);
+	husk_strv_free(s->masked_paths);
+	husk_strv_free(s->readonly_paths);
 	free(s->mount_label);
 	free(s);
 }

@@ -155,3 +155,10 @@ $(TEST_DIR)/unit-vmm: $(call objs,asan,tests/unit/test_vmm.c) $(BUILD)/asan/libh
 	$(call link,asan,-lcmocka -pthread $(LIBHUSK_DEPS_LIBS))
 TEST_BINS += $(TEST_DIR)/unit-vmm
 UNIT_TESTS += vmm
+
+# libcommon's helpers (sizes, files, the clock). --wrap=write lets the test
+# script what write(2) returns to husk_write_all (short counts, EINTR).
+$(TEST_DIR)/unit-common: $(call objs,asan,tests/unit/test_common.c) $(BUILD)/asan/libcommon.a
+	$(call link,asan,-lcmocka -pthread -Xlinker --wrap=write)
+TEST_BINS += $(TEST_DIR)/unit-common
+UNIT_TESTS += common

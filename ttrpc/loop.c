@@ -3,10 +3,10 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "husk/cleanup.h"
+#include "husk/time.h"
 
 struct ev_io {
 	struct ev_loop *loop;
@@ -40,11 +40,10 @@ struct ev_loop {
 	struct ev_deferred *defer_head, *defer_tail;
 };
 
+/* The loop's name for husk_monotonic_ns, which its timers run on. */
 uint64_t ev_now_ns(void)
 {
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+	return husk_monotonic_ns();
 }
 
 int ev_loop_new(struct ev_loop **out, struct husk_err *err)

@@ -17,8 +17,9 @@
 #include <json-c/json.h>
 
 #include "husk/cleanup.h"
+#include "husk/time.h"
 #include "huskctl.h"
-#include "spec.h"
+#include "runspec.h"
 
 static int parse_signal(const char *s, int *sig)
 {
@@ -107,16 +108,11 @@ int cmd_simple(const struct global_opts *g, const char *cmd, int argc, char **ar
 			r = husk_task_resume(a, name, &err);
 		} else if (strcmp(cmd, "ping") == 0) {
 			char version[64];
-			uint64_t t0 = 0;
-			struct timespec ts;
-			clock_gettime(CLOCK_MONOTONIC, &ts);
-			t0 = (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+			uint64_t t0 = husk_monotonic_ns();
 			r = husk_agent_check(a, version, sizeof(version), &err);
-			clock_gettime(CLOCK_MONOTONIC, &ts);
 			if (r == 0)
 				printf("%s: agent %s answered in %.3f ms\n", name, version,
-				       (double)((uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec -
-						t0) / 1e6);
+				       (double)(husk_monotonic_ns() - t0) / 1e6);
 		} else if (strcmp(cmd, "stats") == 0) {
 			struct husk_stats s;
 			r = husk_task_stats(a, name, &s, &err);

@@ -16,7 +16,7 @@
 #include "huskctl.h"
 #include "relay.h"
 #include "runopts.h"
-#include "spec.h"
+#include "runspec.h"
 
 #define CALL_TIMEOUT_MS 30000
 

@@ -8,7 +8,7 @@
 #include <stdint.h>
 
 #include "husk.h"
-#include "spec.h"
+#include "runspec.h"
 
 #define HUSKCTL_MAX_ENV 256
 #define HUSKCTL_MAX_DISKS 8

@@ -173,6 +173,28 @@ int husk_vm_remove_disk(struct husk_vm *vm, const char *serial, unsigned wait_ms
 int husk_vm_connect(struct husk_vm *vm, uint32_t port, unsigned timeout_ms,
 		    struct husk_err *err);
 
+/* The same without blocking, for event loops: husk_vm_connect_start
+ * returns at once with c->fd to poll for c->events; call
+ * husk_vm_connect_step when it is ready, until it returns 1 (connected:
+ * c->fd is the stream, now the caller's, nonblocking) or a negative errno
+ * (the fd is closed). 0: wait for c->events again. No retries: for a port
+ * the guest already listens on (a process's stdio). Calling it while another
+ * thread changes the VM is allowed (see Threads, above). */
+struct husk_vm_conn {
+	int fd;
+	short events; /* POLLIN or POLLOUT */
+	/* private */
+	int phase;
+	uint32_t port;
+	size_t len;
+	char line[32];
+};
+int husk_vm_connect_start(struct husk_vm *vm, uint32_t port, struct husk_vm_conn *c,
+			  struct husk_err *err);
+int husk_vm_connect_step(struct husk_vm_conn *c, struct husk_err *err);
+/* Gives up a connection under way (closes its fd). */
+void husk_vm_connect_abort(struct husk_vm_conn *c);
+
 /* A listening socket for guest-initiated connections to host `port`. */
 int husk_vm_listen(struct husk_vm *vm, uint32_t port, struct husk_err *err);
 

@@ -67,24 +67,6 @@ int husk_agent_fd(const struct husk_agent *a)
 	return a->fd;
 }
 
-static int code_to_errno(int code)
-{
-	switch (code) {
-	case TTRPC_OK: return 0;
-	case TTRPC_NOT_FOUND: return -ENOENT;
-	case TTRPC_FAILED_PRECONDITION: return -EBUSY;
-	case TTRPC_INVALID_ARGUMENT: return -EINVAL;
-	case TTRPC_ALREADY_EXISTS: return -EEXIST;
-	case TTRPC_DEADLINE_EXCEEDED: return -ETIMEDOUT;
-	case TTRPC_UNAVAILABLE: return -EPIPE;
-	case TTRPC_CANCELLED: return -ECANCELED;
-	case TTRPC_UNIMPLEMENTED: return -ENOSYS;
-	case TTRPC_RESOURCE_EXHAUSTED: return -ENOSPC;
-	case TTRPC_PERMISSION_DENIED: return -EPERM;
-	default: return -EIO;
-	}
-}
-
 static int call_timeout(struct husk_agent *a, const char *service, const char *method,
 			const ProtobufCMessage *req, const ProtobufCMessageDescriptor *resp_desc,
 			ProtobufCMessage **resp, unsigned timeout_ms, struct husk_err *err)
@@ -99,7 +81,7 @@ static int call_timeout(struct husk_agent *a, const char *service, const char *m
 			return husk_err_set(err, -EPIPE, "%s.%s: the VM's agent connection is gone%s%s",
 					    svc ? svc + 1 : service, method, st.message[0] ? ": " : "",
 					    st.message);
-		return husk_err_set(err, code_to_errno(code), "%s.%s: %s: %s", svc ? svc + 1 : service,
+		return husk_err_set(err, ttrpc_errno_from_code(code), "%s.%s: %s: %s", svc ? svc + 1 : service,
 				    method, ttrpc_code_name(code), st.message);
 	}
 	if (resp)

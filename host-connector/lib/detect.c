@@ -127,7 +127,7 @@ int husk_vhost_vsock_alloc_cid(int fd, uint32_t *cid, struct husk_err *err)
 {
 	/* The kernel refuses a CID another VM holds (EADDRINUSE): try random
 	 * ones; the fd keeps the CID reserved until QEMU takes it over. */
-	unsigned seed = (unsigned)husk_now_ns() ^ (unsigned)getpid();
+	unsigned seed = (unsigned)husk_monotonic_ns() ^ (unsigned)getpid();
 	for (int i = 0; i < 64; i++) {
 		uint64_t c = 3 + (uint64_t)(rand_r(&seed) % 0x7ffffff0u);
 		if (ioctl(fd, VHOST_VSOCK_SET_GUEST_CID, &c) == 0) {
@@ -184,13 +184,6 @@ unsigned long husk_tsc_khz(void)
 	if (ns1 <= ns0 || tsc1 <= tsc0)
 		return 0;
 	return (unsigned long)((tsc1 - tsc0) * 1000000ull / (ns1 - ns0));
-}
-
-uint64_t husk_now_ns(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
 void husk_file_tail(const char *path, char *buf, size_t max)

@@ -65,7 +65,9 @@
 
 #include "husk.h"
 #include "husk/cleanup.h"
+#include "husk/file.h"
 #include "husk/path.h"
+#include "husk/size.h" /* also declared by husk.h: the compiler checks they agree */
 
 extern char **environ;
 
@@ -110,40 +112,6 @@ const char *husk_default_image_cache(char *buf, size_t len)
 static void freep_evp(EVP_MD_CTX **ctx)
 {
 	EVP_MD_CTX_free(*ctx);
-}
-
-static void closedirp(DIR **d)
-{
-	if (*d)
-		closedir(*d);
-}
-
-/* mkdir -p: components created here get `mode`. */
-static int mkdir_p(const char *path, mode_t mode, struct husk_err *err)
-{
-	char buf[PATH_MAX];
-	if (husk_path_fmt(buf, sizeof(buf), "%s", path))
-		return husk_err_set(err, -ENAMETOOLONG, "image cache %s: path too long", path);
-	size_t n = strlen(buf);
-	while (n > 1 && buf[n - 1] == '/')
-		buf[--n] = '\0';
-	for (char *p = buf + 1;; p++) {
-		if (*p != '/' && *p != '\0')
-			continue;
-		char c = *p;
-		*p = '\0';
-		if (mkdir(buf, mode) < 0 && errno != EEXIST)
-			return husk_err_sys(err, -errno, "create image cache %s", buf);
-		*p = c;
-		if (!c)
-			break;
-	}
-	struct stat st;
-	if (stat(buf, &st) < 0)
-		return husk_err_sys(err, -errno, "image cache %s", buf);
-	if (!S_ISDIR(st.st_mode))
-		return husk_err_set(err, -ENOTDIR, "image cache %s: not a directory", buf);
-	return 0;
 }
 
 /* An executable regular file named `name` in $PATH, like execvp. */
@@ -368,7 +336,7 @@ static int mkfs_version(const char *cache, int cache_fd, struct mkfs *m, struct 
 	const char *name = strrchr(full, '/') + 1;
 	char line[sizeof(m->version) + 1];
 	int len = snprintf(line, sizeof(line), "%s\n", m->version);
-	if (write(tfd, line, (size_t)len) != len || fsync(tfd) < 0 ||
+	if (husk_write_all(tfd, line, (size_t)len) < 0 || fsync(tfd) < 0 ||
 	    renameat(cache_fd, name, cache_fd, note) < 0)
 		unlinkat(cache_fd, name, 0);
 	return 0;
@@ -594,7 +562,7 @@ static int hash_entry(struct walk *w, int dir_fd, const char *name, const struct
  * name, recursing into subdirectories; w->path names the directory. */
 static int hash_dir(struct walk *w, int fd)
 {
-	__attribute__((cleanup(closedirp))) DIR *d = fdopendir(fd);
+	_cleanup_closedir_ DIR *d = fdopendir(fd);
 	if (!d) {
 		int e = errno;
 		close(fd);
@@ -686,7 +654,7 @@ static DIR *cache_dir_stream(int cache_fd)
  * so no live builder owns a temp file of this hash. */
 static void remove_stale_tmp(int cache_fd, const char *hex)
 {
-	__attribute__((cleanup(closedirp))) DIR *d = cache_dir_stream(cache_fd);
+	_cleanup_closedir_ DIR *d = cache_dir_stream(cache_fd);
 	if (!d)
 		return;
 	char prefix[SHA256_HEX_LEN + 8];
@@ -932,7 +900,7 @@ static int scan_images(int cache_fd, const char *cache, struct cached **out, siz
 	int fd = openat(cache_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (fd < 0)
 		return husk_err_sys(err, -errno, "open image cache %s", cache);
-	__attribute__((cleanup(closedirp))) DIR *d = fdopendir(fd);
+	_cleanup_closedir_ DIR *d = fdopendir(fd);
 	if (!d) {
 		int e = errno;
 		close(fd);
@@ -1061,7 +1029,7 @@ int husk_image_cache_list(const char *cache_dir, struct husk_image_info **out, s
  * builder holds now. */
 static void prune_stale(int cache_fd, const char *cache)
 {
-	__attribute__((cleanup(closedirp))) DIR *d = cache_dir_stream(cache_fd);
+	_cleanup_closedir_ DIR *d = cache_dir_stream(cache_fd);
 	if (!d)
 		return;
 	_cleanup_free_ char(*hexes)[SHA256_HEX_LEN + 1] = NULL;
@@ -1205,9 +1173,9 @@ int husk_image_from_dir_hold(const char *cache_dir, const char *rootfs_dir, char
 	if (!realpath(rootfs_dir, rootfs_real))
 		return husk_err_sys(err, -errno, "rootfs %s: realpath", rootfs_dir);
 
-	r = mkdir_p(cache_dir, 0700, err);
+	r = husk_mkdir_p(cache_dir, 0700, err);
 	if (r < 0)
-		return r;
+		return husk_err_wrap(err, "image cache");
 	char cache[PATH_MAX];
 	if (!realpath(cache_dir, cache))
 		return husk_err_sys(err, -errno, "image cache %s: realpath", cache_dir);

@@ -9,6 +9,8 @@
 #include <sys/types.h>
 
 #include "husk.h"
+#include "husk/file.h"
+#include "husk/time.h"
 
 /* Not part of libhusk.so's interface, though named husk_*. */
 #pragma GCC visibility push(hidden)
@@ -61,7 +63,6 @@ struct husk_vm {
 int husk_vm_reap_vmm(struct husk_vm *vm, unsigned timeout_ms);
 
 /* ---- vmdir.c: the state directory ---- */
-int husk_mkdir_p(const char *path, mode_t mode, struct husk_err *err);
 /* Removes a VM directory and what is in it, without crossing mounts. */
 void husk_remove_dir(const char *dir);
 /* flock(LOCK_EX | LOCK_NB) on <dir>/lock: -EBUSY when someone holds it. */
@@ -117,9 +118,6 @@ int husk_vhost_vsock_alloc_cid(int fd, uint32_t *cid, struct husk_err *err);
 /* ---- vsock.c ---- */
 int husk_hybrid_connect(const char *uds, uint32_t port, unsigned timeout_ms,
 			struct husk_err *err);
-
-/* ---- util ---- */
-uint64_t husk_now_ns(void);
 
 /* The guest kernel command line (cmdline.c): the words of `kernel`, the
  * words of `extra` for the kernel, "--", the words of `init` (husk.* keys),

@@ -46,12 +46,12 @@ int husk_wait_ready(struct husk_vm *vm, unsigned timeout_ms, uint64_t t0, struct
 	for (;;) {
 		bool awaiting_log = vm->log_listen_fd >= 0 && vm->log_fd < 0;
 		struct husk_agent *a = NULL;
-		uint64_t now = husk_now_ns();
+		uint64_t now = husk_monotonic_ns();
 		if (now >= next_try && husk_agent_open(vm, CHECK_TIMEOUT_MS, &a, &last) == 0) {
 			int r = husk_agent_check(a, NULL, 0, &last);
 			husk_agent_close(a);
 			if (r == 0) {
-				vm->boot_ns = husk_now_ns() - t0;
+				vm->boot_ns = husk_monotonic_ns() - t0;
 				husk_log_accept(vm);
 				husk_log_listener_close(vm);
 				return 0;
@@ -64,7 +64,7 @@ int husk_wait_ready(struct husk_vm *vm, unsigned timeout_ms, uint64_t t0, struct
 		struct pollfd p[3] = { { .fd = vm->vmm_pidfd, .events = POLLIN },
 				       { .fd = vm->vsockd_pidfd, .events = POLLIN },
 				       { .fd = vm->log_listen_fd, .events = POLLIN } };
-		now = husk_now_ns();
+		now = husk_monotonic_ns();
 		int wait_ms = next_try > now ? (int)((next_try - now) / 1000000u) + 1 : 0;
 		int n = poll(p, 3, wait_ms);
 		if (n > 0 && p[2].revents) {
@@ -80,7 +80,7 @@ int husk_wait_ready(struct husk_vm *vm, unsigned timeout_ms, uint64_t t0, struct
 			return husk_err_set(err, -ECHILD, "%s exited while the VM booted; console: %s",
 					    who, tail);
 		}
-		if (husk_now_ns() >= deadline) {
+		if (husk_monotonic_ns() >= deadline) {
 			char tail[1024];
 			husk_file_tail(vm->console, tail, sizeof(tail));
 			return husk_err_set(err, -ETIMEDOUT,

@@ -98,9 +98,9 @@ int husk_spawn(const struct husk_spawn *s, pid_t *pid_out, int *pidfd_out, struc
 int husk_reap(pid_t pid, int pidfd, unsigned timeout_ms, int *status)
 {
 	struct pollfd p = { .fd = pidfd, .events = POLLIN };
-	uint64_t deadline = husk_now_ns() + (uint64_t)timeout_ms * 1000000u;
+	uint64_t deadline = husk_monotonic_ns() + (uint64_t)timeout_ms * 1000000u;
 	for (;;) {
-		uint64_t now = husk_now_ns();
+		uint64_t now = husk_monotonic_ns();
 		int left = now >= deadline ? 0 : (int)((deadline - now) / 1000000u);
 		int r = poll(&p, 1, left);
 		if (r < 0 && errno == EINTR)

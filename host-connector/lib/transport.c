@@ -52,9 +52,9 @@ static int start_vsockd(struct husk_vm *vm, const struct husk_vm_config *cfg,
 	char buf[64];
 	size_t len = 0;
 	struct pollfd pf[2] = { { .fd = rd, .events = POLLIN }, { .fd = vm->vsockd_pidfd, .events = POLLIN } };
-	uint64_t deadline = husk_now_ns() + VSOCKD_READY_MS * 1000000ull;
+	uint64_t deadline = husk_monotonic_ns() + VSOCKD_READY_MS * 1000000ull;
 	while (!memmem(buf, len, "ready\n", 6)) {
-		uint64_t now = husk_now_ns();
+		uint64_t now = husk_monotonic_ns();
 		if (now >= deadline)
 			return husk_err_set(err, -ETIMEDOUT, "husk-vsockd did not get ready in 10 s");
 		if (poll(pf, 2, (int)((deadline - now) / 1000000u) + 1) < 0 && errno != EINTR)

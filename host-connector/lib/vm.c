@@ -145,14 +145,14 @@ int husk_vm_reap_vmm(struct husk_vm *vm, unsigned timeout_ms)
 		return 0;
 	/* Wait without the lock: readers (husk_vm_exited) never block. */
 	struct pollfd p = { .fd = vm->vmm_pidfd, .events = POLLIN };
-	uint64_t deadline = husk_now_ns() + (uint64_t)timeout_ms * 1000000u;
+	uint64_t deadline = husk_monotonic_ns() + (uint64_t)timeout_ms * 1000000u;
 	for (;;) {
 		pthread_mutex_lock(&vm->lock);
 		bool reaped = vm->vmm_reaped;
 		pthread_mutex_unlock(&vm->lock);
 		if (reaped)
 			return 0;
-		uint64_t now = husk_now_ns();
+		uint64_t now = husk_monotonic_ns();
 		int left = now >= deadline ? 0 : (int)((deadline - now) / 1000000u) + 1;
 		int n = poll(&p, 1, left);
 		if (n < 0 && errno == EINTR)
@@ -183,7 +183,7 @@ static int make_dir(struct husk_vm *vm, const char *state_dir, struct husk_err *
 {
 	int r = husk_mkdir_p(state_dir, 0700, err);
 	if (r < 0)
-		return r;
+		return husk_err_wrap(err, "state directory");
 	/* The longest socket path is the transport's socket plus "_<port>". */
 	const char *sock = vm->transport == HUSK_TRANSPORT_UNIX ? "agent.sock" : "vsock.sock";
 	if (husk_path_fmt(vm->dir, sizeof(vm->dir), "%s/%s", state_dir, vm->name) < 0 ||
@@ -265,7 +265,7 @@ int husk_vm_start(const struct husk_vm_config *cfg, struct husk_vm **out, struct
 		.vhost_fd = vhost_fd,
 		.vhost_user_socket = vm->transport == HUSK_TRANSPORT_HYBRID ? vu : NULL,
 	};
-	uint64_t t0 = husk_now_ns();
+	uint64_t t0 = husk_monotonic_ns();
 	if ((r = ops->launch(vm, &boot, err)) < 0 || (r = husk_state_write(vm, err)) < 0)
 		goto fail;
 	/* A backend that runs no process has no guest to wait for. */

@@ -14,24 +14,6 @@
 #include "husk/path.h"
 #include "vmm.h"
 
-int husk_mkdir_p(const char *path, mode_t mode, struct husk_err *err)
-{
-	char buf[PATH_MAX];
-	if (husk_path_fmt(buf, sizeof(buf), "%s", path) < 0)
-		return husk_err_set(err, -ENAMETOOLONG, "state directory %s", path);
-	for (char *p = buf + 1; *p; p++) {
-		if (*p != '/')
-			continue;
-		*p = '\0';
-		if (mkdir(buf, mode) < 0 && errno != EEXIST)
-			return husk_err_sys(err, -errno, "mkdir %s", buf);
-		*p = '/';
-	}
-	if (mkdir(buf, mode) < 0 && errno != EEXIST)
-		return husk_err_sys(err, -errno, "mkdir %s", buf);
-	return 0;
-}
-
 /* What is in `dfd`, depth first; a directory on another filesystem (a
  * mount a test agent left) is not entered. */
 static void remove_tree(int dfd, dev_t dev, int depth)

@@ -149,7 +149,7 @@ int husk_qemu_remove_disk(struct husk_vm *vm, const char *serial, unsigned wait_
 		snprintf(id, sizeof(id), "hpdev%u", i);
 		json_object *args = json_object_new_object();
 		json_object_object_add(args, "id", json_object_new_string(id));
-		uint64_t deadline = husk_now_ns() + (uint64_t)wait_ms * 1000000u;
+		uint64_t deadline = husk_monotonic_ns() + (uint64_t)wait_ms * 1000000u;
 		for (;;) {
 			struct husk_err e = { 0 };
 			/* Before the call: the event may come with the reply. */
@@ -161,7 +161,7 @@ int husk_qemu_remove_disk(struct husk_vm *vm, const char *serial, unsigned wait_
 			/* A disk just added: the guest's pciehp is still powering the
 			 * slot up (its indicator blinks), and QEMU refuses the button
 			 * until it is done. A caller that waits may retry. */
-			if (!strstr(e.msg, "guest is busy") || husk_now_ns() >= deadline) {
+			if (!strstr(e.msg, "guest is busy") || husk_monotonic_ns() >= deadline) {
 				json_object_put(args);
 				if (err)
 					*err = e;

@@ -23,7 +23,7 @@ static int read_reply(int fd, uint64_t deadline, husk_qmp_event_fn on_event, voi
 	int ret = -ETIMEDOUT;
 	char buf[4096];
 	for (;;) {
-		uint64_t now = husk_now_ns();
+		uint64_t now = husk_monotonic_ns();
 		if (now >= deadline) {
 			husk_err_set(err, -ETIMEDOUT, "QMP %s: no reply", what);
 			break;
@@ -95,11 +95,12 @@ static int send_cmd(int fd, const char *cmd, json_object *args, struct husk_err 
 	}
 	size_t len;
 	const char *text = json_object_to_json_string_length(o, JSON_C_TO_STRING_PLAIN, &len);
-	int r = 0;
-	errno = 0;
-	/* One line: a stream socket with room for it (commands are small). */
-	if (write(fd, text, len) != (ssize_t)len || write(fd, "\n", 1) != 1)
-		r = husk_err_sys(err, errno ? -errno : -EIO, "QMP %s: write", cmd);
+	/* One line. */
+	int r = husk_write_all(fd, text, len);
+	if (r == 0)
+		r = husk_write_all(fd, "\n", 1);
+	if (r < 0)
+		r = husk_err_sys(err, r, "QMP %s: write", cmd);
 	json_object_put(o);
 	return r;
 }
@@ -107,7 +108,7 @@ static int send_cmd(int fd, const char *cmd, json_object *args, struct husk_err 
 int husk_qmp_call(int fd, const char *command, json_object *args, unsigned timeout_ms,
 		  husk_qmp_event_fn on_event, void *data, struct husk_err *err)
 {
-	uint64_t deadline = husk_now_ns() + (uint64_t)timeout_ms * 1000000u;
+	uint64_t deadline = husk_monotonic_ns() + (uint64_t)timeout_ms * 1000000u;
 	int r = send_cmd(fd, "qmp_capabilities", NULL, err);
 	if (r == 0)
 		r = read_reply(fd, deadline, on_event, data, NULL, err, "qmp_capabilities");
@@ -127,7 +128,7 @@ int husk_qmp_wait_event(int fd, unsigned timeout_ms, husk_qmp_event_fn on_event,
 {
 	if (until(data))
 		return 0;
-	uint64_t deadline = husk_now_ns() + (uint64_t)timeout_ms * 1000000u;
+	uint64_t deadline = husk_monotonic_ns() + (uint64_t)timeout_ms * 1000000u;
 	return read_reply(fd, deadline, on_event, data, until, err, "event");
 }
 

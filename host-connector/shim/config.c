@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "husk/cleanup.h"
+#include "husk/file.h"
 #include "shim.h"
 #include "shim/runtimeoptions.pb-c.h"
 
@@ -244,25 +245,12 @@ out:
 /* Reads and applies `path`. -ENOENT (err set) when it does not exist. */
 static int apply_file(struct shim_config *c, const char *path, struct husk_err *err)
 {
-	_cleanup_fd_ int fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return husk_err_sys(err, -errno, "config %s", path);
-	_cleanup_free_ char *buf = malloc(CONFIG_MAX);
-	if (!buf)
-		return husk_err_set(err, -ENOMEM, "config %s", path);
+	_cleanup_free_ char *buf = NULL;
 	size_t len = 0;
-	for (;;) {
-		ssize_t n = read(fd, buf + len, CONFIG_MAX - len);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0)
-			return husk_err_sys(err, -errno, "config %s: read", path);
-		if (n == 0)
-			break;
-		len += (size_t)n;
-		if (len == CONFIG_MAX)
-			return husk_err_set(err, -EFBIG, "config %s: larger than %d bytes", path,
-					    CONFIG_MAX);
+	int r = husk_read_file(path, CONFIG_MAX, &buf, &len, err);
+	if (r < 0) {
+		husk_err_wrap(err, "config");
+		return r; /* -ENOENT tells a missing default file */
 	}
 	int rc = apply_json(c, path, buf, len, err);
 	if (rc == 0) {

@@ -24,6 +24,7 @@
 
 #include "github.com/containerd/containerd/runtime/v2/task/shim.pb-c.h"
 #include "husk/cleanup.h"
+#include "husk/file.h"
 #include "husk/path.h"
 #include "husk/sock.h"
 #include "vm.h"
@@ -139,27 +140,11 @@ static Google__Protobuf__Any *read_start_options(void)
 {
 	if (isatty(STDIN_FILENO))
 		return NULL;
-	size_t cap = 4096, len = 0;
-	_cleanup_free_ uint8_t *buf = malloc(cap);
-	while (buf) {
-		ssize_t n = read(STDIN_FILENO, buf + len, cap - len);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0)
-			break;
-		len += (size_t)n;
-		if (len == cap) {
-			if (cap >= (1u << 20))
-				break;
-			uint8_t *nb = realloc(buf, cap *= 2);
-			if (!nb)
-				break;
-			buf = nb;
-		}
-	}
-	if (!buf || !len)
+	_cleanup_free_ char *buf = NULL;
+	size_t len = 0;
+	if (husk_read_fd(STDIN_FILENO, "stdin", 1u << 20, &buf, &len, NULL) < 0 || !len)
 		return NULL;
-	return google__protobuf__any__unpack(NULL, len, buf);
+	return google__protobuf__any__unpack(NULL, len, (const uint8_t *)buf);
 }
 
 /* Returns in the daemon too: main's return runs the exit handlers

@@ -2,14 +2,21 @@
  * logger) bridged to the guest's vsock stdio ports by relays. */
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+
+#include "husk/cleanup.h"
 
 #include "io.h"
 #include "proc_io.h"
 #include "vm.h"
 
 enum { TAG_IN, TAG_OUT, TAG_ERR };
+/* The guest listens before its Create or Exec is answered: a connection
+ * that takes longer than this is a guest in trouble. */
+#define STDIO_CONNECT_TIMEOUT_MS 5000u
 
 static void on_relay_done(void *data, int tag)
 {
@@ -99,27 +106,137 @@ int proc_open_stdio(struct proc *p, struct husk_err *err)
 	return 0;
 }
 
-int proc_connect_io(struct proc *p, struct husk_err *err)
+/* Connecting a process's stdio ports, on the loop. */
+struct io_connect;
+struct conn_slot {
+	struct io_connect *ic;
+	int which; /* 0 stdin, 1 stdout, 2 stderr */
+	struct husk_vm_conn conn;
+	struct ev_io *io;
+};
+struct io_connect {
+	struct proc *p; /* a reference */
+	struct conn_slot slot[3];
+	unsigned pending;
+	struct ev_timer *timer;
+	proc_io_done_fn done;
+	void *data;
+	struct ev_deferred now;
+};
+
+static void io_connect_end(struct io_connect *ic, int rc, const struct husk_err *err)
+{
+	for (int i = 0; i < 3; i++) {
+		ev_io_del(ic->slot[i].io);
+		husk_vm_connect_abort(&ic->slot[i].conn);
+	}
+	ev_timer_cancel(ic->timer);
+	struct proc *p = ic->p;
+	proc_io_done_fn done = ic->done;
+	void *data = ic->data;
+	free(ic);
+	done(p, rc, err, data);
+	proc_unref(p);
+}
+
+static void on_nothing_to_connect(void *data)
+{
+	io_connect_end(data, 0, NULL);
+}
+
+static void on_connect_timeout(void *data)
+{
+	struct io_connect *ic = data;
+	ic->timer = NULL;
+	struct husk_err err = { 0 };
+	husk_err_set(&err, -ETIMEDOUT, "stdio: the guest did not answer within %u ms",
+		     STDIO_CONNECT_TIMEOUT_MS);
+	io_connect_end(ic, err.code, &err);
+}
+
+/* One stream connected: it becomes a relay. */
+static int slot_relay(struct conn_slot *sl, struct husk_err *err)
+{
+	struct proc *p = sl->ic->p;
+	struct relay **slots[3] = { &p->in, &p->out, &p->err };
+	int i = sl->which, vfd = take_fd(&sl->conn.fd), hfd = p->host_fd[i];
+	p->host_fd[i] = -1; /* the relay owns both, also on failure */
+	int r = i == 0 ? relay_new(p->s->loop, hfd, vfd, true, on_relay_done, p, TAG_IN, slots[i],
+				   err)
+		       : relay_new(p->s->loop, vfd, hfd, false, on_relay_done, p,
+				   i == 1 ? TAG_OUT : TAG_ERR, slots[i], err);
+	if (r == 0 && i > 0)
+		p->outputs_open++;
+	return r;
+}
+
+static void on_connect_io(struct ev_io *io, int fd, uint32_t events, void *data)
+{
+	(void)fd, (void)events;
+	struct conn_slot *sl = data;
+	struct io_connect *ic = sl->ic;
+	struct husk_err err = { 0 };
+	int r = husk_vm_connect_step(&sl->conn, &err);
+	if (r == 0) {
+		ev_io_set_events(io, sl->conn.events == POLLIN ? EPOLLIN : EPOLLOUT);
+		return;
+	}
+	ev_io_del(io);
+	sl->io = NULL;
+	if (r > 0)
+		r = slot_relay(sl, &err);
+	if (r < 0) {
+		husk_err_wrap(&err, "stdio port %u", sl->conn.port);
+		io_connect_end(ic, r, &err);
+		return;
+	}
+	if (--ic->pending == 0)
+		io_connect_end(ic, 0, NULL);
+}
+
+int proc_connect_io(struct proc *p, proc_io_done_fn done, void *data, struct husk_err *err)
 {
 	struct shim *s = p->s;
+	if (!shim_vm_up(s))
+		return husk_err_set(err, -EPIPE, "stdio: the VM is gone");
+	struct io_connect *ic = calloc(1, sizeof(*ic));
+	if (!ic)
+		return husk_err_set(err, -ENOMEM, "stdio: out of memory");
+	ic->p = proc_ref(p);
+	ic->done = done;
+	ic->data = data;
 	const uint32_t ports[3] = { p->ports.in, p->ports.out, p->ports.err };
-	struct relay **slots[3] = { &p->in, &p->out, &p->err };
+	int rc = 0;
 	for (int i = 0; i < 3; i++) {
+		struct conn_slot *sl = &ic->slot[i];
+		*sl = (struct conn_slot){ .ic = ic, .which = i, .conn = { .fd = -1 } };
 		if (!ports[i] || p->host_fd[i] < 0)
 			continue;
-		int vfd = shim_vm_connect(s, ports[i], err);
-		if (vfd < 0)
-			return husk_err_wrap(err, "stdio port %u", ports[i]);
-		int hfd = p->host_fd[i];
-		p->host_fd[i] = -1; /* the relay owns it, also on failure */
-		int r = i == 0 ? relay_new(s->loop, hfd, vfd, true, on_relay_done, p, TAG_IN,
-					   slots[i], err)
-			       : relay_new(s->loop, vfd, hfd, false, on_relay_done, p,
-					   i == 1 ? TAG_OUT : TAG_ERR, slots[i], err);
-		if (r < 0)
-			return r;
-		if (i > 0)
-			p->outputs_open++;
+		if ((rc = husk_vm_connect_start(s->vm.vm, ports[i], &sl->conn, err)) < 0 ||
+		    (rc = ev_io_add(s->loop, sl->conn.fd,
+				    sl->conn.events == POLLIN ? EPOLLIN : EPOLLOUT, on_connect_io, sl,
+				    &sl->io, err)) < 0)
+			break;
+		ic->pending++;
+	}
+	if (rc == 0 && ic->pending &&
+	    ev_timer_add(s->loop, STDIO_CONNECT_TIMEOUT_MS * 1000000ull, on_connect_timeout, ic,
+			 &ic->timer) < 0)
+		rc = husk_err_set(err, -ENOMEM, "stdio: no timer");
+	if (rc < 0) {
+		for (int i = 0; i < 3; i++) {
+			ev_io_del(ic->slot[i].io);
+			husk_vm_connect_abort(&ic->slot[i].conn);
+		}
+		ev_timer_cancel(ic->timer);
+		proc_unref(ic->p);
+		free(ic);
+		return rc;
+	}
+	if (!ic->pending) { /* nothing to connect: done, but not from inside the caller */
+		ic->now.fn = on_nothing_to_connect;
+		ic->now.data = ic;
+		ev_defer(s->loop, &ic->now);
 	}
 	return 0;
 }

@@ -13,9 +13,12 @@ int proc_open_logger(struct proc *p, struct husk_err *err);
  * ours even if their files go before the VM is ready (a ctr that died). */
 int proc_open_stdio(struct proc *p, struct husk_err *err);
 /* After the agent's Create or Exec: its stdio ports listen; connect before
- * Start so no output is produced before we are there to take it. On
- * failure, what was connected stays in p (proc_close_io drops it). */
-int proc_connect_io(struct proc *p, struct husk_err *err);
+ * Start so no output is produced before we are there to take it. Without
+ * blocking the loop: `done` runs once every stream relays (rc 0) or one
+ * failed (what was connected stays in p: proc_close_io drops it), never
+ * from inside this call. A negative return: nothing started, no `done`. */
+typedef void (*proc_io_done_fn)(struct proc *p, int rc, const struct husk_err *err, void *data);
+int proc_connect_io(struct proc *p, proc_io_done_fn done, void *data, struct husk_err *err);
 /* CloseIO: stdin ends once what containerd wrote has been copied. */
 void proc_close_input(struct proc *p);
 

@@ -53,3 +53,23 @@ $(TEST_DIR)/unit-shim-publish: $(call objs,asan,$(SHIM_PUBLISH_SRC)) $(BUILD)/as
 	$(call link,asan,-lcmocka)
 TEST_BINS += $(TEST_DIR)/unit-shim-process $(TEST_DIR)/unit-shim-publish
 UNIT_TESTS += shim-process shim-publish
+
+# The VM's lifecycle (vm.c: boot, a pod's container joining and leaving,
+# teardown, failures halfway, the VM lost) on libhusk's fake VMM backend,
+# without QEMU (unit-shim-vm): fake-agent is the whole VM, a stand-in
+# husk-agent serving Sandbox and a minimal Task over libttrpc. The test
+# stubs what service.c provides and finds fake-agent next to itself.
+SHIM_VM_SRC := tests/containerd/test_shim_vm.c host-connector/shim/vm.c \
+	host-connector/shim/process.c host-connector/shim/rootfs.c host-connector/shim/worker.c \
+	host-connector/shim/agent_log.c host-connector/shim/agent_events.c \
+	host-connector/shim/names.c host-connector/shim/log.c host-connector/shim/relay.c \
+	host-connector/shim/logger.c
+$(call objs,asan,$(SHIM_VM_SRC)): | $(BUILD)/gen/shim/runtimeoptions.pb-c.h
+$(TEST_DIR)/unit-shim-vm: $(call objs,asan,$(SHIM_VM_SRC)) $(BUILD)/asan/libhusk.a \
+		| $(TEST_DIR)/fake-agent
+	$(call link,asan,-lcmocka $(LIBHUSK_DEPS_LIBS) -pthread)
+$(TEST_DIR)/fake-agent: $(call objs,asan,tests/containerd/fake_agent.c,husk/sandbox.pb-c.c) \
+		$(BUILD)/asan/libttrpc.a $(BUILD)/asan/libhuskproto.a
+	$(call link,asan)
+TEST_BINS += $(TEST_DIR)/unit-shim-vm $(TEST_DIR)/fake-agent
+UNIT_TESTS += shim-vm

@@ -21,7 +21,6 @@
 #define BOOT_NAME_MAX 32
 #define AGENT_OPEN_TIMEOUT_MS 30000
 #define STOP_GRACE_MS 3000
-#define STDIO_CONNECT_TIMEOUT_MS 5000
 #define AGENT_GONE_GRACE_NS (300ull * 1000000ull)
 
 static const char *const vm_state_names[] = {
@@ -32,6 +31,8 @@ static const char *const vm_state_names[] = {
 
 static void set_state(struct shim *s, enum shim_vm_state to)
 {
+	if (to == s->vm.state)
+		return;
 	if (s->opt.debug)
 		shim_log_at("debug", NULL, "VM: %s -> %s", vm_state_names[s->vm.state],
 			    vm_state_names[to]);
@@ -159,11 +160,13 @@ static int leave_run(void *data, struct husk_err *err)
 struct stop_job {
 	struct shim *s;
 	struct husk_vm *vm;
+	bool ran; /* the VM is freed */
 };
 
 static int stop_run(void *data, struct husk_err *err)
 {
 	struct stop_job *j = data;
+	j->ran = true;
 	int rc = husk_vm_stop(j->vm, STOP_GRACE_MS, err);
 	husk_vm_free(j->vm);
 	return rc;
@@ -193,12 +196,13 @@ static void on_vmm_exit(struct ev_io *io, int fd, uint32_t events, void *data)
 	char why[128];
 	ev_io_del(s->vm.vmm_io);
 	s->vm.vmm_io = NULL;
+	const char *prog = husk_vm_vmm_program(s->vm.vm);
 	if (husk_vm_exited(s->vm.vm, &st))
-		snprintf(why, sizeof(why), "QEMU %s %d",
+		snprintf(why, sizeof(why), "%s %s %d", prog,
 			 WIFSIGNALED(st) ? "was killed by signal" : "exited with status",
 			 WIFSIGNALED(st) ? WTERMSIG(st) : WEXITSTATUS(st));
 	else
-		snprintf(why, sizeof(why), "QEMU exited");
+		snprintf(why, sizeof(why), "%s exited", prog);
 	shim_vm_lost(s, why);
 }
 
@@ -225,8 +229,12 @@ static void on_agent_gone(void *data)
 static void on_agent_closed(int reason, void *data)
 {
 	struct shim *s = data;
-	snprintf(s->vm.agent_gone_why, sizeof(s->vm.agent_gone_why), "the agent connection %s",
-		 reason ? strerror(-reason) : "closed");
+	if (reason)
+		snprintf(s->vm.agent_gone_why, sizeof(s->vm.agent_gone_why),
+			 "the agent connection failed: %s", strerror(-reason));
+	else
+		snprintf(s->vm.agent_gone_why, sizeof(s->vm.agent_gone_why),
+			 "the agent connection closed");
 	if (s->vm.agent_gone_timer ||
 	    ev_timer_add(s->loop, AGENT_GONE_GRACE_NS, on_agent_gone, s, &s->vm.agent_gone_timer) < 0)
 		shim_vm_lost(s, s->vm.agent_gone_why);
@@ -277,8 +285,9 @@ static void stop_done(void *data, int rc, const struct husk_err *err)
 {
 	struct stop_job *j = data;
 	struct shim *s = j->s;
+	bool ran = j->ran;
 	free(j);
-	if (rc == -ECANCELED) /* never ran (the shim is exiting): stop_now does it */
+	if (!ran) /* cancelled: the shim is exiting, and stop_now does it */
 		return;
 	if (rc < 0)
 		shim_log("stopping the VM: %s", err->msg);
@@ -466,9 +475,3 @@ void shim_vm_stop_now(struct shim *s)
 	release_all_images(s);
 }
 
-int shim_vm_connect(struct shim *s, uint32_t port, struct husk_err *err)
-{
-	if (!shim_vm_up(s))
-		return husk_err_set(err, -EPIPE, "the VM is gone");
-	return husk_vm_connect(s->vm.vm, port, STDIO_CONNECT_TIMEOUT_MS, err);
-}

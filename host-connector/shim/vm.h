@@ -54,8 +54,6 @@ void shim_vm_lost(struct shim *s, const char *why);
 void shim_vm_stop_now(struct shim *s);
 /* Whether the agent can take calls. */
 bool shim_vm_up(const struct shim *s);
-/* A connected stream to guest `port` (a process's stdio). */
-int shim_vm_connect(struct shim *s, uint32_t port, struct husk_err *err);
 
 /* agent_log.c: the agent's log stream into the shim log. */
 int agent_log_start(struct shim *s, struct husk_err *err);

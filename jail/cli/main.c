@@ -31,6 +31,7 @@
 #include <unistd.h>
 
 #include "husk/cleanup.h"
+#include "husk/file.h"
 #include "husk/path.h"
 #include "husk/sock.h"
 #include "jail/cgroup.h"
@@ -138,14 +139,14 @@ static void proxy_console(int master, int pidfd)
 			ssize_t n = read(master, buf, sizeof(buf));
 			if (n <= 0)
 				return; /* EIO: every peer fd is closed */
-			if (write(1, buf, (size_t)n) < 0)
+			if (husk_write_all(1, buf, (size_t)n) < 0)
 				return;
 		}
 		if (p[0].revents & POLLIN) {
 			ssize_t n = read(0, buf, sizeof(buf));
 			if (n <= 0)
 				p[0].fd = -1;
-			else if (write(master, buf, (size_t)n) < 0)
+			else if (husk_write_all(master, buf, (size_t)n) < 0)
 				return;
 		}
 		if (pidfd >= 0 && (p[2].revents & POLLIN))
@@ -190,35 +191,6 @@ static int wait_forwarding(pid_t pid)
 	return exit_code_of(status);
 }
 
-/* --process FILE: may be a pipe, so read to EOF without a size hint. */
-static int read_file(const char *path, char **out, size_t *len, struct husk_err *err)
-{
-	_cleanup_fclose_ FILE *f = fopen(path, "re");
-	if (!f)
-		return husk_err_sys(err, -errno, "open %s", path);
-	char *buf = NULL;
-	size_t cap = 0, n = 0;
-	for (;;) {
-		if (n == cap) {
-			cap = cap ? cap * 2 : 4096;
-			char *nb = realloc(buf, cap + 1);
-			if (!nb) {
-				free(buf);
-				return husk_err_set(err, -ENOMEM, "out of memory");
-			}
-			buf = nb;
-		}
-		size_t got = fread(buf + n, 1, cap - n, f);
-		n += got;
-		if (got == 0)
-			break;
-	}
-	buf[n] = '\0';
-	*out = buf;
-	*len = n;
-	return 0;
-}
-
 /* The spec as created, kept in the state directory: exec and poststop
  * hooks use it, and the bundle may have changed since. */
 static int save_config(const char *dir, const char *data, size_t len, struct husk_err *err)
@@ -226,9 +198,10 @@ static int save_config(const char *dir, const char *data, size_t len, struct hus
 	char dst[PATH_MAX];
 	husk_path_fmt(dst, sizeof(dst), "%s/config.json", dir);
 	_cleanup_fd_ int fd = open(dst, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-	if (fd < 0 || write(fd, data, len) != (ssize_t)len)
+	if (fd < 0)
 		return husk_err_sys(err, -errno, "write %s", dst);
-	return 0;
+	int r = husk_write_all(fd, data, len);
+	return r < 0 ? husk_err_sys(err, r, "write %s", dst) : 0;
 }
 
 static int load_saved_spec(const struct jail_state *st, struct jail_spec **spec,
@@ -534,6 +507,8 @@ static int container_pids(const struct jail_state *st, pid_t **pids, size_t *n,
 	if (stat("/proc/self/ns/pid", &self_ns) == 0 && self_ns.st_ino == init_ns.st_ino) {
 		/* Shares our pid namespace: only the init process is known. */
 		*pids = malloc(sizeof(pid_t));
+		if (!*pids)
+			return husk_err_set(err, -ENOMEM, "out of memory");
 		(*pids)[0] = st->pid;
 		*n = 1;
 		return 0;
@@ -662,14 +637,15 @@ static int parse_signal(const char *s)
 
 static int signal_all(const struct jail_state *st, int sig, struct husk_err *err)
 {
-	if (sig == SIGKILL && st->cgroup_mount && st->cgroup_path) {
+	if (st->cgroup_mount && st->cgroup_path) {
 		struct jail_cgroup *cg;
 		int r = open_cgroup(st, &cg, err);
 		if (r == 0)
-			r = jail_cgroup_kill(cg, err);
+			r = jail_cgroup_signal(cg, sig, err);
 		jail_cgroup_free(cg);
 		return r;
 	}
+	/* No cgroup: the processes of the container's pid namespace. */
 	pid_t *pids;
 	size_t n;
 	int r = container_pids(st, &pids, &n, err);
@@ -845,7 +821,8 @@ static int cmd_exec(const struct globals *g, int argc, char **argv)
 	if (process_file) {
 		_cleanup_free_ char *data = NULL;
 		size_t len = 0;
-		if (read_file(process_file, &data, &len, &err) < 0 ||
+		/* May be a pipe: husk_read_file reads to EOF. */
+		if (husk_read_file(process_file, JAIL_SPEC_MAX_BYTES, &data, &len, &err) < 0 ||
 		    jail_process_parse(data, len, &fileproc, &err) < 0)
 			goto out;
 		if (fileproc->unknown_caps)

@@ -6,9 +6,10 @@
  * one line per fact, and the host judges (tests/security/probe_host.c).
  *
  *   husk-probe direct --cid N... --port P...
- *       one attempt per (cid, port), all at once. On port 1024 a connection
- *       is sent a ttrpc request (husk.sandbox.v1.Sandbox/GuestDetails), on
- *       1026 a shell command, and what comes back is reported:
+ *       one attempt per (cid, port), all at once. A connection is sent a
+ *       shell command on 1026 (the debug console) and a ttrpc request
+ *       (husk.sandbox.v1.Sandbox/GuestDetails) on any other port (1024, or
+ *       wherever a test runs an agent), and what comes back is reported:
  *         cid 3: from /dev/vsock | cid unknown: <why>
  *         attempt cid=C port=P refused <errno name>
  *         attempt cid=C port=P connected reply=<bytes> [ttrpc-response] [shell]
@@ -48,7 +49,6 @@
 #define MAX_CIDS 8
 #define MAX_PORTS 16
 #define MAX_ATTEMPTS (MAX_CIDS * MAX_PORTS)
-#define AGENT_PORT 1024
 #define CONSOLE_PORT 1026
 /* Hang guards only: the kernel resolves every connect by itself (reset at
  * once, or ETIMEDOUT after the socket's 2 s connect timeout). A reply is
@@ -186,16 +186,16 @@ static size_t talk(int fd, unsigned port, char *reply, size_t max)
 	int fl = fcntl(fd, F_GETFL);
 	fcntl(fd, F_SETFL, fl & ~O_NONBLOCK);
 	uint8_t req[128];
-	size_t n = 0;
-	if (port == AGENT_PORT) {
+	size_t n;
+	bool ttrpc = port != CONSOLE_PORT;
+	if (ttrpc) {
 		n = guest_details_frame(req, sizeof(req));
-	} else if (port == CONSOLE_PORT) {
+	} else {
 		static const char cmd[] = "echo probe-shell-$((6*7)); exit\n";
 		memcpy(req, cmd, sizeof(cmd) - 1);
 		n = sizeof(cmd) - 1;
 	}
-	if (n)
-		(void)!send(fd, req, n, MSG_NOSIGNAL);
+	(void)!send(fd, req, n, MSG_NOSIGNAL);
 	size_t got = 0;
 	while (got < max) {
 		struct pollfd p = { .fd = fd, .events = POLLIN };
@@ -209,7 +209,7 @@ static size_t talk(int fd, unsigned port, char *reply, size_t max)
 			break;
 		got += (size_t)k;
 		/* A whole ttrpc response is enough to know it answered. */
-		if (port == AGENT_PORT && got >= 10 &&
+		if (ttrpc && got >= 10 &&
 		    got >= 10 + (((size_t)(uint8_t)reply[2] << 8) | (uint8_t)reply[3]))
 			break;
 	}
@@ -240,7 +240,7 @@ static int cmd_direct(struct attempt *at, size_t n)
 		char reply[4096];
 		size_t got = talk(a->fd, a->port, reply, sizeof(reply));
 		answered += got > 0;
-		bool ttrpc = a->port == AGENT_PORT && got >= 10 && reply[8] == 2;
+		bool ttrpc = a->port != CONSOLE_PORT && got >= 10 && reply[8] == 2;
 		bool shell = has_word(reply, got, "probe-shell-42");
 		say("attempt cid=%u port=%u connected reply=%zu%s%s", a->cid, a->port, got,
 		    ttrpc ? " ttrpc-response" : "", shell ? " shell" : "");

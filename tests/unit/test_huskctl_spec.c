@@ -27,7 +27,7 @@
 #include <json-c/json.h>
 
 #include "../../host-connector/huskctl/runopts.h"
-#include "../../host-connector/huskctl/spec.h"
+#include "../../host-connector/huskctl/runspec.h"
 #include "jail/spec.h"
 
 /* ---- helpers ------------------------------------------------------------------ */
@@ -670,84 +670,6 @@ static void test_resources(void **state)
 	json_object_put(s);
 }
 
-/* ---- sizes ---------------------------------------------------------------------------------- */
-
-static void test_parse_size(void **state)
-{
-	(void)state;
-	static const struct {
-		const char *s;
-		uint64_t v;
-	} ok[] = {
-		{ "64M", 67108864 },
-		{ "64m", 67108864 },
-		{ "64MiB", 67108864 },
-		{ "64MB", 67108864 },
-		{ "1G", 1073741824 },
-		{ "1g", 1073741824 },
-		{ "512", 512 },
-		{ "512b", 512 },
-		{ "0", 0 },
-		{ "1k", 1024 },
-		{ "1K", 1024 },
-		{ "3T", UINT64_C(3) << 40 },
-		{ "16777215T", UINT64_C(16777215) << 40 },
-		{ "18446744073709551615", UINT64_MAX },
-		{ "017179869183G", UINT64_C(17179869183) << 30 },
-		/* One parser for huskctl and HUSK_IMAGE_CACHE_MAX: "Gi" too. */
-		{ "1Mi", 1048576 },
-		{ "1Gi", 1073741824 },
-	};
-	for (size_t i = 0; i < sizeof(ok) / sizeof(ok[0]); i++) {
-		uint64_t v = 1;
-		struct husk_err err = { 0 };
-		int r = husk_parse_size(ok[i].s, &v, &err);
-		if (r != 0 || v != ok[i].v)
-			print_error("\"%s\": %d %s -> %llu\n", ok[i].s, r, err.msg,
-				    (unsigned long long)v);
-		assert_int_equal(r, 0);
-		assert_true(v == ok[i].v);
-	}
-
-	static const struct {
-		const char *s;
-		int code;
-		const char *needle;
-	} bad[] = {
-		{ "12Q", -EINVAL, "unknown suffix \"Q\"" },
-		{ "12KQ", -EINVAL, "unknown suffix \"KQ\"" },
-		{ "1.5G", -EINVAL, "unknown suffix \".5G\"" },
-		{ "12 M", -EINVAL, "unknown suffix \" M\"" },
-		{ "1Mib2", -EINVAL, "unknown suffix \"Mib2\"" },
-		{ "1E", -EINVAL, "unknown suffix \"E\"" },
-		{ "5bb", -EINVAL, "unknown suffix \"bb\"" },
-		{ "", -EINVAL, "size \"\"" },
-		{ "M", -EINVAL, "size \"M\"" },
-		{ "-1", -EINVAL, "size \"-1\"" },
-		{ " 1", -EINVAL, "size \" 1\"" },
-		{ "+1", -EINVAL, "size \"+1\"" },
-		{ "18446744073709551616", -ERANGE, "more than 18446744073709551615 bytes" },
-		{ "99999999999999999999999", -ERANGE, "more than" },
-		{ "16777216T", -ERANGE, "size \"16777216T\"" },
-		{ "17179869184G", -ERANGE, "size \"17179869184G\"" },
-		{ "18014398509481984K", -ERANGE, "more than" },
-	};
-	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
-		uint64_t v = 42;
-		struct husk_err err = { 0 };
-		int r = husk_parse_size(bad[i].s, &v, &err);
-		if (r != bad[i].code || !strstr(err.msg, bad[i].needle))
-			print_error("\"%s\": %d \"%s\", wanted %d \"%s\"\n", bad[i].s, r, err.msg,
-				    bad[i].code, bad[i].needle);
-		assert_int_equal(r, bad[i].code);
-		assert_int_equal(err.code, r);
-		assert_non_null(strstr(err.msg, bad[i].needle));
-		assert_true(v == 42); /* untouched on failure */
-	}
-	uint64_t v = 0;
-	assert_int_equal(husk_parse_size(NULL, &v, NULL), -EINVAL);
-}
-
 /* ---- huskctl run's options ------------------------------------------------------------------ */
 
 #define NARGS(a) ((int)(sizeof(a) / sizeof((a)[0])) - 1)
@@ -1069,7 +991,6 @@ int main(void)
 		cmocka_unit_test(test_bad_process),
 		cmocka_unit_test(test_bad_spec),
 		cmocka_unit_test(test_resources),
-		cmocka_unit_test(test_parse_size),
 		cmocka_unit_test(test_run_options),
 		cmocka_unit_test(test_run_options_refused),
 		cmocka_unit_test_setup_teardown(test_libjail_parses_spec, bundle_setup,

@@ -1193,37 +1193,6 @@ static void test_root_and_devices(void **state)
 
 /* ---- the budget ---- */
 
-static void test_parse_size(void **state)
-{
-	(void)state;
-	static const struct {
-		const char *s;
-		uint64_t v;
-	} ok[] = {
-		{ "0", 0 }, { "1", 1 }, { "512B", 512 }, { "1K", 1024 }, { "1k", 1024 },
-		{ "2M", 2u << 20 }, { "2G", 2ull << 30 }, { "2GiB", 2ull << 30 },
-		{ "3GB", 3ull << 30 }, { "1T", 1ull << 40 },
-		{ "18446744073709551615", UINT64_MAX },
-	};
-	struct husk_err err = { 0 };
-	for (size_t i = 0; i < ARRAY_SIZE(ok); i++) {
-		uint64_t v = 1234;
-		if (husk_parse_size(ok[i].s, &v, &err) != 0)
-			fail_msg("\"%s\": %s", ok[i].s, err.msg);
-		assert_int_equal(v, ok[i].v);
-	}
-	static const char *const bad[] = { "", "G", "-1", "1.5G", "10 G", "10X", "10GiBs",
-					   "99999999999999999999", "17179869184G" };
-	for (size_t i = 0; i < ARRAY_SIZE(bad); i++) {
-		uint64_t v = 1234;
-		int r = husk_parse_size(bad[i], &v, &err);
-		if (r != -EINVAL && r != -ERANGE)
-			fail_msg("\"%s\": %d", bad[i], r);
-		assert_int_equal(v, 1234);
-		assert_non_null(strstr(err.msg, bad[i]));
-	}
-}
-
 static void test_cache_max_env(void **state)
 {
 	struct fx *fx = *state;
@@ -1655,7 +1624,6 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_overlay_shares_image, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_hard_links, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_root_and_devices, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_parse_size, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_cache_max_env, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_prune_lru, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_prune_keeps_in_use, setup, teardown),

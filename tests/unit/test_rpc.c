@@ -10,6 +10,7 @@
 #include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -863,6 +864,106 @@ static void test_register_by_name(void **state)
 	ev_loop_free(loop);
 }
 
+/* ---- errno <-> status (ttrpc/status.h) ---- */
+
+static void test_status_from_errno(void **state)
+{
+	(void)state;
+	static const struct {
+		int err, code;
+	} rows[] = {
+		{ 0, TTRPC_OK },
+		{ -ENOENT, TTRPC_NOT_FOUND },
+		{ -ESRCH, TTRPC_NOT_FOUND },
+		/* agent/task.c said UNKNOWN for this one, agent/sandbox.c
+		 * FAILED_PRECONDITION; libhusk documents -EBUSY for it. */
+		{ -EBUSY, TTRPC_FAILED_PRECONDITION },
+		{ -ENODEV, TTRPC_FAILED_PRECONDITION },
+		{ -EINVAL, TTRPC_INVALID_ARGUMENT },
+		{ -ENAMETOOLONG, TTRPC_INVALID_ARGUMENT },
+		{ -E2BIG, TTRPC_INVALID_ARGUMENT },
+		{ -EEXIST, TTRPC_ALREADY_EXISTS },
+		{ -ETIMEDOUT, TTRPC_DEADLINE_EXCEEDED },
+		{ -ENOSYS, TTRPC_UNIMPLEMENTED },
+		{ -EOPNOTSUPP, TTRPC_UNIMPLEMENTED },
+		{ -ENOSPC, TTRPC_RESOURCE_EXHAUSTED },
+		{ -ENOMEM, TTRPC_RESOURCE_EXHAUSTED },
+		{ -EPERM, TTRPC_PERMISSION_DENIED },
+		{ -EACCES, TTRPC_PERMISSION_DENIED },
+		{ -EIO, TTRPC_INTERNAL },
+		/* A server's own broken pipe or cancelled step (an init that
+		 * died early, a failed hook) is not a lost connection. */
+		{ -EPIPE, TTRPC_INTERNAL },
+		{ -ECANCELED, TTRPC_INTERNAL },
+		{ -EXDEV, TTRPC_INTERNAL },
+		{ -4095, TTRPC_INTERNAL },
+		/* A positive errno is read as its negative. */
+		{ EBUSY, TTRPC_FAILED_PRECONDITION },
+		{ ENOENT, TTRPC_NOT_FOUND },
+	};
+	for (size_t i = 0; i < ARRAY_SIZE(rows); i++)
+		if (ttrpc_code_from_errno(rows[i].err) != rows[i].code)
+			fail_msg("errno %d: %s, wanted %s", rows[i].err,
+				 ttrpc_code_name(ttrpc_code_from_errno(rows[i].err)),
+				 ttrpc_code_name(rows[i].code));
+}
+
+static void test_status_to_errno(void **state)
+{
+	(void)state;
+	/* husk.h's list for husk_agent_call, then the rest. */
+	static const struct {
+		int code, err;
+	} rows[] = {
+		{ TTRPC_OK, 0 },
+		{ TTRPC_NOT_FOUND, -ENOENT },
+		{ TTRPC_FAILED_PRECONDITION, -EBUSY },
+		{ TTRPC_INVALID_ARGUMENT, -EINVAL },
+		{ TTRPC_ALREADY_EXISTS, -EEXIST },
+		{ TTRPC_DEADLINE_EXCEEDED, -ETIMEDOUT },
+		{ TTRPC_UNAVAILABLE, -EPIPE },
+		{ TTRPC_CANCELLED, -ECANCELED },
+		{ TTRPC_UNIMPLEMENTED, -ENOSYS },
+		{ TTRPC_RESOURCE_EXHAUSTED, -ENOSPC },
+		{ TTRPC_PERMISSION_DENIED, -EPERM },
+		{ TTRPC_UNKNOWN, -EIO },
+		{ TTRPC_INTERNAL, -EIO },
+		{ TTRPC_ABORTED, -EIO },
+		{ TTRPC_OUT_OF_RANGE, -EIO },
+		{ TTRPC_DATA_LOSS, -EIO },
+		{ TTRPC_UNAUTHENTICATED, -EIO },
+		{ 17, -EIO },
+		{ -1, -EIO },
+	};
+	for (size_t i = 0; i < ARRAY_SIZE(rows); i++)
+		if (ttrpc_errno_from_code(rows[i].code) != rows[i].err)
+			fail_msg("%s: %d, wanted %d", ttrpc_code_name(rows[i].code),
+				 ttrpc_errno_from_code(rows[i].code), rows[i].err);
+}
+
+/* Both ways agree: an errno's code gives back an errno of that same code,
+ * and a code's errno gives back that code, but for the two that describe
+ * the call itself and the codes with no errno of their own. */
+static void test_status_round_trip(void **state)
+{
+	(void)state;
+	for (int e = 0; e < 4096; e++) {
+		int code = ttrpc_code_from_errno(-e);
+		assert_true(code != TTRPC_UNAVAILABLE && code != TTRPC_CANCELLED);
+		if (ttrpc_code_from_errno(ttrpc_errno_from_code(code)) != code)
+			fail_msg("errno %d -> %s -> %d", e, ttrpc_code_name(code),
+				 ttrpc_errno_from_code(code));
+	}
+	for (int code = TTRPC_OK; code <= TTRPC_UNAUTHENTICATED; code++) {
+		int back = ttrpc_code_from_errno(ttrpc_errno_from_code(code));
+		bool own = code != TTRPC_UNAVAILABLE && code != TTRPC_CANCELLED &&
+			   ttrpc_errno_from_code(code) != -EIO;
+		if (back != (own || code == TTRPC_INTERNAL ? code : TTRPC_INTERNAL))
+			fail_msg("%s -> %d -> %s", ttrpc_code_name(code), ttrpc_errno_from_code(code),
+				 ttrpc_code_name(back));
+	}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -893,6 +994,9 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_peer_uid_check, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_accept_filter, setup, teardown),
 		cmocka_unit_test(test_register_by_name),
+		cmocka_unit_test(test_status_from_errno),
+		cmocka_unit_test(test_status_to_errno),
+		cmocka_unit_test(test_status_round_trip),
 	};
 	return cmocka_run_group_tests_name("ttrpc-rpc", tests, NULL, NULL);
 }

@@ -83,6 +83,10 @@ int jail_cgroup_freeze(struct jail_cgroup *cg, bool frozen, struct husk_err *err
  * repeated until a re-read finds nobody left to signal. Does not wait for
  * the processes to exit (jail_cgroup_destroy does). */
 int jail_cgroup_kill(struct jail_cgroup *cg, struct husk_err *err);
+/* `sig` to the cgroup's processes, as kill --all does: SIGKILL through
+ * jail_cgroup_kill, any other signal once to each process in cgroup.procs
+ * (one that is gone meanwhile is skipped). */
+int jail_cgroup_signal(struct jail_cgroup *cg, int sig, struct husk_err *err);
 
 /* The processes in the cgroup itself (cgroup.procs), in the kernel's order.
  * *pids is malloc'd (NULL when *n is 0); the caller frees it. */

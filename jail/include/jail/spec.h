@@ -229,8 +229,10 @@ struct jail_spec {
  * uids and gids of the process are bounded as runc bounds them: (uid_t)-1
  * would mean "unchanged" to setresuid. */
 int jail_spec_load(const char *bundle_dir, struct jail_spec **out, struct husk_err *err);
-/* Reads a spec file whole (a regular file within the size bound) into a
- * malloc'd buffer, so a caller that also keeps a copy reads it only once. */
+/* The most a spec (or a lone process object) may hold. */
+#define JAIL_SPEC_MAX_BYTES (16u << 20)
+/* Reads a spec file whole (a regular file within JAIL_SPEC_MAX_BYTES) into
+ * a malloc'd buffer, so a caller that also keeps a copy reads it only once. */
 int jail_spec_read(const char *path, char **data, size_t *len, struct husk_err *err);
 /* Parses a spec from memory; `bundle_dir` may be NULL (root.path then kept as is). */
 int jail_spec_parse(const char *json, size_t len, const char *bundle_dir, struct jail_spec **out,

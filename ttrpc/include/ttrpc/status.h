@@ -36,4 +36,19 @@ struct ttrpc_status {
 /* "NOT_FOUND", "INTERNAL", ... ; "CODE(n)" for unknown values. */
 const char *ttrpc_code_name(int code);
 
+/* The one mapping between husk's negative errnos and status codes: a
+ * server answering with a husk_err, a client handing one back. Each code
+ * has one errno and back again: NOT_FOUND -ENOENT, FAILED_PRECONDITION
+ * -EBUSY, INVALID_ARGUMENT -EINVAL, ALREADY_EXISTS -EEXIST,
+ * DEADLINE_EXCEEDED -ETIMEDOUT, UNIMPLEMENTED -ENOSYS, RESOURCE_EXHAUSTED
+ * -ENOSPC, PERMISSION_DENIED -EPERM; some more errnos map onto the same
+ * codes (-ESRCH NOT_FOUND, -ENODEV FAILED_PRECONDITION, -ENOMEM
+ * RESOURCE_EXHAUSTED, ...: status.c). UNAVAILABLE -EPIPE and CANCELLED
+ * -ECANCELED go one way only: they describe the call (its connection
+ * gone, it was dropped), so a server's own -EPIPE or -ECANCELED is
+ * INTERNAL. Any other errno is INTERNAL, any other code -EIO; 0 is OK
+ * and back. A positive errno is taken as its negative. */
+int ttrpc_code_from_errno(int neg_errno);
+int ttrpc_errno_from_code(int code);
+
 #endif

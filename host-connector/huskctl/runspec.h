@@ -6,8 +6,8 @@
  * are resolved in the container's own rootfs (etc/passwd, etc/group), never
  * in the host's files.
  */
-#ifndef HUSKCTL_SPEC_H
-#define HUSKCTL_SPEC_H
+#ifndef HUSKCTL_RUNSPEC_H
+#define HUSKCTL_RUNSPEC_H
 
 #include <stdbool.h>
 #include <stddef.h>

@@ -1,10 +1,8 @@
-/* Sizes as people write them: the one parser for huskctl's options,
- * HUSK_IMAGE_CACHE_MAX and the shim's settings. */
+/* Sizes as people write them: see husk/size.h. */
+#include "husk/size.h"
+
 #include <errno.h>
 #include <inttypes.h>
-#include <stdint.h>
-
-#include "husk.h"
 
 int husk_parse_size(const char *s, uint64_t *out, struct husk_err *err)
 {

@@ -5,7 +5,7 @@
  * libcontainer/specconv Example) with two changes for a VM guest: no network
  * namespace (the VM has nothing to isolate it from) and a writable root (the
  * guest's rootfs is already an overlay over a read-only image). */
-#include "spec.h"
+#include "runspec.h"
 
 #include <errno.h>
 #include <fcntl.h>
