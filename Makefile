@@ -59,7 +59,7 @@ gen = $(addprefix $(BUILD)/gen/,$(1))
 COMMON_SRC := common/error.c common/sock.c common/path.c common/netif.c common/size.c \
 	common/file.c common/time.c
 TTRPC_SRC := ttrpc/loop.c ttrpc/frame.c ttrpc/conn.c ttrpc/server.c ttrpc/client.c \
-	ttrpc/status.c
+	ttrpc/status.c ttrpc/relay.c
 TTRPC_GEN := ttrpc/ttrpc.pb-c.c google/rpc/status.pb-c.c google/protobuf/any.pb-c.c
 # containerd's task API and events, wire-identical to containerd 1.6.
 CONTAINERD_GEN := \

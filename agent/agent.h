@@ -22,27 +22,28 @@ struct container;
 struct process;
 struct init_reaper;
 
-/* ---- stdio relays (stdio.c) ---- */
+/* ---- stdio streams (stdio.c) ---- */
 
-/* One direction of a process's stdio between a local fd (pipe end or pty
- * master) and the host's connection on a port the agent listens on. */
-struct relay {
+struct ev_relay;
+
+/* One of a process's stdio streams: a port the agent listens on until the
+ * host connects, then a relay (ttrpc/relay.h) between that connection and
+ * the local fd (a pipe end, or the pty master). */
+struct stdio_stream {
 	struct process *proc;
-	bool to_host;	   /* out/err: local -> host; in: host -> local */
-	int local;	   /* pipe end or pty master (shared for a tty); -1 when done */
-	bool local_shared; /* the pty master belongs to the process, not the relay */
-	int listen_fd;	   /* until the host connects; -1 after */
-	int conn;	   /* the host connection; -1 before/after */
-	struct ev_io *local_io, *listen_io, *conn_io;
-	char *buf;
-	size_t len, off;
-	bool local_eof; /* no more input from the source side */
-	bool done;	/* finished: all delivered (or abandoned) */
+	bool to_host;	  /* out/err: local -> host; in: host -> local */
 	unsigned port;
+	int listen_fd;	  /* until the host connects; -1 after */
+	struct ev_io *listen_io;
+	int conn;	  /* the host's connection until the relay has it; else -1 */
+	int local;	  /* the pipe end or pty master until the relay has it; else -1 */
+	bool local_owned; /* a pipe end is ours; the pty master is the process's */
+	struct ev_relay *relay;
+	bool done; /* finished: all delivered (or abandoned) */
 };
 
 struct proc_io {
-	struct relay in, out, err;
+	struct stdio_stream in, out, err;
 	int container_fds[3]; /* handed to the process, closed once it runs */
 	int pty_master;	      /* -1 without a terminal */
 };
@@ -161,7 +162,7 @@ struct agent {
 	int argc;
 	char **argv;
 	bool keys_from_args;
-	/* the log stream to host port 1025 (logport.c); -1 when none */
+	/* the log stream to the host (log_stream.c); -1 when none */
 	int log_fd;
 	struct ev_io *log_io;
 	uint64_t log_dropped;
@@ -184,8 +185,11 @@ void setup_finish(struct agent *a);
 void setup_finish_soon(struct agent *a);
 void setup_before_call(const char *service, const char *method, void *data);
 
-/* Connects the log stream to host `port` in the background (PID 1 only). */
-void logport_start(struct agent *a, unsigned port);
+/* log_stream.c: the agent's log lines to the host. log_stream_start
+ * connects to host `port` in the background (PID 1 only); log_stream_stop
+ * closes it and sends the lines to the console again. */
+void log_stream_start(struct agent *a, unsigned port);
+void log_stream_stop(struct agent *a);
 
 /* disk.c: virtio-blk disks by serial. */
 /* How long CreateBundle waits for a hot-added disk. */
@@ -207,7 +211,6 @@ bool disk_hotplug_possible(void);
  * adds (or changes) a device; disk_uevent_drain() empties it. */
 int disk_uevent_open(struct husk_err *err);
 void disk_uevent_drain(int fd);
-void logport_stop(struct agent *a);
 
 struct container *agent_find(struct agent *a, const char *id);
 struct process *container_find_process(struct container *c, const char *exec_id);

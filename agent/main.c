@@ -233,14 +233,14 @@ int main(int argc, char **argv)
 	if (a.opt.debug_console && console_start(&a, &err) < 0)
 		goto fatal;
 	if (a.opt.pid1)
-		logport_start(&a, a.opt.log_port);
+		log_stream_start(&a, a.opt.log_port);
 	if (sfd < 0 || ev_io_add(a.loop, sfd, EPOLLIN, on_signal, &a, &sig_io, &err) < 0)
 		goto fatal;
 	if (!a.opt.pid1) {
 		printf("ready\n");
 		fflush(stdout);
 	}
-	/* PID 1 says so once its log stream is settled (agent/logport.c). */
+	/* PID 1 says so once its log stream is settled (agent/log_stream.c). */
 	if (!a.opt.pid1)
 		fprintf(stderr, "husk-agent %s: serving on %s%s\n", HUSK_AGENT_VERSION,
 			a.opt.listen_unix ? "unix:" : "vsock port ",
@@ -262,7 +262,7 @@ int main(int argc, char **argv)
 		container_free(c);
 	}
 	ev_io_del(sig_io);
-	logport_stop(&a);
+	log_stream_stop(&a);
 	ttrpc_server_free(a.server);
 	init_reaper_free(a.reaper);
 	events_free(&a);

@@ -1,8 +1,8 @@
 /* stdio of container processes: "vsock://PORT" URIs. The agent listens on
- * each port, the host connects (only the host: agent_accept), and bytes are
- * relayed raw between the process's pipes (or its pty) and that
- * connection, with backpressure both ways: nothing is read from a side
- * whose peer cannot take it.
+ * each port, the host connects (only the host: agent_accept), and a relay
+ * (ttrpc/relay.h) copies bytes raw between the process's pipes (or its pty)
+ * and that connection, with backpressure both ways: nothing is read from a
+ * side whose peer cannot take it.
  *
  * stdout and stderr are "drained" once the process side reached EOF and
  * every byte was written to the host, which then sees EOF too; only then is
@@ -15,194 +15,105 @@
 #include <unistd.h>
 
 #include "agent.h"
-#include "husk/cleanup.h"
 #include "husk/path.h"
 #include "init/console.h"
+#include "ttrpc/relay.h"
 
-#define RELAY_BUF (64u * 1024)
-
-static void relay_update(struct relay *r);
-
-static void relay_unlisten(struct relay *r)
+static void stream_unlisten(struct stdio_stream *s)
 {
-	if (r->listen_fd < 0)
+	if (s->listen_fd < 0)
 		return;
-	ev_io_del(r->listen_io);
-	r->listen_io = NULL;
-	close(r->listen_fd);
-	r->listen_fd = -1;
-	struct agent *a = r->proc->c->agent;
+	ev_io_del(s->listen_io);
+	s->listen_io = NULL;
+	close(s->listen_fd);
+	s->listen_fd = -1;
+	struct agent *a = s->proc->c->agent;
 	if (a->opt.listen_unix) {
 		char path[4096];
-		if (husk_path_fmt(path, sizeof(path), "%s_%u", a->opt.listen_unix, r->port) == 0)
+		if (husk_path_fmt(path, sizeof(path), "%s_%u", a->opt.listen_unix, s->port) == 0)
 			unlink(path);
 	}
 }
 
-static void relay_close_conn(struct relay *r)
+/* Ends the stream where it stands: no more listening, the relay stopped,
+ * what it holds closed (the pty master stays the process's). */
+static void stream_close(struct stdio_stream *s)
 {
-	if (r->conn < 0)
+	stream_unlisten(s);
+	ev_relay_free(s->relay);
+	s->relay = NULL;
+	if (s->conn >= 0)
+		close(s->conn);
+	s->conn = -1;
+	if (s->local >= 0 && s->local_owned)
+		close(s->local);
+	s->local = -1;
+	s->done = true;
+}
+
+/* The stream is over: an output's end may be what its process's exit
+ * report waited for. */
+static void stream_finish(struct stdio_stream *s)
+{
+	if (s->done)
 		return;
-	ev_io_del(r->conn_io);
-	r->conn_io = NULL;
-	close(r->conn);
-	r->conn = -1;
+	stream_close(s);
+	if (s->to_host)
+		process_maybe_report(s->proc);
 }
 
-static void relay_close_local(struct relay *r)
+static void on_relay_done(void *data, int rc)
 {
-	ev_io_del(r->local_io);
-	r->local_io = NULL;
-	if (r->local >= 0 && !r->local_shared)
-		close(r->local);
-	r->local = -1;
+	struct stdio_stream *s = data;
+	(void)rc; /* a host that stopped reading lost the rest: nothing to do */
+	s->relay = NULL;
+	stream_finish(s);
 }
 
-static void relay_finish(struct relay *r)
+/* Relays once both ends are there: the host's connection and the local
+ * fd (a terminal's pty comes after the host may have connected). */
+static void stream_start(struct stdio_stream *s)
 {
-	if (r->done)
+	if (s->done || s->relay || s->conn < 0 || s->local < 0)
 		return;
-	relay_unlisten(r);
-	if (r->conn >= 0 && r->to_host)
-		shutdown(r->conn, SHUT_WR); /* the host reads EOF after the last byte */
-	relay_close_conn(r);
-	relay_close_local(r);
-	free(r->buf);
-	r->buf = NULL;
-	r->done = true;
-	if (r->to_host)
-		process_maybe_report(r->proc);
-}
-
-static int src_fd(const struct relay *r)
-{
-	return r->to_host ? r->local : r->conn;
-}
-
-static int dst_fd(const struct relay *r)
-{
-	return r->to_host ? r->conn : r->local;
-}
-
-/* Moves data: read from the source while the buffer is empty, write while
- * it is not. Returns after one step that would block. */
-static void relay_pump(struct relay *r)
-{
-	for (;;) {
-		if (r->off < r->len) {
-			ssize_t n = write(dst_fd(r), r->buf + r->off, r->len - r->off);
-			if (n < 0) {
-				if (errno == EINTR)
-					continue;
-				if (errno == EAGAIN)
-					break;
-				/* The reader is gone: nothing more can be delivered. For
-				 * stdout, keep reading the process so it never blocks. */
-				r->len = r->off = 0;
-				if (r->to_host) {
-					relay_close_conn(r);
-				} else {
-					relay_finish(r);
-					return;
-				}
-				continue;
-			}
-			r->off += (size_t)n;
-			continue;
-		}
-		r->len = r->off = 0;
-		if (r->local_eof) {
-			relay_finish(r);
-			return;
-		}
-		int s = src_fd(r);
-		if (s < 0)
-			break;
-		ssize_t n = read(s, r->buf, RELAY_BUF);
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			if (errno == EAGAIN)
-				break;
-			n = 0; /* EIO: a pty whose every peer is closed */
-		}
-		if (n == 0) {
-			r->local_eof = true;
-			continue;
-		}
-		if (r->to_host && r->conn < 0)
-			continue; /* host went away: discard */
-		r->len = (size_t)n;
+	struct ev_relay_opts o = { .done = on_relay_done, .data = s };
+	if (s->to_host) {
+		/* The host reads EOF after the last byte. One that stops reading
+		 * does not block the process: its output is read on and dropped. */
+		o.src = s->local;
+		o.dst = s->conn;
+		o.flags = EV_RELAY_OWN_DST | EV_RELAY_SHUT_DST | EV_RELAY_DRAIN |
+			  (s->local_owned ? EV_RELAY_OWN_SRC : 0);
+	} else {
+		o.src = s->conn;
+		o.dst = s->local;
+		o.flags = EV_RELAY_OWN_SRC | (s->local_owned ? EV_RELAY_OWN_DST : 0);
 	}
-	relay_update(r);
-}
-
-static void on_relay_io(struct ev_io *io, int fd, uint32_t events, void *data)
-{
-	(void)io;
-	(void)fd;
-	(void)events;
-	relay_pump(data);
-}
-
-/* Watches the side we are waiting for: the destination while the buffer
- * holds data, else the source. */
-static void relay_update(struct relay *r)
-{
-	if (r->done)
-		return;
-	int want_src = r->off >= r->len, s = src_fd(r), d = dst_fd(r);
-	struct ev_loop *loop = r->proc->c->agent->loop;
-	struct ev_io **src_io = r->to_host ? &r->local_io : &r->conn_io;
-	struct ev_io **dst_io = r->to_host ? &r->conn_io : &r->local_io;
+	s->conn = s->local = -1; /* the relay's now, also when it fails */
 	struct husk_err err = { 0 };
-	if (s >= 0) {
-		uint32_t ev = want_src ? EPOLLIN : 0;
-		if (!*src_io) {
-			if (ev_io_add(loop, s, ev, on_relay_io, r, src_io, &err) < 0)
-				goto broken;
-		} else {
-			ev_io_set_events(*src_io, ev);
-		}
+	if (ev_relay_new(s->proc->c->agent->loop, &o, &s->relay, &err) < 0) {
+		/* Unrelayed, the stream would hang its process's exit report. */
+		init_log(INIT_LOG_ERR, "stdio port %u: %s; closing the stream", s->port, err.msg);
+		stream_finish(s);
 	}
-	if (d >= 0 && d != s) {
-		uint32_t ev = want_src ? 0 : EPOLLOUT;
-		if (!*dst_io) {
-			if (ev_io_add(loop, d, ev, on_relay_io, r, dst_io, &err) < 0)
-				goto broken;
-		} else {
-			ev_io_set_events(*dst_io, ev);
-		}
-	}
-	return;
-broken:
-	/* Unwatched, the stream would hang its process's exit report. */
-	init_log(INIT_LOG_ERR, "stdio port %u: %s; closing the stream", r->port, err.msg);
-	relay_finish(r);
 }
 
 static void on_accept(struct ev_io *io, int fd, uint32_t events, void *data)
 {
 	(void)io;
 	(void)events;
-	struct relay *r = data;
+	struct stdio_stream *s = data;
 	/* The port is the host's alone: a connection from anyone else (a
 	 * container racing the host to it) is closed and the port stays up
 	 * for the host. */
-	int c = agent_accept(r->proc->c->agent, fd, r->port, SOCK_NONBLOCK | SOCK_CLOEXEC);
+	int c = agent_accept(s->proc->c->agent, fd, s->port, SOCK_NONBLOCK | SOCK_CLOEXEC);
 	if (c < 0)
 		return;
-	relay_unlisten(r);
-	r->conn = c;
-	/* A stdout relay whose process already closed its end (e.g. a fast
-	 * exit before the host connected) still delivers the pipe's contents. */
-	if (!r->buf)
-		r->buf = malloc(RELAY_BUF);
-	if (!r->buf) {
-		relay_finish(r);
-		return;
-	}
-	relay_update(r);
+	stream_unlisten(s);
+	s->conn = c;
+	/* A stdout whose process already closed its end (e.g. a fast exit
+	 * before the host connected) still delivers the pipe's contents. */
+	stream_start(s);
 }
 
 static int parse_uri(const char *what, const char *uri, unsigned *port, struct husk_err *err)
@@ -224,22 +135,21 @@ static int parse_uri(const char *what, const char *uri, unsigned *port, struct h
 	return 0;
 }
 
-static int relay_listen(struct agent *a, struct relay *r, unsigned port, struct husk_err *err)
+static int stream_listen(struct agent *a, struct stdio_stream *s, unsigned port,
+			 struct husk_err *err)
 {
-	r->port = port;
-	r->listen_fd = agent_listen_port(a, port, err);
-	if (r->listen_fd < 0)
-		return r->listen_fd;
-	return ev_io_add(a->loop, r->listen_fd, EPOLLIN, on_accept, r, &r->listen_io, err);
+	s->port = port;
+	s->listen_fd = agent_listen_port(a, port, err);
+	if (s->listen_fd < 0)
+		return s->listen_fd;
+	return ev_io_add(a->loop, s->listen_fd, EPOLLIN, on_accept, s, &s->listen_io, err);
 }
 
-static void relay_init(struct relay *r, struct process *p, bool to_host)
+static void stream_init(struct stdio_stream *s, struct process *p, bool to_host)
 {
-	memset(r, 0, sizeof(*r));
-	r->proc = p;
-	r->to_host = to_host;
-	r->local = r->listen_fd = r->conn = -1;
-	r->done = true; /* until there is something to relay */
+	*s = (struct stdio_stream){ .proc = p, .to_host = to_host, .listen_fd = -1, .conn = -1,
+				    .local = -1,
+				    .done = true /* until there is something to relay */ };
 }
 
 static int open_null(int flags, struct husk_err *err)
@@ -254,9 +164,9 @@ int stdio_setup(struct agent *a, struct process *p, const char *in, const char *
 		const char *err_uri, bool terminal, struct husk_err *err)
 {
 	struct proc_io *io = &p->io;
-	relay_init(&io->in, p, false);
-	relay_init(&io->out, p, true);
-	relay_init(&io->err, p, true);
+	stream_init(&io->in, p, false);
+	stream_init(&io->out, p, true);
+	stream_init(&io->err, p, true);
 	io->pty_master = -1;
 	for (int i = 0; i < 3; i++)
 		io->container_fds[i] = -1;
@@ -266,7 +176,7 @@ int stdio_setup(struct agent *a, struct process *p, const char *in, const char *
 	    (r = parse_uri("stdout", out, &ports[1], err)) < 0 ||
 	    (r = parse_uri("stderr", err_uri, &ports[2], err)) < 0)
 		return r;
-	struct relay *rel[3] = { &io->in, &io->out, &io->err };
+	struct stdio_stream *st[3] = { &io->in, &io->out, &io->err };
 	for (int i = 0; i < 3; i++) {
 		if (!ports[i]) {
 			if (!terminal) {
@@ -278,17 +188,18 @@ int stdio_setup(struct agent *a, struct process *p, const char *in, const char *
 		}
 		if (terminal && i == 2)
 			continue; /* a tty merges stderr into stdout */
-		rel[i]->done = false;
+		st[i]->done = false;
 		if (!terminal) {
 			int fds[2];
 			if (pipe2(fds, O_CLOEXEC) < 0)
 				return husk_err_sys(err, -errno, "stdio: pipe");
 			/* stdin: the process reads fds[0]; out/err: it writes fds[1] */
 			io->container_fds[i] = i == 0 ? fds[0] : fds[1];
-			rel[i]->local = i == 0 ? fds[1] : fds[0];
-			fcntl(rel[i]->local, F_SETFL, O_NONBLOCK);
+			st[i]->local = i == 0 ? fds[1] : fds[0];
+			st[i]->local_owned = true;
+			fcntl(st[i]->local, F_SETFL, O_NONBLOCK);
 		}
-		r = relay_listen(a, rel[i], ports[i], err);
+		r = stream_listen(a, st[i], ports[i], err);
 		if (r < 0)
 			return husk_err_wrap(err, "%s %s", i == 0 ? "stdin" : i == 1 ? "stdout" : "stderr",
 					     i == 0 ? in : i == 1 ? out : err_uri);
@@ -301,26 +212,15 @@ void stdio_attach_pty(struct process *p, int master)
 	struct proc_io *io = &p->io;
 	io->pty_master = master;
 	fcntl(master, F_SETFL, O_NONBLOCK);
-	struct relay *rel[2] = { &io->in, &io->out };
+	/* Both directions use the master, which stays the process's (closed
+	 * by stdio_free); the relays share it. */
+	struct stdio_stream *st[2] = { &io->in, &io->out };
 	for (int i = 0; i < 2; i++) {
-		if (rel[i]->done)
+		if (st[i]->done)
 			continue;
-		/* stdin gets its own descriptor of the master: one epoll set
-		 * cannot watch the same fd for two relays. */
-		if (i == 0) {
-			int fd = fcntl(master, F_DUPFD_CLOEXEC, 3);
-			if (fd < 0) {
-				relay_finish(rel[i]);
-				continue;
-			}
-			rel[i]->local = fd;
-			rel[i]->local_shared = false;
-		} else {
-			rel[i]->local = master;
-			rel[i]->local_shared = true;
-		}
-		if (rel[i]->conn >= 0)
-			relay_update(rel[i]);
+		st[i]->local = master;
+		st[i]->local_owned = false;
+		stream_start(st[i]);
 	}
 }
 
@@ -335,31 +235,21 @@ void stdio_close_container_fds(struct process *p)
 
 void stdio_close_stdin(struct process *p)
 {
-	struct relay *r = &p->io.in;
-	if (r->done)
+	struct stdio_stream *s = &p->io.in;
+	if (s->done)
 		return;
-	if (r->conn < 0) {
-		relay_finish(r); /* nobody ever connected: EOF now */
-		return;
-	}
-	r->local_eof = true; /* deliver what is buffered, then EOF */
-	relay_pump(r);
+	if (s->relay)
+		ev_relay_close_input(s->relay); /* what the host sent is still delivered */
+	else
+		stream_finish(s); /* nobody connected yet (or no pty yet): EOF now */
 }
 
 void stdio_abandon(struct process *p)
 {
-	struct relay *rel[3] = { &p->io.in, &p->io.out, &p->io.err };
-	for (int i = 0; i < 3; i++) {
-		struct relay *r = rel[i];
-		if (r->done)
-			continue;
-		relay_unlisten(r);
-		relay_close_conn(r);
-		relay_close_local(r);
-		free(r->buf);
-		r->buf = NULL;
-		r->done = true;
-	}
+	struct stdio_stream *st[3] = { &p->io.in, &p->io.out, &p->io.err };
+	for (int i = 0; i < 3; i++)
+		if (!st[i]->done)
+			stream_close(st[i]);
 }
 
 bool stdio_drained(const struct process *p)

@@ -162,3 +162,10 @@ $(TEST_DIR)/unit-common: $(call objs,asan,tests/unit/test_common.c) $(BUILD)/asa
 	$(call link,asan,-lcmocka -pthread -Xlinker --wrap=write)
 TEST_BINS += $(TEST_DIR)/unit-common
 UNIT_TESTS += common
+
+# The byte relay (ttrpc/relay.h) on pipes, sockets, a pty and files.
+# --wrap=read/write let the test count a source's reads and inject EINTR.
+$(TEST_DIR)/unit-relay: $(call objs,asan,tests/unit/test_relay.c) $(BUILD)/asan/libttrpc.a
+	$(call link,asan,-lcmocka -Xlinker --wrap=read -Xlinker --wrap=write)
+TEST_BINS += $(TEST_DIR)/unit-relay
+UNIT_TESTS += relay

@@ -1,5 +1,6 @@
-/* Copies a container process's stdio between this terminal (or pipes) and
- * the guest's vsock stdio streams until its output ends. */
+/* Copies a container process's stdio between this terminal (or pipes,
+ * files) and the guest's vsock stdio streams until its output ends, each
+ * direction a relay of libttrpc's (ttrpc/relay.h). */
 #ifndef HUSKCTL_RELAY_H
 #define HUSKCTL_RELAY_H
 

@@ -1,6 +1,7 @@
 /* The shim's byte plumbing: containerd's stdio URIs (stdio_uri.c),
  * binary:// loggers (logger.c), and the relays that copy between
- * containerd's side and the guest's vsock stdio streams (relay.c). */
+ * containerd's side and the guest's vsock stdio streams (relay.c over
+ * ttrpc/relay.h). */
 #ifndef HUSK_SHIM_IO_H
 #define HUSK_SHIM_IO_H
 
@@ -38,9 +39,12 @@ bool logger_stop(struct logger *l, void (*done)(void *data), void *data);
 /* SIGKILL if still running, reap, free. NULL is ignored. */
 void logger_free(struct logger *l);
 
-/* ---- relay.c: copies one byte stream from src to dst (both owned) ---- */
+/* ---- relay.c: copies one byte stream from src to dst (both owned, made
+ * nonblocking), on ttrpc/relay.h's relay. A broken dst drains src. ---- */
 struct relay;
 typedef void (*relay_done_fn)(void *data, int tag);
+/* `done(data, tag)` runs once the stream has ended, the relay already
+ * freed; dst_is_socket: it is shut down for writing after the last byte. */
 int relay_new(struct ev_loop *loop, int src, int dst, bool dst_is_socket, relay_done_fn done,
 	      void *data, int tag, struct relay **out, struct husk_err *err);
 /* Input side ends after what is readable now has been copied (CloseIO). */

@@ -220,9 +220,15 @@ static void conn_update(struct hconn *c)
 			shutdown(c->fd, SHUT_WR);
 			c->shut_wr = true;
 		}
-		if (vconn_done(&c->sm) ||
-		    (c->hup && (c->sm.local_shutdown & VIRTIO_VSOCK_SHUTDOWN_SEND)))
+		if (vconn_done(&c->sm)) {
 			conn_close(c, true);
+		} else if (c->hup && (c->sm.local_shutdown & VIRTIO_VSOCK_SHUTDOWN_SEND) &&
+			   !(c->sm.local_shutdown & VIRTIO_VSOCK_SHUTDOWN_RCV)) {
+			/* A host that had half-closed is gone now: it takes no
+			 * more either. The guest answers with its RST. */
+			c->sm.local_shutdown |= VIRTIO_VSOCK_SHUTDOWN_RCV;
+			c->sm.pending |= VCONN_P_SHUTDOWN;
+		}
 	}
 	if (c->sm.state == VCONN_CLOSED) {
 		if (!c->sm.pending) {
@@ -637,14 +643,21 @@ static bool fill_one(struct hybrid *h, struct hconn *c, const struct vq_chain *c
 		virtq_unpop(vq);
 		return false;
 	}
-	if (n < 0 || c->hup) {
-		/* Read error, or the host peer is gone altogether: reset. */
+	if (n < 0) {
+		/* A read error (ECONNRESET: the host closed with the guest's
+		 * bytes unread): reset. */
 		virtq_unpop(vq);
 		conn_close(c, true);
 		return false;
 	}
-	/* EOF: the host will send no more; the guest may still. */
+	/* EOF after the host's last byte: it sends no more, and one that
+	 * closed altogether (hup) receives no more either. Both go in one
+	 * SHUTDOWN, the spec's clean close, which the guest completes with
+	 * its RST; an RST from us could reach the guest's socket before its
+	 * reader had the bytes already delivered. */
 	c->sm.local_shutdown |= VIRTIO_VSOCK_SHUTDOWN_SEND;
+	if (c->hup)
+		c->sm.local_shutdown |= VIRTIO_VSOCK_SHUTDOWN_RCV;
 	c->sm.pending |= VCONN_P_SHUTDOWN;
 	op = vconn_take_ctl(&c->sm, h->guest_cid, &p);
 	put_hdr(h, ch, &p, VSOCK_HDR_SIZE);

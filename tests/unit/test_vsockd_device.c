@@ -470,11 +470,15 @@ static void test_guest_connects(void **state)
 	assert_int_equal(p.fwd_cnt, 5); /* the 5 bytes the host took */
 	assert_string_equal(pl, "world");
 
-	/* The host program exits: the guest gets a reset. */
+	/* The host program exits: a clean close, both directions shut; the
+	 * guest's RST completes it. */
 	close(c);
-	rx_expect(f, VIRTIO_VSOCK_OP_RST, 5000, 1234);
+	p = rx_expect(f, VIRTIO_VSOCK_OP_SHUTDOWN, 5000, 1234);
+	assert_int_equal(p.flags, VIRTIO_VSOCK_SHUTDOWN_RCV | VIRTIO_VSOCK_SHUTDOWN_SEND);
 	assert_false(rx_take(f, &p, NULL, 0));
-	/* Late packets for it are answered with RST too. */
+	tx(f, VIRTIO_VSOCK_OP_RST, 1234, 5000, 0, 5, NULL, 0);
+	assert_false(rx_take(f, &p, NULL, 0));
+	/* Late packets for it are answered with RST. */
 	tx(f, VIRTIO_VSOCK_OP_RW, 1234, 5000, 0, 0, "x", 1);
 	rx_expect(f, VIRTIO_VSOCK_OP_RST, 5000, 1234);
 	close(l);
@@ -591,6 +595,78 @@ static void test_host_connects(void **state)
 	close(c);
 	/* Gone before the guest answered: the request is cancelled. */
 	rx_expect(f, VIRTIO_VSOCK_OP_RST, (1u << 30) + 1, 1024);
+}
+
+/* A host program that writes and then closes its socket (a stdin writer):
+ * the guest gets every byte, then SHUTDOWN for both directions (the host
+ * will neither send nor receive), never an RST, which could reach the
+ * guest's socket before its reader had the last bytes. The guest's RST
+ * completes the close. Variants: the guest's credit smaller than what is
+ * left in the closed socket; the host half-closed first (SHUTDOWN(SEND)),
+ * then closed; guest data after the shutdown, which the host can no
+ * longer take: that is reset. */
+static void test_host_writes_then_closes(void **state)
+{
+	struct fx *f = *state;
+	static char data[12000];
+	for (size_t i = 0; i < sizeof(data); i++)
+		data[i] = (char)(i * 7 + i / 251);
+	const uint32_t both = VIRTIO_VSOCK_SHUTDOWN_RCV | VIRTIO_VSOCK_SHUTDOWN_SEND;
+	for (int variant = 0; variant < 3; variant++) {
+		int c = host_connect(f, "CONNECT 1024\n");
+		struct vsock_pkt p;
+		assert_true(rx_take(f, &p, NULL, 0));
+		assert_int_equal(p.op, VIRTIO_VSOCK_OP_REQUEST);
+		const uint32_t port = p.src_port;
+		struct vsock_pkt g = {
+			.src_cid = CID, .dst_cid = VSOCK_HOST_CID, .src_port = 1024,
+			.dst_port = port, .type = VIRTIO_VSOCK_TYPE_STREAM,
+			.op = VIRTIO_VSOCK_OP_RESPONSE, .buf_alloc = variant == 1 ? 5000 : 65536,
+		};
+		tx_raw(f, &g, NULL, 0);
+		char ok[32];
+		assert_true(host_read(f, c, ok, sizeof(ok)) > 0);
+		assert_int_equal(write(c, data, sizeof(data)), (ssize_t)sizeof(data));
+		if (variant == 2)
+			shutdown(c, SHUT_WR);
+		else
+			close(c);
+		uint32_t got = 0;
+		char pl[RX_PAYLOAD];
+		for (int i = 0; i < 100; i++) {
+			if (!rx_take(f, &p, pl, sizeof(pl))) {
+				/* Out of credit: the guest reads what it has. */
+				g.op = VIRTIO_VSOCK_OP_CREDIT_UPDATE;
+				g.fwd_cnt = got;
+				tx_raw(f, &g, NULL, 0);
+				continue;
+			}
+			if (p.op != VIRTIO_VSOCK_OP_RW)
+				break;
+			assert_memory_equal(pl, data + got, p.len);
+			got += p.len;
+		}
+		assert_int_equal(got, sizeof(data));
+		assert_int_equal(p.op, VIRTIO_VSOCK_OP_SHUTDOWN);
+		if (variant == 2) {
+			assert_int_equal(p.flags, VIRTIO_VSOCK_SHUTDOWN_SEND);
+			assert_false(rx_take(f, &p, NULL, 0));
+			close(c);
+			p = rx_expect(f, VIRTIO_VSOCK_OP_SHUTDOWN, port, 1024);
+		}
+		assert_int_equal(p.flags, both);
+		assert_false(rx_take(f, &p, NULL, 0));
+		if (variant == 1) {
+			tx(f, VIRTIO_VSOCK_OP_RW, 1024, port, 0, got, "late", 4);
+			rx_expect(f, VIRTIO_VSOCK_OP_RST, port, 1024);
+		} else {
+			tx(f, VIRTIO_VSOCK_OP_RST, 1024, port, 0, got, NULL, 0);
+			assert_false(rx_take(f, &p, NULL, 0));
+		}
+		/* Gone either way: a late packet is reset. */
+		tx(f, VIRTIO_VSOCK_OP_RW, 1024, port, 0, got, "x", 1);
+		rx_expect(f, VIRTIO_VSOCK_OP_RST, port, 1024);
+	}
 }
 
 static void test_host_connect_refused(void **state)
@@ -936,6 +1012,7 @@ int main(void)
 		T(test_guest_connect_refused),
 		T(test_guest_connect_not_host),
 		T(test_host_connects),
+		T(test_host_writes_then_closes),
 		T(test_host_connect_refused),
 		T(test_bad_handshakes),
 		T(test_guest_credit),

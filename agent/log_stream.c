@@ -1,8 +1,9 @@
-/* The agent's log stream to the host: a guest-initiated vsock connection
- * to host port 1025 (DESIGN.md). Every line init_log() passes goes there
- * as "husk-agent: <level>: <text>\n", next to the console. Sends never block the
- * agent: when the host does not read, lines are dropped and counted. No
- * listener on the host (RST) just means no stream. */
+/* The agent's log stream to the host: as PID 1 it connects to host port
+ * husk.log_port (1025, or per VM with vhost-vsock; docs/protocol.md,
+ * "Other ports"). Every line init_log() passes goes there as
+ * "husk-agent: <level>: <text>\n", next to the console. Sends never block
+ * the agent: when the host does not read, lines are dropped and counted.
+ * No listener on the host (RST) just means no stream. */
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
@@ -72,7 +73,7 @@ static void on_connected(struct ev_io *io, int fd, uint32_t events, void *data)
 		 HUSK_AGENT_VERSION, a->opt.vsock_port);
 }
 
-void logport_start(struct agent *a, unsigned port)
+void log_stream_start(struct agent *a, unsigned port)
 {
 	a->log_fd = socket(AF_VSOCK, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
 	if (a->log_fd < 0) {
@@ -93,7 +94,7 @@ void logport_start(struct agent *a, unsigned port)
 		close_log(a);
 }
 
-void logport_stop(struct agent *a)
+void log_stream_stop(struct agent *a)
 {
 	if (a->log_fd >= 0)
 		close_log(a);
