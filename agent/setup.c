@@ -21,6 +21,7 @@
 #include "init/console.h"
 #include "init/entropy.h"
 #include "init/kmod.h"
+#include "init/memory.h"
 #include "init/mounts.h"
 #include "init/net.h"
 #include "init/power.h"
@@ -140,6 +141,8 @@ void setup_finish(struct agent *a)
 	if (a->hostname[0] && init_set_hostname(a->hostname, &err) < 0)
 		init_log(INIT_LOG_WARNING, "%s", err.msg);
 	init_seed_from_hwrng(NULL);
+	if (init_set_page_reporting_order(INIT_PAGE_REPORTING_ORDER, &err) < 0)
+		init_log(INIT_LOG_WARNING, "%s", err.msg);
 	uint64_t t1 = ev_now_ns();
 	init_log(INIT_LOG_DEBUG, "VM set-up finished in %.1f ms, %.1f ms after the agent started",
 		 (double)(t1 - t0) / 1e6, (double)(t1 - a->started_ns) / 1e6);

@@ -44,7 +44,7 @@ struct run_opts {
 	unsigned cpus, memory_mib, boot_timeout_ms, log_level; /* 0: defaults */
 	enum husk_accel accel;
 	enum husk_transport transport;
-	bool debug_console, agent_log;
+	bool debug_console, agent_log, merge_memory;
 	/* CMD [ARG...] */
 	char **args;
 	size_t n_args;

@@ -122,6 +122,12 @@ struct husk_vm_config {
 	/* Slots for disks added later (husk_vm_add_disk), at most
 	 * HUSK_HOTPLUG_MAX. 0: none, which boots fastest. */
 	unsigned hotplug_slots;
+	/* Let the host's KSM merge this VM's memory (mem-merge, and
+	 * PR_SET_MEMORY_MERGE on the VMM; Linux 6.4+). Off by default: it
+	 * costs ksmd's CPU, and merged pages let one VM time another's memory
+	 * contents. Guest RAM shared with husk-vsockd is a memfd, which KSM
+	 * does not merge (docs/configuration.md). */
+	bool merge_memory;
 };
 
 #define HUSK_HOTPLUG_MAX 16

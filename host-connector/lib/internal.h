@@ -98,6 +98,14 @@ struct husk_spawn {
 	const int *keep_fds; /* inherited at the same numbers */
 	size_t n_keep;
 	bool die_with_parent;
+	/* No transparent huge pages in the child's mappings (inherited
+	 * across exec): a VMM that madvises its translation cache or heap
+	 * huge would hold 2 MiB for every page it touches. */
+	bool no_thp;
+	/* KSM may merge the child's private anonymous memory (Linux 6.4+,
+	 * PR_SET_MEMORY_MERGE, kept across exec): an opt-in, it costs ksmd's
+	 * CPU and lets one VM time another's page contents. */
+	bool merge_memory;
 };
 /* Fork+exec; an exec failure is reported here, not by the child's exit.
  * Returns 0 with *pid and a pidfd in *pidfd. */

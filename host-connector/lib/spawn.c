@@ -15,14 +15,34 @@
 #include "husk/cleanup.h"
 #include "internal.h"
 
+#ifndef PR_SET_MEMORY_MERGE
+#define PR_SET_MEMORY_MERGE 67
+#endif
+
 static int pidfd_open_(pid_t pid)
 {
 	return (int)syscall(SYS_pidfd_open, pid, 0);
 }
 
+/* What the child failed at, reported with errno before exec. */
+enum spawn_step { STEP_EXEC, STEP_STDIO, STEP_KEEP_FDS, STEP_NO_THP, STEP_MERGE };
+
+static const char *const step_what[] = {
+	[STEP_EXEC] = "exec",
+	[STEP_STDIO] = "set up stdio",
+	[STEP_KEEP_FDS] = "pass its descriptors",
+	[STEP_NO_THP] = "prctl(PR_SET_THP_DISABLE)",
+	[STEP_MERGE] = "prctl(PR_SET_MEMORY_MERGE) for KSM (needs Linux 6.4)",
+};
+
+struct spawn_report {
+	int step, err;
+};
+
 /* In the child: only async-signal-safe calls until exec. */
 static void child(const struct husk_spawn *s, pid_t parent, int report)
 {
+	enum spawn_step step = STEP_NO_THP;
 	sigset_t none;
 	sigemptyset(&none);
 	sigprocmask(SIG_SETMASK, &none, NULL);
@@ -34,6 +54,12 @@ static void child(const struct husk_spawn *s, pid_t parent, int report)
 		if (getppid() != parent)
 			_exit(127);
 	}
+	if (s->no_thp && prctl(PR_SET_THP_DISABLE, 1, 0, 0, 0) < 0)
+		goto fail;
+	step = STEP_MERGE;
+	if (s->merge_memory && prctl(PR_SET_MEMORY_MERGE, 1, 0, 0, 0) < 0)
+		goto fail;
+	step = STEP_STDIO;
 	/* Our own process group: a terminal's ^C goes to the caller, which
 	 * then stops the VM in order. */
 	setpgid(0, 0);
@@ -47,13 +73,15 @@ static void child(const struct husk_spawn *s, pid_t parent, int report)
 			fcntl(i, F_SETFD, 0);
 	}
 	close_range(3, ~0u, CLOSE_RANGE_CLOEXEC);
+	step = STEP_KEEP_FDS;
 	for (size_t i = 0; i < s->n_keep; i++)
 		if (fcntl(s->keep_fds[i], F_SETFD, 0) < 0)
 			goto fail;
+	step = STEP_EXEC;
 	execvp(s->argv[0], (char *const *)s->argv);
 fail:;
-	int e = errno;
-	(void)!write(report, &e, sizeof(e));
+	struct spawn_report r = { step, errno };
+	(void)!write(report, &r, sizeof(r));
 	_exit(127);
 }
 
@@ -73,15 +101,19 @@ int husk_spawn(const struct husk_spawn *s, pid_t *pid_out, int *pidfd_out, struc
 	if (pid == 0)
 		child(s, parent, p[1]);
 	close(p[1]);
-	int e = 0;
+	struct spawn_report rep;
 	ssize_t n;
 	do
-		n = read(p[0], &e, sizeof(e));
+		n = read(p[0], &rep, sizeof(rep));
 	while (n < 0 && errno == EINTR);
 	close(p[0]);
-	if (n == sizeof(e)) {
+	if (n == sizeof(rep)) {
 		waitpid(pid, NULL, 0);
-		return husk_err_sys(err, -e, "exec %s", s->argv[0]);
+		if (rep.step == STEP_EXEC)
+			return husk_err_sys(err, -rep.err, "exec %s", s->argv[0]);
+		return husk_err_sys(err, -rep.err, "%s: %s", s->argv[0],
+				    (unsigned)rep.step < ARRAY_SIZE(step_what) ? step_what[rep.step]
+									       : "set-up before exec");
 	}
 	int pidfd = pidfd_open_(pid);
 	if (pidfd < 0) {

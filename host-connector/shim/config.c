@@ -49,6 +49,7 @@ static const struct key {
 	{ "accel", K_ACCEL, F(accel), 0, 0 },
 	{ "transport", K_TRANSPORT, F(transport), 0, 0 },
 	{ "debug_console", K_BOOL, F(debug_console), 0, 0 },
+	{ "merge_memory", K_BOOL, F(merge_memory), 0, 0 },
 	{ "log_level", K_UINT, F(log_level), 1, 7 },
 	{ "boot_timeout_ms", K_UINT, F(boot_timeout_ms), 1, 3600000 },
 	{ "state_dir", K_ABSPATH, F(state_dir), 0, 0 },

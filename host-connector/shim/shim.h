@@ -67,6 +67,7 @@ struct shim_config {
 	enum husk_accel accel;
 	enum husk_transport transport;
 	bool debug_console;
+	bool merge_memory;
 	char sources[1024]; /* the files read, for the log: "" when none */
 	char warning[256];  /* something ignored, for the log: "" when none */
 };

@@ -349,6 +349,45 @@ if [ -z "${VM_INITRD:-}" ]; then
 	wait $dbg_pid
 fi
 
+# ---- a lean VM: freed memory goes back to the host, no THP, KSM opt-in ----
+# The container fills 64 MiB of its tmpfs layer, then removes it: the guest
+# reports the freed blocks (virtio-balloon free page reporting) and QEMU
+# punches them out of the memfd, so the guest RAM QEMU holds drops again.
+RUN -n lean --rootfs "$rootfs" -- sh -c 'dd if=/dev/zero of=/tmp/fill bs=1M count=64 2>/dev/null &&
+	echo filled && sleep 2 && rm /tmp/fill && echo freed && sleep 1000' >"$tmp/lean.out" 2>"$tmp/lean.err" &
+lean_pid=$!
+bg_pids="$bg_pids $lean_pid"
+for _ in $(seq 600); do grep -q filled "$tmp/lean.out" && break; sleep 0.2; done
+qpid=$(jq -r .qemu_pid "$state/lean/vm.json" 2>/dev/null)
+guest_kib() { awk '$1=="Pss_Shmem:"{print $2}' "/proc/$qpid/smaps_rollup" 2>/dev/null; }
+full=$(guest_kib)
+for _ in $(seq 100); do grep -q freed "$tmp/lean.out" && break; sleep 0.2; done
+# Reporting runs 2 s after a free; a generous bound, not a timing assertion.
+now=$full
+for _ in $(seq 150); do
+	now=$(guest_kib)
+	[ -n "$now" ] && [ -n "$full" ] && [ "$now" -lt $((full - 48 * 1024)) ] && break
+	sleep 0.2
+done
+[ -n "$now" ] && [ -n "$full" ] && [ "$now" -lt $((full - 48 * 1024)) ] && pass lean-freed-memory-returned ||
+	fail lean-freed-memory-returned "guest RAM held by QEMU: ${full:-?} KiB filled, ${now:-?} KiB after rm; $(cat "$tmp/lean.err")"
+grep -q "^THP_enabled:[[:space:]]*0" "/proc/$qpid/status" 2>/dev/null &&
+	grep -q "^ksm_merge_any: no" "/proc/$qpid/ksm_stat" 2>/dev/null &&
+	tr '\0' ' ' <"/proc/$qpid/cmdline" | grep -q "mem-merge=off.*tb-size=16" && pass lean-no-thp-no-ksm ||
+	fail lean-no-thp-no-ksm "$(grep THP_enabled "/proc/$qpid/status"); $(grep merge_any "/proc/$qpid/ksm_stat"); $(tr '\0' ' ' <"/proc/$qpid/cmdline")"
+H kill lean KILL >/dev/null 2>&1
+wait $lean_pid
+RUN -n ksm --merge-memory --rootfs "$rootfs" -- sleep 1000 >/dev/null 2>"$tmp/ksm.err" &
+ksm_pid=$!
+bg_pids="$bg_pids $ksm_pid"
+for _ in $(seq 600); do H ps ksm >/dev/null 2>&1 && break; sleep 0.2; done
+qpid=$(jq -r .qemu_pid "$state/ksm/vm.json" 2>/dev/null)
+grep -q "^ksm_merge_any: yes" "/proc/$qpid/ksm_stat" 2>/dev/null &&
+	tr '\0' ' ' <"/proc/$qpid/cmdline" | grep -q "mem-merge=on" && pass lean-ksm-opt-in ||
+	fail lean-ksm-opt-in "$(grep merge_any "/proc/$qpid/ksm_stat" 2>&1); $(cat "$tmp/ksm.err")"
+H kill ksm KILL >/dev/null 2>&1
+wait $ksm_pid
+
 # ---- the VM dies under a running container ----
 "$huskctl" --state-dir "$state" run --kernel "$kernel" --initrd "$initrd" --image-cache "$tmp/cache" \
 	-n victim --rootfs "$rootfs" -- sleep 1000 >/dev/null 2>"$tmp/victim.err" &

@@ -15,7 +15,7 @@ fi
 rel=$(cat "$stock/release")
 tmp=$(mktemp -d /tmp/husk-e2e-stock-XXXXXX)
 trap 'rm -rf "$tmp"' EXIT
-mods="virtio_mmio virtio_blk virtio_rng vmw_vsock_virtio_transport erofs overlay ext4"
+mods="virtio_mmio virtio_blk virtio_rng virtio_balloon vmw_vsock_virtio_transport erofs overlay ext4"
 if ! "$here/../../initramfs/build.sh" "$tmp/initrd.cpio.gz" --init "$build/bin/husk-agent" \
 	--kmods "$mods" --kernel-release "$rel" --modules-dir "$stock/lib/modules/$rel" \
 	>"$tmp/build.log" 2>&1; then
