@@ -111,7 +111,9 @@ int jail_find_executable(const struct jail_process *p, char **out, struct husk_e
 		*out = strdup(name);
 		return *out ? 0 : -ENOMEM;
 	}
-	const char *path = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+	/* As runc: a bare name is looked up only in the process's own PATH;
+	 * without one it is not found (no default list). */
+	const char *path = "";
 	for (size_t i = 0; i < p->n_env; i++)
 		if (strncmp(p->env[i], "PATH=", 5) == 0)
 			path = p->env[i] + 5;

@@ -219,7 +219,7 @@ int cmd_run(const struct global_opts *g, int argc, char **argv)
 		.vcpus = o.cpus, .memory_mib = o.memory_mib, .accel = o.accel,
 		.transport = o.transport, .disks = disks, .n_disks = 1 + o.n_disks,
 		.debug_console = o.debug_console, .log_level = (int)o.log_level,
-		.merge_memory = o.merge_memory,
+		.merge_memory = o.merge_memory, .tcg_cache_mib = o.tcg_cache_mib,
 		.boot_timeout_ms = o.boot_timeout_ms, .die_with_parent = true,
 	};
 	struct husk_sandbox_opts sb = { .hostname = o.hostname ? o.hostname : "husk",

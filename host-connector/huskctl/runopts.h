@@ -45,6 +45,7 @@ struct run_opts {
 	enum husk_accel accel;
 	enum husk_transport transport;
 	bool debug_console, agent_log, merge_memory;
+	unsigned tcg_cache_mib;
 	/* CMD [ARG...] */
 	char **args;
 	size_t n_args;

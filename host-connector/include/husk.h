@@ -128,6 +128,11 @@ struct husk_vm_config {
 	 * contents. Guest RAM shared with husk-vsockd is a memfd, which KSM
 	 * does not merge (docs/configuration.md). */
 	bool merge_memory;
+	/* TCG only: the translation cache in MiB, 1 to 4096; 0: 16. A small
+	 * cache saves host memory and costs retranslation, which is cheap
+	 * on a host but not where translation itself is slow (TCG under
+	 * TCG); QEMU's own default is 1024 (docs/configuration.md). */
+	unsigned tcg_cache_mib;
 };
 
 #define HUSK_HOTPLUG_MAX 16

@@ -20,10 +20,11 @@
 #define QUIT_TIMEOUT_MS 1000
 #define QUIT_WAIT_MS 3000
 #define KILL_WAIT_MS 10000
-/* TCG's translation cache. QEMU's default is up to 1 GiB, which a VM fills
- * with code it translated once at boot; measured (docs/performance.md):
- * 16 MiB saves 23 MiB a VM against 1 GiB with no slowdown above this
- * machine's noise; 8 MiB slows a VM's first container by about 40%. */
+/* TCG's translation cache by default. QEMU's default is up to 1 GiB, which
+ * a VM fills with code it translated once at boot (about 37 MiB to its
+ * first container); measured (docs/performance.md): 16 MiB saves 23 MiB a
+ * VM against 1 GiB with no slowdown above this machine's noise; 8 MiB
+ * slows a VM's first container by about 40%. */
 #define TCG_CACHE_MIB 16
 
 struct argv_buf {
@@ -72,7 +73,7 @@ static int build_argv(struct argv_buf *a, const struct husk_vm *vm, const struct
 	if (vm->accel == HUSK_ACCEL_KVM)
 		arg(a, "kvm");
 	else
-		argf(a, "tcg,tb-size=%u", TCG_CACHE_MIB);
+		argf(a, "tcg,tb-size=%u", cfg->tcg_cache_mib ? cfg->tcg_cache_mib : TCG_CACHE_MIB);
 	arg(a, "-cpu");
 	arg(a, vm->accel == HUSK_ACCEL_KVM ? "host" : "max");
 	arg(a, "-m");

@@ -68,6 +68,7 @@ struct shim_config {
 	enum husk_transport transport;
 	bool debug_console;
 	bool merge_memory;
+	unsigned tcg_cache_mib;
 	char sources[1024]; /* the files read, for the log: "" when none */
 	char warning[256];  /* something ignored, for the log: "" when none */
 };

@@ -107,7 +107,7 @@ static int boot_run(void *data, struct husk_err *err)
 		.vsockd = cf->vsockd, .vcpus = cf->vcpus, .memory_mib = cf->memory_mib,
 		.accel = cf->accel, .transport = cf->transport, .disks = &disk, .n_disks = 1,
 		.debug_console = cf->debug_console, .log_level = (int)cf->log_level,
-		.merge_memory = cf->merge_memory,
+		.merge_memory = cf->merge_memory, .tcg_cache_mib = cf->tcg_cache_mib,
 		.boot_timeout_ms = cf->boot_timeout_ms, .die_with_parent = true,
 		/* A pod's later containers come as hot-added disks. */
 		.hotplug_slots = c->role == SHIM_POD_SANDBOX ? SHIM_POD_SLOTS : 0,

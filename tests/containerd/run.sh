@@ -58,7 +58,10 @@ trap cleanup EXIT
 pass() { echo "PASS containerd-$1"; }
 fail() { echo "FAIL containerd-$1: $2"; }
 C() { ctr --address "$sock" "$@"; }
-RUN() { C run --runtime io.containerd.husk.v2 "$@"; }
+# `ctr run --rootfs` gives the process no PATH (an image's config would):
+# without one a bare program name is not found, by runc as by husk.
+CPATH=PATH=/usr/sbin:/usr/bin:/sbin:/bin
+RUN() { C run --runtime io.containerd.husk.v2 --env "$CPATH" "$@"; }
 
 "$here/../jail/make-rootfs.sh" "$tmp/rootfs"
 cat >"$tmp/config.toml" <<TOML
@@ -505,6 +508,21 @@ leftovers() {
 # The file descriptors a process has open.
 fds() { ls "/proc/$1/fd" 2>/dev/null | wc -l; }
 shim_of() { pgrep -f -- "-address $sock .*-id $1 " | head -1; }
+
+# A bare program name and no PATH in the process's environment (what
+# `ctr run --rootfs` gives): runc does not look it up anywhere, nor does
+# husk; both refuse, naming it, and husk leaves nothing.
+out_runc=$(C run --rm --runtime io.containerd.runc.v2 --rootfs "$R" np-runc sleep 0 2>&1)
+rc_runc=$?
+C container rm np-runc >/dev/null 2>&1
+out=$(C run --rm --runtime io.containerd.husk.v2 --rootfs "$R" np-husk sleep 0 2>&1)
+rc=$?
+C container rm np-husk >/dev/null 2>&1
+left=$(leftovers)
+[ $rc_runc -ne 0 ] && [ $rc -ne 0 ] && [ -z "$left" ] &&
+	echo "$out_runc" | grep -q 'sleep.*executable file not found in \$PATH' &&
+	echo "$out" | grep -q 'sleep.*executable file not found in \$PATH' && pass no-path-refused-as-runc ||
+	fail no-path-refused-as-runc "runc rc=$rc_runc: $out_runc; husk rc=$rc: $out; left: $left"
 
 # A Create that fails (no such program, a memory limit too small for
 # anything to run) leaves no shim, VM, state or image hold, as runc-v2.

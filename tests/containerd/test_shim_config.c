@@ -95,7 +95,7 @@ static void test_layers(void **state)
 	const char *base = file(0, "base.json",
 				"{ \"vcpus\": 1, \"memory_mib\": 128, \"accel\": \"tcg\",\n"
 				"  \"kernel\": \"/k\", \"debug_console\": true,\n"
-				"  \"log_level\": 7 }\n");
+				"  \"log_level\": 7, \"merge_memory\": true, \"tcg_cache_mib\": 64 }\n");
 	setenv("HUSK_CONFIG", base, 1);
 	const char *over = file(1, "over.json",
 				"{ \"memory_mib\": 200, \"vcpus\": 2, \"kernel\": null,\n"
@@ -115,6 +115,8 @@ static void test_layers(void **state)
 	assert_null(c.kernel); /* null: back to the default */
 	assert_true(c.debug_console);
 	assert_int_equal(c.log_level, 7);
+	assert_true(c.merge_memory);
+	assert_int_equal(c.tcg_cache_mib, 64);
 	assert_string_equal(c.state_dir, "/run/x");
 	assert_int_equal(c.overlay_bytes, 64ull << 20);
 	assert_string_equal(c.vmm, "qemu");
@@ -215,6 +217,8 @@ static void test_errors(void **state)
 	load_fails(NULL, "e.json: line 2", "ends before it is complete (a truncated file?)");
 	setenv("HUSK_CONFIG", file(0, "e.json", ""), 1);
 	load_fails(NULL, "e.json", "truncated");
+	setenv("HUSK_CONFIG", file(0, "e.json", "{ \"tcg_cache_mib\": 5000 }"), 1);
+	load_fails(NULL, "key \"tcg_cache_mib\"", NULL);
 	/* Sizes: the one parser, no 0, no negative, no junk. */
 	setenv("HUSK_CONFIG", file(0, "e.json", "{ \"overlay_size\": 0 }"), 1);
 	load_fails(NULL, "key \"overlay_size\": 0", "default");

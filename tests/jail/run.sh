@@ -465,6 +465,9 @@ bad sysctl-joined-own-network "network path /proc/self/ns/net is the runtime's o
 bad sysctl-dotdot "linux.sysctl: invalid key" \
 	".linux.sysctl={\"net/ipv4/../../kernel/panic\":\"$(cat /proc/sys/kernel/panic)\"}"
 bad missing-binary "executable file not found" "$(args true) | .process.args=[\"no-such-binary\"]"
+# runc looks a bare name up only in the process's own PATH.
+bad no-path "sleep: executable file not found in \$PATH" \
+	'.process.args=["sleep","0"] | .process.env=["TERM=xterm"]'
 bad cwd-not-a-dir "process.cwd /marker/sub: Not a directory" '.process.cwd="/marker/sub"'
 J run --bundle "$(bundle .)" "../escape" >/dev/null 2>"$tmp/err"
 [ $? -ne 0 ] && grep -q "container id" "$tmp/err" && [ -z "$(ls "$root")" ] && pass bad-input-id-with-slash ||

@@ -691,11 +691,12 @@ static void test_run_options(void **state)
 		       "--cpu-shares", "512", "--io-weight", "10", "--sysctl", "a.b=1",
 		       "--disk", "/d:/t:ro", "--io-max", "254:0:rbps=1M", "--accel", "tcg",
 		       "--transport", "hybrid", "--log-level", "7", "--boot-timeout", "5000",
-		       "--debug-console", "--agent-log", "--merge-memory", "--", "sh", "-c", "x",
-		       NULL };
+		       "--debug-console", "--agent-log", "--merge-memory", "--tcg-cache", "64", "--",
+		       "sh", "-c", "x", NULL };
 	if (parse_run(ok, NARGS(ok), &o, &err) < 0)
 		fail_msg("%s", err.msg);
 	assert_true(o.p.tty && o.p.interactive && o.debug_console && o.agent_log && o.merge_memory);
+	assert_int_equal(o.tcg_cache_mib, 64);
 	assert_int_equal(o.p.n_env, 2);
 	assert_string_equal(o.p.env[1], "B=2");
 	assert_string_equal(o.p.cwd, "/w");

@@ -363,6 +363,10 @@ static void test_config_refused(void **state)
 	assert_non_null(strstr(err.msg, "vcpus"));
 	assert_non_null(strstr(err.msg, "online CPUs"));
 	f->cfg.vcpus = host.cpus; /* all of them is fine */
+	f->cfg.tcg_cache_mib = 4097;
+	assert_int_equal(husk_vm_start(&f->cfg, &vm, &err), -EINVAL);
+	assert_non_null(strstr(err.msg, "tcg_cache_mib 4097"));
+	f->cfg.tcg_cache_mib = 0;
 
 	/* Issue 14 item 11: one file twice, writable, is named up front. */
 	char link[128];
