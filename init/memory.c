@@ -11,9 +11,10 @@
 
 int init_set_page_reporting_order(unsigned order, struct husk_err *err)
 {
-	/* The balloon driver sets the order as it probes its device, before
-	 * init runs; without a device nothing is reported and the write is
-	 * harmless. */
+	/* The balloon driver sets the order as it probes its device: built
+	 * in, before init runs; as a module (a stock kernel), when the agent
+	 * loads it, which is before this. Without a device nothing is
+	 * reported and the write is harmless. */
 	_cleanup_fd_ int fd = open(PAGE_REPORTING_ORDER, O_WRONLY | O_CLOEXEC);
 	if (fd < 0)
 		return errno == ENOENT ? 0 : husk_err_sys(err, -errno, "open %s", PAGE_REPORTING_ORDER);

@@ -52,7 +52,7 @@ static void usage(FILE *f)
 		"      --transport auto|vhost|hybrid vsock transport (default auto)\n"
 		"      --debug-console              enable the guest's debug shell (port 1026)\n"
 		"      --merge-memory               let the host's KSM merge the VM's memory (opt-in)\n"
-		"      --tcg-cache MIB              TCG translation cache (default 16; QEMU's own: 1024)\n"
+		"      --tcg-cache MIB              TCG translation cache, 1-2048 (default 16)\n"
 		"      --boot-timeout MS            give up booting after MS (default 120000 on tcg)\n"
 		"      --image-cache DIR            where rootfs images are cached\n"
 		"      --agent-log                  copy the guest agent's log to stderr\n"

@@ -123,19 +123,24 @@ struct husk_vm_config {
 	 * HUSK_HOTPLUG_MAX. 0: none, which boots fastest. */
 	unsigned hotplug_slots;
 	/* Let the host's KSM merge this VM's memory (mem-merge, and
-	 * PR_SET_MEMORY_MERGE on the VMM; Linux 6.4+). Off by default: it
+	 * PR_SET_MEMORY_MERGE on the VMM, which Linux keeps across exec from
+	 * 6.7: an older host is refused). Off by default: it
 	 * costs ksmd's CPU, and merged pages let one VM time another's memory
 	 * contents. Guest RAM shared with husk-vsockd is a memfd, which KSM
 	 * does not merge (docs/configuration.md). */
 	bool merge_memory;
-	/* TCG only: the translation cache in MiB, 1 to 4096; 0: 16. A small
-	 * cache saves host memory and costs retranslation, which is cheap
-	 * on a host but not where translation itself is slow (TCG under
-	 * TCG); QEMU's own default is 1024 (docs/configuration.md). */
+	/* TCG only (ignored with KVM): the translation cache in MiB, 1 to
+	 * HUSK_TCG_CACHE_MAX; 0: 16. A small cache saves host memory and
+	 * costs retranslation, which is cheap on a host but not where
+	 * translating itself is slow (TCG under TCG); QEMU's own default is
+	 * the smaller of 1 GiB and an eighth of the host's memory
+	 * (docs/configuration.md). */
 	unsigned tcg_cache_mib;
 };
 
 #define HUSK_HOTPLUG_MAX 16
+/* QEMU's largest translation cache on x86-64 (it caps larger values). */
+#define HUSK_TCG_CACHE_MAX 2048
 
 struct husk_vm;
 

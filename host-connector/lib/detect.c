@@ -10,6 +10,7 @@
 #include <sys/stat.h>
 #include <sys/sysinfo.h>
 #include <time.h>
+#include <sys/utsname.h>
 #include <unistd.h>
 
 #include <linux/vhost.h>
@@ -164,6 +165,15 @@ static void tsc_sample(uint64_t *tsc, uint64_t *ns)
 			*ns = (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 		}
 	}
+}
+
+bool husk_kernel_at_least(unsigned major, unsigned minor)
+{
+	struct utsname u;
+	unsigned ma = 0, mi = 0;
+	if (uname(&u) < 0 || sscanf(u.release, "%u.%u", &ma, &mi) != 2)
+		return false;
+	return ma > major || (ma == major && mi >= minor);
 }
 
 unsigned long husk_tsc_khz(void)

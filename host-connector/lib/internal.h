@@ -102,9 +102,10 @@ struct husk_spawn {
 	 * across exec): a VMM that madvises its translation cache or heap
 	 * huge would hold 2 MiB for every page it touches. */
 	bool no_thp;
-	/* KSM may merge the child's private anonymous memory (Linux 6.4+,
-	 * PR_SET_MEMORY_MERGE, kept across exec): an opt-in, it costs ksmd's
-	 * CPU and lets one VM time another's page contents. */
+	/* KSM may merge the child's private anonymous memory
+	 * (PR_SET_MEMORY_MERGE: Linux 6.4+, kept across exec from 6.7): an
+	 * opt-in, it costs ksmd's CPU and lets one VM time another's page
+	 * contents. */
 	bool merge_memory;
 };
 /* Fork+exec; an exec failure is reported here, not by the child's exit.
@@ -120,6 +121,8 @@ void husk_end_child(pid_t *pid, int *pidfd, unsigned term_ms, int *status);
 /* ---- detect.c ---- */
 /* The host TSC rate in kHz (for tsc_early_khz= under TCG), 0 if unknown. */
 unsigned long husk_tsc_khz(void);
+/* Whether the running kernel is at least major.minor (uname). */
+bool husk_kernel_at_least(unsigned major, unsigned minor);
 /* Reserves a free vhost-vsock CID on an open /dev/vhost-vsock fd. */
 int husk_vhost_vsock_alloc_cid(int fd, uint32_t *cid, struct husk_err *err);
 

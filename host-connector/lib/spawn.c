@@ -32,7 +32,7 @@ static const char *const step_what[] = {
 	[STEP_STDIO] = "set up stdio",
 	[STEP_KEEP_FDS] = "pass its descriptors",
 	[STEP_NO_THP] = "prctl(PR_SET_THP_DISABLE)",
-	[STEP_MERGE] = "prctl(PR_SET_MEMORY_MERGE) for KSM (needs Linux 6.4)",
+	[STEP_MERGE] = "prctl(PR_SET_MEMORY_MERGE) for merge_memory (needs a kernel with KSM)",
 };
 
 struct spawn_report {

@@ -77,8 +77,15 @@ static int check_config(const struct husk_vm_config *cfg, const struct husk_vmm_
 	if (cfg->hotplug_slots > HUSK_HOTPLUG_MAX)
 		return husk_err_set(err, -EINVAL, "hotplug_slots %u: at most %d",
 				    cfg->hotplug_slots, HUSK_HOTPLUG_MAX);
-	if (cfg->tcg_cache_mib > 4096)
-		return husk_err_set(err, -EINVAL, "tcg_cache_mib %u: at most 4096", cfg->tcg_cache_mib);
+	if (cfg->tcg_cache_mib > HUSK_TCG_CACHE_MAX)
+		return husk_err_set(err, -EINVAL, "tcg_cache_mib %u: at most %d", cfg->tcg_cache_mib,
+				    HUSK_TCG_CACHE_MAX);
+	/* Before 6.7 the kernel drops PR_SET_MEMORY_MERGE at exec: the VMM
+	 * would run unmerged and nothing would say so. */
+	if (cfg->merge_memory && !husk_kernel_at_least(6, 7))
+		return husk_err_set(err, -EOPNOTSUPP,
+				    "merge_memory: KSM for the VMM process needs Linux 6.7 or later "
+				    "(PR_SET_MEMORY_MERGE kept across exec)");
 	if (cfg->vcpus > 255)
 		return husk_err_set(err, -EINVAL, "vcpus %u: at most 255", cfg->vcpus);
 	if (cfg->memory_mib && (cfg->memory_mib < 64 || cfg->memory_mib > 1024 * 1024))

@@ -115,7 +115,7 @@ static int build_argv(struct argv_buf *a, const struct husk_vm *vm, const struct
 		argf(a, "pcie-root-port,id=hp%u,bus=pcie.0,chassis=1,slot=%u,io-reserve=0", i, i + 1);
 	}
 	/* Free page reporting: QEMU punches what the guest frees out of the
-	 * memfd (the guest kernel reports free 4 MiB blocks). */
+	 * memfd (free blocks of 256 KiB and up: the agent sets the order). */
 	arg(a, "-device");
 	arg(a, "virtio-balloon-device,free-page-reporting=on");
 	arg(a, "-serial");

@@ -60,8 +60,8 @@ fail() { echo "FAIL containerd-$1: $2"; }
 C() { ctr --address "$sock" "$@"; }
 # `ctr run --rootfs` gives the process no PATH (an image's config would):
 # without one a bare program name is not found, by runc as by husk.
-CPATH=PATH=/usr/sbin:/usr/bin:/sbin:/bin
-RUN() { C run --runtime io.containerd.husk.v2 --env "$CPATH" "$@"; }
+CTR_PATH_ENV=PATH=/usr/sbin:/usr/bin:/sbin:/bin
+RUN() { C run --runtime io.containerd.husk.v2 --env "$CTR_PATH_ENV" "$@"; }
 
 "$here/../jail/make-rootfs.sh" "$tmp/rootfs"
 cat >"$tmp/config.toml" <<TOML
@@ -128,6 +128,7 @@ time_runs() {
 PARALLEL=8
 parallel_runs() {
 	local rt=$1 i t0 t1 pids=() pss=0 p shim ok=0
+	: >"$tmp/parallel.err"
 	t0=$(date +%s%N)
 	for i in $(seq "$PARALLEL"); do
 		C run -d --runtime "$rt" --rootfs "$R" "p-$rt-$i" /bin/sleep 600 >/dev/null 2>>"$tmp/parallel.err" &
@@ -171,13 +172,16 @@ bench_report() {
 		printf '%-44s %10s %10s %8s\n' "case" "husk" "runc" "husk/runc"
 		printf '%-44s %10s %10s %7sx\n' "ctr run --rm /bin/true, ms (median of 5)" "${h:-?}" \
 			"${r:-?}" "$(echo "${h:-0} ${r:-0}" | awk '$2 > 0 {printf "%.1f", $1 / $2; exit} {print "?"}')"
-		set -- $hp $rp
-		printf '%-44s %10s %10s %7sx\n' "$PARALLEL parallel ctr run -d, ms until all run" "$1" "$3" \
-			"$(echo "$1 $3" | awk '$2 > 0 {printf "%.1f", $1 / $2; exit} {print "?"}')"
+		# "? ?" from a failed run stays "?" (no arithmetic on it).
+		local hms hpss rms rpss
+		read -r hms hpss <<<"$hp"
+		read -r rms rpss <<<"$rp"
+		ratio() { echo "$1 $2" | awk '$1 ~ /^[0-9]+$/ && $2 ~ /^[0-9]+$/ && $2 > 0 {printf "%.1f", $1 / $2; exit} {print "?"}'; }
+		per() { echo "$1" | awk -v n="$PARALLEL" '$1 ~ /^[0-9]+$/ {print int($1 / n); exit} {print "?"}'; }
+		printf '%-44s %10s %10s %7sx\n' "$PARALLEL parallel ctr run -d, ms until all run" "$hms" "$rms" \
+			"$(ratio "$hms" "$rms")"
 		printf '%-44s %10s %10s %7sx\n' "host PSS per container, $PARALLEL running, KiB" \
-			"$(echo "$2" | awk -v n="$PARALLEL" '{print int($1 / n)}')" \
-			"$(echo "$4" | awk -v n="$PARALLEL" '{print int($1 / n)}')" \
-			"$(echo "$2 $4" | awk '$2 > 0 {printf "%.1f", $1 / $2; exit} {print "?"}')"
+			"$(per "$hpss")" "$(per "$rpss")" "$(ratio "$hpss" "$rpss")"
 		echo "   husk boots a VM per container (TCG here: no usable KVM); runc does not"
 		echo "   PSS: the runtime's shims and their children (QEMU, husk-vsockd; runc's containers)"
 		echo "   2 s after the last start, summed (smaps_rollup), over $PARALLEL; targets: 2000 ms, 60 MiB"

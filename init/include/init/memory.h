@@ -12,9 +12,9 @@
 #define INIT_PAGE_REPORTING_ORDER 6
 
 /* Sets the guest kernel's page reporting order. Returns 0 without doing
- * anything when the kernel reports no pages (no virtio-balloon driver, or
- * a VM without the device); a negative errno, with `err` naming the file,
- * when the write fails. */
+ * anything when the kernel has no page reporting (no parameter file);
+ * with page reporting but no balloon device the write is harmless. A
+ * negative errno, with `err` naming the file, when the write fails. */
 int init_set_page_reporting_order(unsigned order, struct husk_err *err);
 
 #endif
