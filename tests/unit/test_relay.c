@@ -334,6 +334,27 @@ static void test_eof_half_close(void **state)
 	}
 }
 
+/* A pipe relayed to a socket whose reader then leaves: at once (idle) or
+ * with 2 MiB written and bytes still in the pipe. p and sv are left open
+ * as the relay left them; *in counts the bytes written. */
+static void break_destination(struct fx *f, unsigned flags, bool idle, int p[2], int sv[2],
+			      struct end *e, size_t *in)
+{
+	pipes(p);
+	sockets(sv, 4096);
+	relay(f, p[0], sv[0], flags, e);
+	*in = 0;
+	if (!idle) {
+		for (int i = 0; i < 2; i++) {
+			put(p[1], in, 1u << 20);
+			settle(f->loop);
+		}
+		assert_true(pending(p[0]) > 0);
+	}
+	close(sv[1]);
+	settle(f->loop);
+}
+
 /* Without EV_RELAY_DRAIN a broken destination ends the relay: it reads no
  * more, so the source's writer sees its bytes stay (and, the read end
  * being the relay's, EPIPE once it is closed). Broken while idle (the
@@ -343,20 +364,9 @@ static void test_broken_destination_stops(void **state)
 	struct fx *f = *state;
 	for (int idle = 0; idle < 2; idle++) {
 		int p[2], sv[2];
-		pipes(p);
-		sockets(sv, 4096);
 		struct end e = { 0 };
-		relay(f, p[0], sv[0], EV_RELAY_OWN_SRC | EV_RELAY_OWN_DST | EV_RELAY_SHUT_DST, &e);
 		size_t in = 0;
-		if (!idle) {
-			for (int i = 0; i < 2; i++) {
-				put(p[1], &in, 1u << 20);
-				settle(f->loop);
-			}
-			assert_true(pending(p[0]) > 0);
-		}
-		close(sv[1]);
-		settle(f->loop);
+		break_destination(f, EV_RELAY_OWN_SRC | EV_RELAY_OWN_DST | EV_RELAY_SHUT_DST, idle, p, sv, &e, &in);
 		assert_int_equal(e.calls, 1);
 		assert_int_equal(e.rc, -EPIPE);
 		assert_false(fd_open(sv[0]));
@@ -373,20 +383,9 @@ static void test_broken_destination_drains(void **state)
 	struct fx *f = *state;
 	for (int idle = 0; idle < 2; idle++) {
 		int p[2], sv[2];
-		pipes(p);
-		sockets(sv, 4096);
 		struct end e = { 0 };
-		relay(f, p[0], sv[0], EV_RELAY_OWN_SRC | EV_RELAY_OWN_DST | EV_RELAY_DRAIN, &e);
 		size_t in = 0;
-		if (!idle) {
-			for (int i = 0; i < 2; i++) {
-				put(p[1], &in, 1u << 20);
-				settle(f->loop);
-			}
-			assert_true(pending(p[0]) > 0);
-		}
-		close(sv[1]);
-		settle(f->loop);
+		break_destination(f, EV_RELAY_OWN_SRC | EV_RELAY_OWN_DST | EV_RELAY_DRAIN, idle, p, sv, &e, &in);
 		assert_int_equal(e.calls, 0);
 		size_t more = in + (4u << 20);
 		while (in < more) {
