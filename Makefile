@@ -208,6 +208,7 @@ include tests/tests.mk
 include host-connector/vsockd/vsockd.mk
 include host-connector/lib/lib.mk
 include host-connector/huskctl/huskctl.mk
+include host-connector/huskd/huskd.mk
 include host-connector/shim/shim.mk
 include host-connector/lib/image.mk
 include host-connector/huskctl/runspec.mk
@@ -235,7 +236,8 @@ help:
 	@echo "make bench    print performance figures against peers measured in the same run"
 	@echo "make fuzz     run the libFuzzer targets (FUZZ_SECONDS=60 each by default)"
 	@echo "make demo     boot a VM and run a container in it (huskctl run)"
-	@echo "make install  install huskctl, husk-vsockd, the guest kernel and initramfs, libhusk"
+	@echo "make install  install huskctl, huskd (and its systemd units), husk-vsockd, the guest"
+	@echo "              kernel and initramfs, libhusk"
 
 # make install [PREFIX=/usr/local] [DESTDIR=...]: the host tools, the guest
 # kernel and initramfs, and libhusk. libhusk looks for husk-vsockd, the
@@ -249,6 +251,11 @@ install: all $(KERNEL_IMAGE) $(INITRAMFS)
 	install -D -m 0755 $(BUILD)/bin/containerd-shim-husk-v2 \
 		$(DESTDIR)$(PREFIX)/bin/containerd-shim-husk-v2
 	install -D -m 0755 $(BUILD)/bin/husk-vsockd $(DESTDIR)$(PREFIX)/libexec/husk/husk-vsockd
+	install -D -m 0755 $(BUILD)/bin/huskd $(DESTDIR)$(PREFIX)/bin/huskd
+	install -d $(DESTDIR)$(PREFIX)/lib/systemd/system
+	sed 's|@PREFIX@|$(PREFIX)|g' host-connector/huskd/huskd.service \
+		>$(DESTDIR)$(PREFIX)/lib/systemd/system/huskd.service
+	install -m 0644 host-connector/huskd/huskd.socket $(DESTDIR)$(PREFIX)/lib/systemd/system/huskd.socket
 	install -D -m 0644 $(KERNEL_IMAGE) $(DESTDIR)$(PREFIX)/share/husk/bzImage
 	install -D -m 0644 $(INITRAMFS) $(DESTDIR)$(PREFIX)/share/husk/initramfs.cpio.gz
 	install -D -m 0644 $(BUILD)/lib/libhusk.a $(DESTDIR)$(PREFIX)/lib/libhusk.a

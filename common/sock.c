@@ -22,13 +22,13 @@ static int fill_addr(struct sockaddr_un *sa, const char *path, struct husk_err *
 	return 0;
 }
 
-int husk_unix_listen(const char *path, struct husk_err *err)
+static int listen_type(const char *path, int type, struct husk_err *err)
 {
 	struct sockaddr_un sa;
 	int r = fill_addr(&sa, path, err);
 	if (r < 0)
 		return r;
-	_cleanup_fd_ int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+	_cleanup_fd_ int fd = socket(AF_UNIX, type | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
 	if (fd < 0)
 		return husk_err_sys(err, -errno, "socket for %s", path);
 	struct stat st;
@@ -41,16 +41,102 @@ int husk_unix_listen(const char *path, struct husk_err *err)
 	return take_fd(&fd);
 }
 
-int husk_unix_connect(const char *path, struct husk_err *err)
+static int connect_type(const char *path, int type, struct husk_err *err)
 {
 	struct sockaddr_un sa;
 	int r = fill_addr(&sa, path, err);
 	if (r < 0)
 		return r;
-	_cleanup_fd_ int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	_cleanup_fd_ int fd = socket(AF_UNIX, type | SOCK_CLOEXEC, 0);
 	if (fd < 0)
 		return husk_err_sys(err, -errno, "socket for %s", path);
 	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0)
 		return husk_err_sys(err, -errno, "connect to %s", path);
 	return take_fd(&fd);
+}
+
+int husk_seqpacket_listen(const char *path, struct husk_err *err)
+{
+	return listen_type(path, SOCK_SEQPACKET, err);
+}
+
+int husk_seqpacket_connect(const char *path, struct husk_err *err)
+{
+	return connect_type(path, SOCK_SEQPACKET, err);
+}
+
+union fd_cmsg {
+	char buf[CMSG_SPACE(sizeof(int) * HUSK_MSG_FDS_MAX)];
+	struct cmsghdr align;
+};
+
+int husk_msg_send(int fd, const void *buf, size_t len, const int *fds, size_t n_fds)
+{
+	if (n_fds > HUSK_MSG_FDS_MAX)
+		return -EINVAL;
+	struct iovec iov = { .iov_base = (void *)buf, .iov_len = len };
+	union fd_cmsg u;
+	struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1 };
+	if (n_fds) {
+		memset(&u, 0, sizeof(u));
+		mh.msg_control = u.buf;
+		mh.msg_controllen = CMSG_SPACE(sizeof(int) * n_fds);
+		struct cmsghdr *c = CMSG_FIRSTHDR(&mh);
+		c->cmsg_level = SOL_SOCKET;
+		c->cmsg_type = SCM_RIGHTS;
+		c->cmsg_len = CMSG_LEN(sizeof(int) * n_fds);
+		memcpy(CMSG_DATA(c), fds, sizeof(int) * n_fds);
+	}
+	ssize_t n;
+	do
+		n = sendmsg(fd, &mh, MSG_NOSIGNAL);
+	while (n < 0 && errno == EINTR);
+	if (n < 0)
+		return errno == ECONNRESET ? -EPIPE : -errno;
+	return (size_t)n == len ? 0 : -EMSGSIZE;
+}
+
+ssize_t husk_msg_recv(int fd, void *buf, size_t len, int *fds, size_t *n_fds)
+{
+	struct iovec iov = { .iov_base = buf, .iov_len = len };
+	union fd_cmsg u;
+	struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.buf,
+			     .msg_controllen = sizeof(u.buf) };
+	*n_fds = 0;
+	ssize_t n;
+	do
+		n = recvmsg(fd, &mh, MSG_CMSG_CLOEXEC);
+	while (n < 0 && errno == EINTR);
+	if (n < 0)
+		return errno == ECONNRESET ? 0 : -errno;
+	for (struct cmsghdr *c = CMSG_FIRSTHDR(&mh); c; c = CMSG_NXTHDR(&mh, c)) {
+		if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
+			continue;
+		size_t k = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+		for (size_t i = 0; i < k; i++) {
+			int f;
+			memcpy(&f, CMSG_DATA(c) + i * sizeof(int), sizeof(int));
+			if (*n_fds < HUSK_MSG_FDS_MAX)
+				fds[(*n_fds)++] = f;
+			else
+				close(f);
+		}
+	}
+	if (mh.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) {
+		for (size_t i = 0; i < *n_fds; i++)
+			close(fds[i]);
+		*n_fds = 0;
+		return -EMSGSIZE;
+	}
+	return n;
+}
+
+int husk_unix_listen(const char *path, struct husk_err *err)
+{
+	return listen_type(path, SOCK_STREAM, err);
+}
+
+int husk_unix_connect(const char *path, struct husk_err *err)
+{
+	return connect_type(path, SOCK_STREAM, err);
 }

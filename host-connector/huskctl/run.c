@@ -224,18 +224,18 @@ int cmd_run(const struct global_opts *g, int argc, char **argv)
 	};
 	struct husk_sandbox_opts sb = { .hostname = o.hostname ? o.hostname : "husk",
 					.sysctls = o.sysctls, .n_sysctls = o.n_sysctls };
-	/* The container's id is the VM's name: a generated one is picked here,
-	 * as libhusk would (vm- and 8 hex digits). */
-	char id[256];
-	if (o.name) {
-		snprintf(id, sizeof(id), "%s", o.name);
-	} else {
-		uint32_t rnd = 0;
-		(void)!getrandom(&rnd, sizeof(rnd), 0);
-		snprintf(id, sizeof(id), "vm-%08x", rnd);
-	}
-	cfg.name = id;
-	struct husk_bundle_spec bs = { .id = id, .spec_json = spec, .rootfs_serial = "rootfs0",
+	/* The container's id is the VM's name, for exec, kill and the others:
+	 * with --name, a VM of that name, booted cold (a pooled VM has its
+	 * own name); else whichever VM comes, pooled or cold. */
+	if (o.name && o.pool && strcmp(o.pool, "off") != 0)
+		return fail("--pool %s with --name %s: a VM from the pool keeps the pool's name; "
+			    "give one of them",
+			    o.pool, o.name);
+	if (o.name)
+		cfg.pool = "off";
+	else
+		cfg.pool = o.pool;
+	struct husk_bundle_spec bs = { .id = o.name, .spec_json = spec, .rootfs_serial = "rootfs0",
 				       .mounts = mounts, .n_mounts = o.n_disks,
 				       .overlay_bytes = o.overlay_bytes };
 
@@ -245,6 +245,7 @@ int cmd_run(const struct global_opts *g, int argc, char **argv)
 	_cleanup_free_ char *bundle = NULL;
 	if (husk_sandbox_start(&cfg, &sb, &bs, &vm, &bundle, &err) < 0)
 		return fail("%s", err.msg);
+	const char *id = husk_vm_name(vm);
 	struct husk_agent *a = NULL;
 	struct husk_stdio io = pick_ports(o.p.interactive, o.p.tty);
 	int status = -1;

@@ -116,6 +116,7 @@ static const struct run_opt table[] = {
 	{ "debug-console", 0, OPT_FLAG, FIELD(debug_console) },
 	{ "merge-memory", 0, OPT_FLAG, FIELD(merge_memory) },
 	{ "tcg-cache", 0, OPT_UINT, FIELD(tcg_cache_mib), 1, HUSK_TCG_CACHE_MAX },
+	{ "pool", 0, OPT_STRING, FIELD(pool) },
 	{ "boot-timeout", 0, OPT_UINT, FIELD(boot_timeout_ms), 1, 3600000 },
 	{ "log-level", 0, OPT_UINT, FIELD(log_level), 1, 7 },
 	{ "agent-log", 0, OPT_FLAG, FIELD(agent_log) },

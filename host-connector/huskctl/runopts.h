@@ -41,6 +41,7 @@ struct run_opts {
 	uint64_t overlay_bytes; /* 0: the agent's default */
 	/* The VM. */
 	const char *name, *kernel, *initrd;
+	const char *pool; /* huskd's socket, "off"; NULL: the default */
 	unsigned cpus, memory_mib, boot_timeout_ms, log_level; /* 0: defaults */
 	enum husk_accel accel;
 	enum husk_transport transport;

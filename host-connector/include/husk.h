@@ -10,6 +10,7 @@
  *   husk_vm_stop()      DestroySandbox, then the VMM's own stop (QEMU: QMP
  *                       quit), then SIGKILL
  *   husk_image_*()      a rootfs directory as a cached erofs image
+ *   husk_pool_*()       ready VMs from huskd, and what huskd runs per VM
  *
  * Every function returns 0 (or an fd) on success and a negative errno on
  * failure, with `err` naming what failed. Nothing here calls exit() or
@@ -136,6 +137,14 @@ struct husk_vm_config {
 	 * the smaller of 1 GiB and an eighth of the host's memory
 	 * (docs/configuration.md). */
 	unsigned tcg_cache_mib;
+	/* husk_sandbox_start takes a ready VM of this shape from huskd's
+	 * socket at `pool` (NULL: $HUSK_POOL_SOCKET, else
+	 * <state_dir>/huskd.sock, else husk_default_pool_socket(); "off": never)
+	 * and hot-adds the disks to it. No pool there, none of this shape
+	 * ready, or a pool that fails: the VM boots cold, as without one.
+	 * Ignored by husk_vm_start. A pooled VM keeps the pool's name: a
+	 * caller that needs `name` sets pool to "off". docs/pool.md. */
+	const char *pool;
 };
 
 #define HUSK_HOTPLUG_MAX 16
@@ -160,6 +169,11 @@ int husk_vm_open(const char *state_dir, const char *name, struct husk_vm **out,
  * reaps the VMM and husk-vsockd and removes the state directory.
  * Idempotent. */
 int husk_vm_stop(struct husk_vm *vm, unsigned grace_ms, struct husk_err *err);
+
+/* Removes <state_dir>/<name>/ of a VM nobody runs any more (its lock is
+ * free): what an owner killed mid-boot left. -EBUSY while an owner holds
+ * it; 0 when there is nothing (left) to remove. */
+int husk_vm_remove_stale(const char *state_dir, const char *name, struct husk_err *err);
 
 /* Stops the VM if this process started it, then frees. NULL is ignored. */
 void husk_vm_free(struct husk_vm *vm);
@@ -313,7 +327,7 @@ int husk_agent_create_bundle_mounts(struct husk_agent *a, const char *id, const 
 
 /* Sandbox.CreateBundle's inputs. */
 struct husk_bundle_spec {
-	const char *id;            /* the container's id */
+	const char *id;            /* the container's id; NULL in husk_sandbox_start: the VM's name */
 	const char *spec_json;     /* config.json the guest gets */
 	const char *rootfs_serial; /* NULL in husk_sandbox_add_container: the disk's */
 	const struct husk_block_mount *mounts;
@@ -397,6 +411,46 @@ int husk_sandbox_start(const struct husk_vm_config *cfg, const struct husk_sandb
 int husk_sandbox_add_container(struct husk_vm *vm, const struct husk_disk *rootfs,
 			       const struct husk_bundle_spec *b, char **bundle,
 			       struct husk_err *err);
+
+/* ---- the pool of ready VMs (huskd; docs/pool.md) ----------------------------- */
+
+/* huskd's socket: $HUSK_POOL_SOCKET, else <husk_default_state_dir()>/huskd.sock. */
+const char *husk_default_pool_socket(char *buf, size_t len);
+
+/* Whether the VM came from a pool (husk_pool_take), not a cold boot. */
+bool husk_vm_pooled(const struct husk_vm *vm);
+
+/* What makes two VMs interchangeable: the VMM and its program, kernel and
+ * initrd (path and file identity, so a rebuilt kernel is another shape),
+ * husk-vsockd, vCPUs, memory, accelerator and transport (AUTO resolved),
+ * the command line, debug console, log level, KSM and TCG cache. Not the
+ * name, state directory, disks, hotplug slots (*slots: a pool VM serves a
+ * request for as many or fewer) or timeouts. `key` gets a printable string
+ * (at most HUSK_POOL_KEY_MAX bytes with its NUL). */
+#define HUSK_POOL_KEY_MAX 2048
+int husk_pool_shape(const struct husk_vm_config *cfg, char *key, size_t len, unsigned *slots,
+		    struct husk_err *err);
+
+/* Takes a ready VM of cfg's shape with at least `slots` hotplug slots from
+ * huskd at `socket`. The VM is then the caller's, as if it had started it
+ * (husk_vm_stop, husk_vm_free; its processes are not the caller's
+ * children): when the caller exits without stopping it, huskd's keeper of
+ * it kills it and removes its directory. -ENOENT / -ECONNREFUSED: no huskd
+ * there; -EAGAIN: none of this shape ready; -ENOMSG: huskd has no such
+ * shape. */
+int husk_pool_take(const char *socket, const struct husk_vm_config *cfg, unsigned slots,
+		   struct husk_vm **out, struct husk_err *err);
+
+/* huskd's side, run in a child process of its own per VM (the keeper):
+ * boots cfg (die_with_parent is forced: the VM's processes are the
+ * keeper's and die with it), sends the VM over `report` (a
+ * SOCK_SEQPACKET socket; huskd relays the message with `lifeline`'s peer to
+ * the client that takes the VM) or an error message, then stays until
+ * `lifeline` hangs up: then it kills what is left of the VM and removes its
+ * directory. Returns 0 when the VM was sent and has ended; the caller
+ * exits. */
+int husk_pool_keep(const struct husk_vm_config *cfg, int report, int lifeline,
+		   struct husk_err *err);
 
 /* ---- images --------------------------------------------------------------------- */
 

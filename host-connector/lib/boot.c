@@ -1,11 +1,13 @@
 /* The boot chain, once for every caller (huskctl, the shim): a VM with its
  * first container's bundle, or a container joining a running VM. */
 #include <errno.h>
+#include <limits.h>
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include "vmm.h"
 
@@ -38,6 +40,39 @@ static void explain_death(struct husk_vm *vm, struct husk_err *err)
 		      WIFSIGNALED(st) ? WTERMSIG(st) : WEXITSTATUS(st), tail);
 }
 
+/* A ready VM of cfg's shape from huskd, with cfg's disks hot-added where a
+ * cold boot attaches them: 0 with *out, or a negative errno (why, in
+ * `why`), and then the caller boots cold. */
+static int take_pooled(const struct husk_vm_config *cfg, struct husk_vm **out,
+		       struct husk_err *why)
+{
+	if (cfg->pool && (!*cfg->pool || strcmp(cfg->pool, "off") == 0))
+		return husk_err_set(why, -ENOENT, "pool off");
+	/* The default follows the VM's state directory, as huskd's does. */
+	char sock[PATH_MAX];
+	const char *env = getenv("HUSK_POOL_SOCKET"), *path = sock;
+	if (cfg->pool)
+		path = cfg->pool;
+	else if ((!env || !*env) && cfg->state_dir)
+		snprintf(sock, sizeof(sock), "%s/huskd.sock", cfg->state_dir);
+	else
+		husk_default_pool_socket(sock, sizeof(sock));
+	if (access(path, F_OK) < 0)
+		return husk_err_sys(why, -errno, "pool %s", path);
+	struct husk_vm *vm = NULL;
+	int r = husk_pool_take(path, cfg, cfg->hotplug_slots + (unsigned)cfg->n_disks, &vm, why);
+	if (r < 0)
+		return r;
+	for (size_t i = 0; i < cfg->n_disks; i++) {
+		if ((r = husk_vm_add_disk(vm, &cfg->disks[i], why)) < 0) {
+			husk_vm_free(vm);
+			return r;
+		}
+	}
+	*out = vm;
+	return 0;
+}
+
 int husk_sandbox_start(const struct husk_vm_config *cfg, const struct husk_sandbox_opts *sb,
 		       const struct husk_bundle_spec *b, struct husk_vm **out, char **bundle,
 		       struct husk_err *err)
@@ -45,16 +80,37 @@ int husk_sandbox_start(const struct husk_vm_config *cfg, const struct husk_sandb
 	*out = NULL;
 	*bundle = NULL;
 	struct husk_vm *vm = NULL;
-	int r = husk_vm_start(cfg, &vm, err);
+	struct husk_err why = { 0 };
+	int r = take_pooled(cfg, &vm, &why);
+	if (r == 0) {
+		/* A pooled VM that cannot take the sandbox (it died as it was
+		 * taken, say) is not the caller's problem: boot cold instead. */
+		struct husk_agent *a = NULL;
+		const struct husk_sandbox_opts none = { 0 };
+		if ((r = husk_agent_open(vm, CALL_TIMEOUT_MS, &a, &why)) == 0)
+			r = husk_agent_create_sandbox_opts(a, sb ? sb : &none, &why);
+		husk_agent_close(a);
+		if (r < 0) {
+			husk_vm_stop(vm, STOP_GRACE_MS, NULL);
+			husk_vm_free(vm);
+			vm = NULL;
+		}
+	}
+	if (r < 0)
+		r = husk_vm_start(cfg, &vm, err);
 	if (r < 0) {
 		husk_err_wrap(err, "starting the VM");
 		return r;
 	}
 	struct husk_agent *a = NULL;
 	const struct husk_sandbox_opts none = { 0 };
+	struct husk_bundle_spec spec = *b;
+	if (!spec.id)
+		spec.id = husk_vm_name(vm);
+	bool sandbox_done = husk_vm_pooled(vm); /* above */
 	if ((r = husk_agent_open(vm, CALL_TIMEOUT_MS, &a, err)) == 0 &&
-	    (r = husk_agent_create_sandbox_opts(a, sb ? sb : &none, err)) == 0)
-		r = husk_agent_create_bundle_spec(a, b, bundle, err);
+	    (sandbox_done || (r = husk_agent_create_sandbox_opts(a, sb ? sb : &none, err)) == 0))
+		r = husk_agent_create_bundle_spec(a, &spec, bundle, err);
 	husk_agent_close(a);
 	if (r == 0) {
 		*out = vm;

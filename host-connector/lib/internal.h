@@ -38,6 +38,12 @@ struct husk_vm {
 	enum husk_transport transport;
 	uint32_t cid;
 	bool owner; /* started here: may stop it, removes the directory */
+	/* Taken from a pool: the VMM and husk-vsockd are the keeper's
+	 * children, not ours (signals and waits go through their pidfds);
+	 * lifeline_fd keeps the keeper from killing the VM, and brings the
+	 * VMM's wait status when it exits. */
+	bool pooled;
+	int lifeline_fd;
 	bool stopped;
 	int lock_fd; /* flock(LOCK_EX) on <dir>/lock while the owner lives */
 	int log_listen_fd, log_fd; /* the agent's log stream */
@@ -61,6 +67,19 @@ struct husk_vm {
  * backends' stop uses it). 0 once reaped (also when it was already, or
  * there is none), -ETIMEDOUT while it runs. */
 int husk_vm_reap_vmm(struct husk_vm *vm, unsigned timeout_ms);
+
+/* ---- pool.c / keeper.c: a VM handed between processes ---- */
+/* The message that hands a VM over: JSON (*json, malloc'd) and the fds it
+ * names (the VM keeps them; they are dup'ed by sendmsg). */
+int husk_vm_export(const struct husk_vm *vm, char **json, int *fds, size_t *n_fds,
+		   struct husk_err *err);
+/* The VM a message describes, owned here (pooled). Takes the fds (closes
+ * them on failure); the last one is the lifeline. */
+int husk_vm_import(const char *json, int *fds, size_t n_fds, struct husk_vm **out,
+		   struct husk_err *err);
+/* The VM object without touching what runs (the keeper's copy once it is
+ * sent): fds closed, memory freed. */
+void husk_vm_forget(struct husk_vm *vm);
 
 /* ---- vmdir.c: the state directory ---- */
 /* Removes a VM directory and what is in it, without crossing mounts. */
@@ -112,10 +131,14 @@ struct husk_spawn {
  * Returns 0 with *pid and a pidfd in *pidfd. */
 int husk_spawn(const struct husk_spawn *s, pid_t *pid, int *pidfd, struct husk_err *err);
 /* Waits up to timeout_ms for the pidfd to turn readable, then reaps.
- * Returns 0 with *status, -ETIMEDOUT when still running. */
+ * Returns 0 with *status, -ETIMEDOUT when still running; -ECHILD when it
+ * has exited but is not our child (its parent reaps it; *status unknown). */
 int husk_reap(pid_t pid, int pidfd, unsigned timeout_ms, int *status);
+/* A signal through the pidfd: never a process that reused the pid. */
+int husk_pidfd_signal(int pidfd, int sig);
 /* Kills and reaps a child, SIGTERM first when `term_ms` is given; clears
- * *pid and closes *pidfd. */
+ * *pid and closes *pidfd. Another's child (a pooled VM's) is waited for
+ * through its pidfd, and reaped by its parent. */
 void husk_end_child(pid_t *pid, int *pidfd, unsigned term_ms, int *status);
 
 /* ---- detect.c ---- */

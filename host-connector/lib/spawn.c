@@ -142,13 +142,22 @@ int husk_reap(pid_t pid, int pidfd, unsigned timeout_ms, int *status)
 		if (left == 0 || r == 0)
 			return -ETIMEDOUT;
 	}
-	int st = 0;
-	while (waitpid(pid, &st, 0) < 0)
+	/* By pidfd: a pid another process reaped may be reused by one of
+	 * ours. */
+	siginfo_t si = { 0 };
+	while (waitid(P_PIDFD, (id_t)pidfd, &si, WEXITED) < 0)
 		if (errno != EINTR)
 			return -errno;
+	(void)pid;
 	if (status)
-		*status = st;
+		*status = si.si_code == CLD_EXITED ? W_EXITCODE(si.si_status, 0) :
+						     W_EXITCODE(0, si.si_status);
 	return 0;
+}
+
+int husk_pidfd_signal(int pidfd, int sig)
+{
+	return syscall(SYS_pidfd_send_signal, pidfd, sig, NULL, 0) < 0 ? -errno : 0;
 }
 
 void husk_end_child(pid_t *pid, int *pidfd, unsigned term_ms, int *status)
@@ -157,11 +166,12 @@ void husk_end_child(pid_t *pid, int *pidfd, unsigned term_ms, int *status)
 		return;
 	int st = 0;
 	if (term_ms) {
-		kill(*pid, SIGTERM);
-		if (husk_reap(*pid, *pidfd, term_ms, &st) == 0)
+		husk_pidfd_signal(*pidfd, SIGTERM);
+		int r = husk_reap(*pid, *pidfd, term_ms, &st);
+		if (r == 0 || r == -ECHILD)
 			goto done;
 	}
-	kill(*pid, SIGKILL);
+	husk_pidfd_signal(*pidfd, SIGKILL);
 	husk_reap(*pid, *pidfd, 10000, &st);
 done:
 	if (status)

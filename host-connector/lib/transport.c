@@ -78,7 +78,8 @@ static int start_vsockd(struct husk_vm *vm, const struct husk_vm_config *cfg,
 
 void husk_vsockd_end(struct husk_vm *vm, unsigned wait_ms)
 {
-	if (vm->vsockd_pid > 0 && husk_reap(vm->vsockd_pid, vm->vsockd_pidfd, wait_ms, NULL) == 0) {
+	int r = vm->vsockd_pid > 0 ? husk_reap(vm->vsockd_pid, vm->vsockd_pidfd, wait_ms, NULL) : 0;
+	if (vm->vsockd_pid > 0 && (r == 0 || r == -ECHILD)) {
 		vm->vsockd_pid = 0;
 		close(vm->vsockd_pidfd);
 		vm->vsockd_pidfd = -1;

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -124,7 +125,7 @@ static struct husk_vm *vm_alloc(void)
 {
 	struct husk_vm *vm = calloc(1, sizeof(*vm));
 	if (vm) {
-		vm->lock_fd = vm->vmm_pidfd = vm->vsockd_pidfd = -1;
+		vm->lock_fd = vm->vmm_pidfd = vm->vsockd_pidfd = vm->lifeline_fd = -1;
 		vm->log_listen_fd = vm->log_fd = -1;
 		pthread_mutex_init(&vm->lock, NULL);
 	}
@@ -144,8 +145,41 @@ static void vm_release(struct husk_vm *vm)
 		close(vm->vmm_pidfd);
 	if (vm->vsockd_pidfd >= 0)
 		close(vm->vsockd_pidfd);
+	/* Last: the keeper of a pooled VM removes what is left once it goes. */
+	if (vm->lifeline_fd >= 0)
+		close(vm->lifeline_fd);
 	pthread_mutex_destroy(&vm->lock);
 	free(vm);
+}
+
+void husk_vm_forget(struct husk_vm *vm)
+{
+	if (vm)
+		vm_release(vm);
+}
+
+/* The keeper reaps the VMM as it exits and sends the status at once; a
+ * keeper that is gone too sends nothing. Short: callers may be event
+ * loops (husk_vm_exited). */
+#define KEEPER_STATUS_MS 200
+
+/* The VMM has exited: reap it, or, for a pooled VM, which the keeper
+ * reaps, hear its wait status from the keeper. Under vm->lock. */
+static void collect_vmm(struct husk_vm *vm, unsigned wait_ms)
+{
+	int r = husk_reap(vm->vmm_pid, vm->vmm_pidfd, wait_ms, &vm->vmm_status);
+	if (r == -ECHILD) {
+		int st = 0;
+		struct pollfd p = { .fd = vm->lifeline_fd, .events = POLLIN };
+		if (vm->lifeline_fd >= 0 && poll(&p, 1, KEEPER_STATUS_MS) == 1 &&
+		    recv(vm->lifeline_fd, &st, sizeof(st), MSG_DONTWAIT) == (ssize_t)sizeof(st))
+			vm->vmm_status = st;
+		else
+			vm->vmm_status = 0; /* the keeper went first: not known */
+		r = 0;
+	}
+	if (r == 0)
+		vm->vmm_reaped = true;
 }
 
 int husk_vm_reap_vmm(struct husk_vm *vm, unsigned timeout_ms)
@@ -172,8 +206,8 @@ int husk_vm_reap_vmm(struct husk_vm *vm, unsigned timeout_ms)
 			return -ETIMEDOUT;
 	}
 	pthread_mutex_lock(&vm->lock);
-	if (!vm->vmm_reaped && husk_reap(vm->vmm_pid, vm->vmm_pidfd, 0, &vm->vmm_status) == 0)
-		vm->vmm_reaped = true;
+	if (!vm->vmm_reaped)
+		collect_vmm(vm, 0);
 	bool reaped = vm->vmm_reaped;
 	pthread_mutex_unlock(&vm->lock);
 	return reaped ? 0 : -ETIMEDOUT;
@@ -184,7 +218,7 @@ static void kill_vmm(struct husk_vm *vm)
 {
 	if (vm->vmm_pid <= 0 || husk_vm_reap_vmm(vm, 0) == 0)
 		return;
-	kill(vm->vmm_pid, SIGKILL);
+	husk_pidfd_signal(vm->vmm_pidfd, SIGKILL);
 	husk_vm_reap_vmm(vm, 10000);
 }
 
@@ -332,12 +366,30 @@ fail:
 	return r;
 }
 
+int husk_vm_remove_stale(const char *state_dir, const char *name, struct husk_err *err)
+{
+	if (!name_ok(name))
+		return husk_err_set(err, -EINVAL, "VM name \"%s\" is not valid", name);
+	char dir[PATH_MAX];
+	if (husk_path_fmt(dir, sizeof(dir), "%s/%s", state_dir, name) < 0)
+		return husk_err_set(err, -ENAMETOOLONG, "state of VM %s", name);
+	if (access(dir, F_OK) < 0)
+		return 0;
+	int lfd, r = husk_take_lock(dir, &lfd, err);
+	if (r == -EBUSY)
+		return husk_err_set(err, -EBUSY, "VM %s is running (%s)", name, dir);
+	if (r < 0)
+		return r == -ENOENT ? 0 : r;
+	husk_remove_dir(dir);
+	close(lfd);
+	return 0;
+}
+
 bool husk_vm_exited(struct husk_vm *vm, int *status)
 {
 	pthread_mutex_lock(&vm->lock);
-	if (!vm->vmm_reaped && vm->owner && vm->vmm_pid > 0 &&
-	    husk_reap(vm->vmm_pid, vm->vmm_pidfd, 0, &vm->vmm_status) == 0)
-		vm->vmm_reaped = true;
+	if (!vm->vmm_reaped && vm->owner && vm->vmm_pid > 0)
+		collect_vmm(vm, 0);
 	bool reaped = vm->vmm_reaped;
 	if (reaped && status)
 		*status = vm->vmm_status;

@@ -234,7 +234,7 @@ static int qemu_stop(struct husk_vm *vm, struct husk_err *err)
 	if (q && (husk_qmp_execute(q->qmp_fd, "quit", QUIT_TIMEOUT_MS, &e) == 0 || e.code == -EPIPE) &&
 	    husk_vm_reap_vmm(vm, QUIT_WAIT_MS) == 0)
 		return 0;
-	kill(vm->vmm_pid, SIGKILL);
+	husk_pidfd_signal(vm->vmm_pidfd, SIGKILL);
 	husk_vm_reap_vmm(vm, KILL_WAIT_MS);
 	return husk_err_set(err, -ETIMEDOUT, "VM %s: QEMU did not stop in time; killed", vm->name);
 }
@@ -279,6 +279,27 @@ static void qemu_describe(const struct husk_vm *vm, json_object *state)
 	json_object_object_add(state, "qemu_pid", json_object_new_int(vm->vmm_pid));
 }
 
+static int qemu_handoff_fd(const struct husk_vm *vm)
+{
+	const struct qemu_vm *q = qemu_of(vm);
+	return q ? q->qmp_fd : -1;
+}
+
+static int qemu_adopt(struct husk_vm *vm, int qmp_fd, struct husk_err *err)
+{
+	_cleanup_fd_ int fd = qmp_fd;
+	if (fd < 0)
+		return husk_err_set(err, -EINVAL, "VM %s: handed over without its QMP socket", vm->name);
+	struct qemu_vm *q = calloc(1, sizeof(*q));
+	if (!q)
+		return husk_err_set(err, -ENOMEM, "QEMU state");
+	vm->vmm_data = q;
+	q->qmp_fd = take_fd(&fd);
+	if (husk_path_fmt(q->log, sizeof(q->log), "%s/qemu.log", vm->dir) < 0)
+		return husk_err_set(err, -ENAMETOOLONG, "qemu.log in %s", vm->dir);
+	return 0; /* every slot free: calloc's SLOT_FREE */
+}
+
 static int qemu_add_nic(struct husk_vm *vm, const struct husk_vmm_nic *nic, struct husk_err *err)
 {
 	(void)nic;
@@ -313,5 +334,7 @@ const struct husk_vmm_ops husk_vmm_qemu = {
 	.restore = qemu_restore,
 	.explain = qemu_explain,
 	.describe = qemu_describe,
+	.handoff_fd = qemu_handoff_fd,
+	.adopt = qemu_adopt,
 	.release = qemu_release,
 };

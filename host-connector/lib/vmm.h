@@ -73,6 +73,13 @@ struct husk_vmm_ops {
 	void (*explain)(struct husk_vm *vm, struct husk_err *err);
 	/* The backend's own keys in vm.json. */
 	void (*describe)(const struct husk_vm *vm, struct json_object *state);
+	/* Handing a VM to another process (pool.c): the one fd the backend
+	 * drives the VM through (QEMU: its QMP socket; -1: none), and, in the
+	 * receiver, its state rebuilt around that fd (taken, even on
+	 * failure) for a VM as it was booted (no disks hot-added). NULL: this
+	 * backend's VMs stay where they started. */
+	int (*handoff_fd)(const struct husk_vm *vm);
+	int (*adopt)(struct husk_vm *vm, int fd, struct husk_err *err);
 	/* Frees vm->vmm_data. */
 	void (*release)(struct husk_vm *vm);
 };

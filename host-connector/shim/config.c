@@ -51,6 +51,8 @@ static const struct key {
 	{ "debug_console", K_BOOL, F(debug_console), 0, 0 },
 	{ "merge_memory", K_BOOL, F(merge_memory), 0, 0 },
 	{ "tcg_cache_mib", K_UINT, F(tcg_cache_mib), 1, HUSK_TCG_CACHE_MAX },
+	/* huskd's socket, or "off" (libhusk: husk_vm_config.pool). */
+	{ "pool", K_STRING, F(pool), 0, 0 },
 	{ "log_level", K_UINT, F(log_level), 1, 7 },
 	{ "boot_timeout_ms", K_UINT, F(boot_timeout_ms), 1, 3600000 },
 	{ "state_dir", K_ABSPATH, F(state_dir), 0, 0 },

@@ -244,6 +244,25 @@ static bool bundle_record(const char *bundle, const char *name, const char *pref
 	return true;
 }
 
+/* A VM from huskd's pool has the pool's name (pool-...), so the record
+ * above does not match the shim's: its keeper removes it once the shim is
+ * gone; this is for when it could not. Only a directory nobody holds. */
+static void remove_pooled_vm(const char *bundle)
+{
+	char path[PATH_MAX], buf[PATH_MAX];
+	if (!bundle || husk_path_fmt(path, sizeof(path), "%s/" SHIM_VM_RECORD, bundle) < 0)
+		return;
+	_cleanup_fclose_ FILE *f = fopen(path, "re");
+	if (!f || !fgets(buf, sizeof(buf), f))
+		return;
+	buf[strcspn(buf, "\n")] = '\0';
+	char *base = strrchr(buf, '/');
+	if (!base || base == buf || strncmp(base + 1, "pool-", 5) != 0)
+		return;
+	*base++ = '\0';
+	husk_vm_remove_stale(buf, base, NULL);
+}
+
 /* After the shim is gone (it exited or was killed): what it may have left.
  * Its VM died with it (QEMU and husk-vsockd get SIGKILL when their parent
  * dies), so only files and mounts remain. The bundle's `address` and
@@ -261,6 +280,7 @@ static int cmd_delete(struct shim_opts *o)
 	if (bundle_record(o->bundle, SHIM_VM_RECORD, "", name, vmdir, sizeof(vmdir)) ||
 	    husk_path_fmt(vmdir, sizeof(vmdir), "%s/%s", state, name) == 0)
 		nftw(vmdir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+	remove_pooled_vm(o->bundle);
 	if (o->bundle && husk_path_fmt(path, sizeof(path), "%s/rootfs", o->bundle) == 0)
 		umount2(path, MNT_DETACH);
 	struct timespec now;

@@ -61,7 +61,7 @@ struct shim_opts {
  * default. */
 struct shim_config {
 	char *kernel, *initrd, *vmm, *vmm_binary, *vsockd, *cmdline_extra, *state_dir,
-		*image_cache;
+		*image_cache, *pool;
 	unsigned vcpus, memory_mib, log_level, boot_timeout_ms;
 	uint64_t overlay_bytes; /* the rootfs overlay's tmpfs upper layer */
 	enum husk_accel accel;

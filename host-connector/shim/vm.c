@@ -109,6 +109,9 @@ static int boot_run(void *data, struct husk_err *err)
 		.debug_console = cf->debug_console, .log_level = (int)cf->log_level,
 		.merge_memory = cf->merge_memory, .tcg_cache_mib = cf->tcg_cache_mib,
 		.boot_timeout_ms = cf->boot_timeout_ms, .die_with_parent = true,
+		/* A ready VM from huskd when one of this shape is there; its
+		 * name is the pool's (record_vm_dir notes where it is). */
+		.pool = cf->pool,
 		/* A pod's later containers come as hot-added disks. */
 		.hotplug_slots = c->role == SHIM_POD_SANDBOX ? SHIM_POD_SLOTS : 0,
 	};

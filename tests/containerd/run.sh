@@ -110,15 +110,47 @@ if ! containerd_up; then
 fi
 R=$tmp/rootfs
 
+# huskd on the shims' default pool socket (HUSK_STATE_DIR is $tmp/s), with
+# the VM shape the shims ask for: the same kernel, initrd and husk-vsockd.
+huskd_pid=
+pool_shape="kernel=$build/kernel/bzImage,initrd=$build/initramfs.cpio.gz,vsockd=$build/bin/husk-vsockd"
+huskd_up() { # ready [boot-parallel]
+	"$build/bin/huskd" --socket "$tmp/s/huskd.sock" --state-dir "$tmp/s" \
+		--boot-parallel "${2:-1}" --shape "$pool_shape,ready=$1" >>"$tmp/huskd.log" 2>&1 &
+	huskd_pid=$!
+	bg_pids="$bg_pids $huskd_pid"
+}
+huskd_field() {
+	"$build/bin/huskd" status --socket "$tmp/s/huskd.sock" 2>/dev/null |
+		jq -r ".shapes[0].$1" 2>/dev/null
+}
+huskd_wait_ready() { # n seconds
+	for _ in $(seq $(($2 * 5))); do
+		[ "$(huskd_field ready)" = "$1" ] && return 0
+		sleep 0.2
+	done
+	return 1
+}
+huskd_down() {
+	[ -n "$huskd_pid" ] || return 0
+	kill -TERM "$huskd_pid" 2>/dev/null
+	wait "$huskd_pid" 2>/dev/null
+	huskd_pid=
+}
+
 # ---- timing: husk vs runc for ctr run --rm /bin/true, never asserted ----
 median() { sort -n | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'; }
+time_one() { # runtime name: ms of one ctr run --rm /bin/true
+	local t0 t1
+	t0=$(date +%s%N)
+	C run --rm --runtime "$1" --rootfs "$R" "b-$2" /bin/true >/dev/null 2>&1 || return 1
+	t1=$(date +%s%N)
+	echo $(((t1 - t0) / 1000000))
+}
 time_runs() {
-	local rt=$1 i t0 t1
+	local i
 	for i in 1 2 3 4 5; do
-		t0=$(date +%s%N)
-		C run --rm --runtime "$rt" --rootfs "$R" "b-$rt-$i" /bin/true >/dev/null 2>&1 || return 1
-		t1=$(date +%s%N)
-		echo $(((t1 - t0) / 1000000))
+		time_one "$1" "$1-$i" || return 1
 	done
 }
 # Starts PARALLEL tasks at once; prints "MS PSS_KIB": the wall time until
@@ -126,8 +158,8 @@ time_runs() {
 # PSS of the runtime's host processes (shims and their children: QEMU and
 # husk-vsockd, or runc's container processes), 2 s later, summed.
 PARALLEL=8
-parallel_runs() {
-	local rt=$1 i t0 t1 pids=() pss=0 p shim ok=0
+parallel_runs() { # runtime [pooled]
+	local rt=$1 pooled=${2:-} i t0 t1 pids=() pss=0 p shim ok=0
 	: >"$tmp/parallel.err"
 	t0=$(date +%s%N)
 	for i in $(seq "$PARALLEL"); do
@@ -136,6 +168,14 @@ parallel_runs() {
 	done
 	for p in "${pids[@]}"; do wait "$p" && ok=$((ok + 1)); done
 	t1=$(date +%s%N)
+	# Pooled VMs are their keepers' children, not the shims': count the
+	# keepers, QEMU and husk-vsockd of the VMs handed out (huskd stopped
+	# first, which ends the ready ones refilled meanwhile).
+	local extra=
+	if [ -n "$pooled" ]; then
+		huskd_down
+		extra="$(pgrep -f -- "$tmp/s/pool-") $(pgrep -x husk-keeper)"
+	fi
 	sleep 2
 	local name=containerd-shim-runc-v2
 	[ "$rt" = io.containerd.husk.v2 ] && name=containerd-shim-husk-v2
@@ -143,6 +183,9 @@ parallel_runs() {
 		for p in "$shim" $(pgrep -P "$shim"); do
 			pss=$((pss + $(awk '$1=="Pss:"{print $2}' "/proc/$p/smaps_rollup" 2>/dev/null || echo 0)))
 		done
+	done
+	for p in $extra; do
+		pss=$((pss + $(awk '$1=="Pss:"{print $2}' "/proc/$p/smaps_rollup" 2>/dev/null || echo 0)))
 	done
 	for i in $(seq "$PARALLEL"); do
 		C task kill -s KILL "p-$rt-$i" >/dev/null 2>&1
@@ -169,6 +212,22 @@ bench_report() {
 	if [ -n "${CTR_BENCH_ONLY:-}" ]; then
 		hp=$(parallel_runs io.containerd.husk.v2)
 		rp=$(parallel_runs io.containerd.runc.v2)
+		# The same with huskd: each run starts from a full pool (the wait
+		# for the refill is not timed).
+		local hpool hpoolp ppss
+		huskd_up 1
+		hpool=$(for i in 1 2 3 4 5; do
+			huskd_wait_ready 1 120 || break
+			time_one io.containerd.husk.v2 "pool-$i"
+		done | median)
+		huskd_down
+		huskd_up "$PARALLEL" 2
+		# Not in a $(...) subshell: it stops huskd, which this shell started.
+		if huskd_wait_ready "$PARALLEL" 300; then
+			parallel_runs io.containerd.husk.v2 pooled >"$tmp/pooled-parallel"
+			hpoolp=$(cat "$tmp/pooled-parallel")
+		fi
+		huskd_down
 		printf '%-44s %10s %10s %8s\n' "case" "husk" "runc" "husk/runc"
 		printf '%-44s %10s %10s %7sx\n' "ctr run --rm /bin/true, ms (median of 5)" "${h:-?}" \
 			"${r:-?}" "$(echo "${h:-0} ${r:-0}" | awk '$2 > 0 {printf "%.1f", $1 / $2; exit} {print "?"}')"
@@ -178,10 +237,18 @@ bench_report() {
 		read -r rms rpss <<<"$rp"
 		ratio() { echo "$1 $2" | awk '$1 ~ /^[0-9]+$/ && $2 ~ /^[0-9]+$/ && $2 > 0 {printf "%.1f", $1 / $2; exit} {print "?"}'; }
 		per() { echo "$1" | awk -v n="$PARALLEL" '$1 ~ /^[0-9]+$/ {print int($1 / n); exit} {print "?"}'; }
+		printf '%-44s %10s %10s %7sx\n' "ctr run --rm /bin/true from huskd's pool, ms" "${hpool:-?}" \
+			"${r:-?}" "$(ratio "${hpool:-?}" "${r:-?}")"
 		printf '%-44s %10s %10s %7sx\n' "$PARALLEL parallel ctr run -d, ms until all run" "$hms" "$rms" \
 			"$(ratio "$hms" "$rms")"
+		local pms
+		read -r pms ppss <<<"${hpoolp:-? ?}"
+		printf '%-44s %10s %10s %7sx\n' "$PARALLEL parallel ctr run -d from the pool, ms" "$pms" "$rms" \
+			"$(ratio "$pms" "$rms")"
 		printf '%-44s %10s %10s %7sx\n' "host PSS per container, $PARALLEL running, KiB" \
 			"$(per "$hpss")" "$(per "$rpss")" "$(ratio "$hpss" "$rpss")"
+		printf '%-44s %10s %10s %7sx\n' "  the same from the pool (keepers too)" \
+			"$(per "$ppss")" "$(per "$rpss")" "$(ratio "$ppss" "$rpss")"
 		echo "   husk boots a VM per container (TCG here: no usable KVM); runc does not"
 		echo "   PSS: the runtime's shims and their children (QEMU, husk-vsockd; runc's containers)"
 		echo "   2 s after the last start, summed (smaps_rollup), over $PARALLEL; targets: 2000 ms, 60 MiB"
@@ -782,6 +849,36 @@ if RUN -d $SB3 --rootfs "$R" pod3 sh -c 'sleep 1000' >"$tmp/out" 2>&1; then
 else
 	fail soak "pod sandbox: $(cat "$tmp/out")"
 fi
+
+# ---- huskd: a container in a ready VM from the pool, by default ----
+huskd_up 1
+if huskd_wait_ready 1 120; then
+	out=$(RUN --rm --rootfs "$R" pool1 sh -c 'echo pooled; exit 4' 2>"$tmp/err")
+	rc=$?
+	taken=$(huskd_field taken)
+	huskd_wait_ready 1 120
+	RUN -d --rootfs "$R" pool2 sleep 600 >/dev/null 2>"$tmp/err2"
+	# The shim killed: its pooled VM goes with it (the keeper's lifeline).
+	pool_shim=$(pgrep -f -- "containerd-shim-husk-v2 .*-id pool2 .*-address $sock ")
+	pool_vm=$(cat "$tmp/state/io.containerd.runtime.v2.task/default/pool2/husk-vm" 2>/dev/null)
+	[ -n "$pool_shim" ] && kill -9 $pool_shim
+	gone=
+	for _ in $(seq 100); do
+		[ -n "$pool_vm" ] && [ ! -e "$pool_vm" ] && ! pgrep -f -- "$pool_vm/" >/dev/null && gone=1 && break
+		sleep 0.1
+	done
+	C task rm -f pool2 >/dev/null 2>&1
+	C c rm pool2 >/dev/null 2>&1
+	if [ "$rc" = 4 ] && [ "$out" = pooled ] && [ "$taken" -ge 1 ] && [ -n "$gone" ] &&
+		[[ "$pool_vm" == */pool-* ]]; then
+		pass pool
+	else
+		fail pool "rc=$rc out='$out' taken=$taken vm '$pool_vm' gone='$gone': $(head -c 300 "$tmp/err" "$tmp/err2")"
+	fi
+else
+	fail pool "huskd had no VM ready: $(tail -3 "$tmp/huskd.log")"
+fi
+huskd_down
 
 # ---- nothing left: shims, QEMU, husk-vsockd, sockets, VM dirs, mounts ----
 # The last shims may still be exiting (LeakSanitizer runs at exit): wait
