@@ -56,6 +56,7 @@ struct shape {
 	char key[HUSK_POOL_KEY_MAX];
 	unsigned slots;
 	unsigned ready_target;
+	bool warm_up; /* a throwaway first container in each VM (docs/pool.md) */
 	unsigned booting, ready, handed;
 	uint64_t taken, boot_failures, vm_deaths;
 	uint64_t last_boot_ns;
@@ -71,6 +72,7 @@ struct huskd {
 	const char *socket_path;
 	const char *state_dir;
 	unsigned boot_parallel; /* keepers booting at once, all shapes */
+	char *warm_image;       /* husk_pool_keep's; NULL: no warm-up */
 	unsigned booting;
 	bool stopping;
 	int listen_fd;

@@ -25,6 +25,7 @@
 
 #include "husk/cleanup.h"
 #include "husk/file.h"
+#include "husk/path.h"
 #include "huskd.h"
 
 #define SD_LISTEN_FDS_START 3
@@ -52,11 +53,12 @@ static void usage(FILE *f)
 		"                      <state dir>/huskd.sock)\n"
 		"  --state-dir DIR     where the VMs' directories go (default as huskctl's)\n"
 		"  --boot-parallel N   VMs booting at once, all shapes together (default 1)\n"
+
 		"  --shape SPEC        a shape, SPEC = key=value,... with keys name, ready, kernel,\n"
 		"                      initrd, cpus, memory, slots, accel, transport, tcg-cache,\n"
-		"                      vsockd, vmm, qemu, debug-console, merge-memory, log-level,\n"
-		"                      cmdline (last: it takes the rest); repeatable. Without one:\n"
-		"                      ready=1 of the defaults. See docs/pool.md.\n");
+		"                      warm-up, vsockd, vmm, qemu, debug-console, merge-memory,\n"
+		"                      log-level, cmdline (last: it takes the rest); repeatable.\n"
+		"                      Without one: ready=1 of the defaults. See docs/pool.md.\n");
 }
 
 /* `huskd status`: the pool as huskd sees it, pretty JSON. */
@@ -106,6 +108,50 @@ static void on_signal(struct ev_io *io, int fd, uint32_t events, void *data)
 	while (read(fd, &si, sizeof(si)) == (ssize_t)sizeof(si))
 		huskd_log("signal %u: stopping (VMs handed out keep running)", si.ssi_signo);
 	ev_stop(d->loop);
+}
+
+/* The warm-up image (husk_pool_keep): husk-vsockd, a static program that
+ * exits at once with --help, as /warm-up in an erofs image in the image
+ * cache, held while huskd runs. Copied with its mode and mtime, so that the
+ * image's identity, and so the image, is the same every start. */
+static char *warm_image(const char *state_dir, int *hold)
+{
+	struct husk_err err = { 0 };
+	_cleanup_free_ char *prog = husk_default_path("vsockd", &err), *data = NULL;
+	char dir[PATH_MAX], file[PATH_MAX];
+	size_t len = 0;
+	struct stat st;
+	char *image = NULL;
+	if (!prog || stat(prog, &st) < 0 ||
+	    husk_read_file(prog, 64u << 20, &data, &len, &err) < 0) {
+		huskd_log("no warm-up (husk-vsockd: %s): first containers start cold in the guest",
+			  err.msg[0] ? err.msg : strerror(errno));
+		return NULL;
+	}
+	if (husk_path_fmt(dir, sizeof(dir), "%s/huskd-warm-up.%d", state_dir, (int)getpid()) < 0 ||
+	    husk_path_fmt(file, sizeof(file), "%s/" HUSK_POOL_WARM_PROGRAM, dir) < 0) {
+		huskd_log("no warm-up: state directory %s: too long", state_dir);
+		return NULL;
+	}
+	int fd = -1;
+	struct timespec times[2] = { st.st_mtim, st.st_mtim };
+	if (mkdir(dir, 0755) < 0 ||
+	    (fd = open(file, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0755)) < 0 ||
+	    husk_write_all(fd, data, len) < 0 || fchmod(fd, 0755) < 0 ||
+	    futimens(fd, times) < 0) {
+		huskd_log("no warm-up: %s: %s", file, strerror(errno));
+	} else {
+		close(fd);
+		fd = -1;
+		utimensat(AT_FDCWD, dir, times, 0);
+		if (husk_image_from_dir_hold(NULL, dir, &image, hold, &err) < 0)
+			huskd_log("no warm-up: its image: %s", err.msg);
+	}
+	if (fd >= 0)
+		close(fd);
+	unlink(file);
+	rmdir(dir);
+	return image;
 }
 
 /* systemd's socket activation: LISTEN_PID is us and LISTEN_FDS is 1. */
@@ -257,6 +303,12 @@ int main(int argc, char **argv)
 		huskd_log("%s", err.msg);
 		goto out;
 	}
+	int warm_hold = -1;
+	bool warm = false;
+	for (struct shape *s = d.shapes; s; s = s->next)
+		warm |= s->warm_up;
+	if (warm)
+		d.warm_image = warm_image(d.state_dir, &warm_hold);
 	for (struct shape *s = d.shapes; s; s = s->next)
 		huskd_log("shape %s: %u ready, %u slots: %s", s->name, s->ready_target, s->slots, s->key);
 	huskd_log("serving %s (state in %s)", d.socket_path, d.state_dir);
@@ -270,6 +322,8 @@ int main(int argc, char **argv)
 	close(d.listen_fd);
 	d.listen_fd = -1;
 	pool_shutdown(&d);
+	husk_image_release(warm_hold);
+	free(d.warm_image);
 out:
 	ev_io_del(sig_io);
 	if (d.listen_fd >= 0) {

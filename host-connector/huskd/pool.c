@@ -213,7 +213,7 @@ static void keeper_main(struct huskd *d, struct shape *s, const char *name, int 
 	cfg.name = name;
 	cfg.state_dir = d->state_dir;
 	struct husk_err err = { 0 };
-	int r = husk_pool_keep(&cfg, 3, 4, &err);
+	int r = husk_pool_keep(&cfg, s->warm_up ? d->warm_image : NULL, 3, 4, &err);
 	if (r < 0)
 		fprintf(stderr, "huskd: keeper of %s: %s\n", name, err.msg);
 	_exit(r < 0 ? 1 : 0);

@@ -120,6 +120,8 @@ static void status(struct huskd *d, int fd)
 		json_object_object_add(j, "key", json_object_new_string(s->key));
 		json_object_object_add(j, "slots", json_object_new_int((int)s->slots));
 		json_object_object_add(j, "target", json_object_new_int((int)s->ready_target));
+		json_object_object_add(j, "warm_up",
+				       json_object_new_boolean(s->warm_up && s->d->warm_image));
 		json_object_object_add(j, "ready", json_object_new_int((int)s->ready));
 		json_object_object_add(j, "booting", json_object_new_int((int)s->booting));
 		json_object_object_add(j, "handed_out", json_object_new_int((int)s->handed));

@@ -89,6 +89,12 @@ static int set_key(struct shape *s, const char *key, const char *v, struct husk_
 		c->log_level = (int)n;
 		return 0;
 	}
+	if (!strcmp(key, "warm-up")) {
+		if ((r = parse_uint(key, v, 0, 1, &n, err)) < 0)
+			return r;
+		s->warm_up = n;
+		return 0;
+	}
 	if (!strcmp(key, "debug-console") || !strcmp(key, "merge-memory")) {
 		if ((r = parse_uint(key, v, 0, 1, &n, err)) < 0)
 			return r;
@@ -111,8 +117,8 @@ static int set_key(struct shape *s, const char *key, const char *v, struct husk_
 	if (!field)
 		return husk_err_set(err, -EINVAL,
 				    "--shape: unknown key \"%s\" (want name, ready, kernel, initrd, "
-				    "cpus, memory, slots, accel, transport, tcg-cache, vsockd, vmm, "
-				    "qemu, debug-console, merge-memory, log-level, cmdline)",
+				    "cpus, memory, slots, accel, transport, tcg-cache, warm-up, vsockd, "
+				    "vmm, qemu, debug-console, merge-memory, log-level, cmdline)",
 				    key);
 	if (set_string(field, v) < 0)
 		return husk_err_set(err, -ENOMEM, "--shape %s", key);

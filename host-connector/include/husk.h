@@ -441,16 +441,23 @@ int husk_pool_shape(const struct husk_vm_config *cfg, char *key, size_t len, uns
 int husk_pool_take(const char *socket, const struct husk_vm_config *cfg, unsigned slots,
 		   struct husk_vm **out, struct husk_err *err);
 
+/* The program the warm-up image holds, at its root: any static program
+ * that exits 0 at once with --help (huskd uses husk-vsockd). */
+#define HUSK_POOL_WARM_PROGRAM "warm-up"
+
 /* huskd's side, run in a child process of its own per VM (the keeper):
  * boots cfg (die_with_parent is forced: the VM's processes are the
- * keeper's and die with it), sends the VM over `report` (a
+ * keeper's and die with it); with `warm_image` (an erofs image holding
+ * /HUSK_POOL_WARM_PROGRAM; NULL: none) runs a throwaway container from it,
+ * so that the guest has translated (TCG) and cached what a container needs
+ * before a client waits for it; sends the VM over `report` (a
  * SOCK_SEQPACKET socket; huskd relays the message with `lifeline`'s peer to
  * the client that takes the VM) or an error message, then stays until
  * `lifeline` hangs up: then it kills what is left of the VM and removes its
  * directory. Returns 0 when the VM was sent and has ended; the caller
  * exits. */
-int husk_pool_keep(const struct husk_vm_config *cfg, int report, int lifeline,
-		   struct husk_err *err);
+int husk_pool_keep(const struct husk_vm_config *cfg, const char *warm_image, int report,
+		   int lifeline, struct husk_err *err);
 
 /* ---- images --------------------------------------------------------------------- */
 

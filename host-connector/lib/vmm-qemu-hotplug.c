@@ -73,8 +73,11 @@ int husk_qemu_add_disk(struct husk_vm *vm, const struct husk_disk *disk, struct 
 	if ((r = qmp(vm, "query-status", NULL, err)) < 0)
 		return r;
 	sweep(vm);
-	unsigned slot = vm->n_slots;
-	for (unsigned i = 0; i < vm->n_slots; i++) {
+	/* The first free slot from next_slot on: a slot the guest powered
+	 * off a moment ago takes longer to come back than one never used. */
+	unsigned slot = vm->n_slots, from = qemu_of(vm)->next_slot;
+	for (unsigned k = 0; k < vm->n_slots; k++) {
+		unsigned i = (from + k) % vm->n_slots;
 		if (slots[i].state != SLOT_FREE && strcmp(slots[i].serial, disk->serial) == 0)
 			return husk_err_set(err, -EEXIST, "disk serial %s: already attached",
 					    disk->serial);
@@ -118,6 +121,7 @@ int husk_qemu_add_disk(struct husk_vm *vm, const struct husk_disk *disk, struct 
 	}
 	slots[slot].state = SLOT_USED;
 	snprintf(slots[slot].serial, sizeof(slots[slot].serial), "%s", disk->serial);
+	qemu_of(vm)->next_slot = (slot + 1) % vm->n_slots;
 	return 0;
 }
 

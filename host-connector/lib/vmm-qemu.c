@@ -297,7 +297,10 @@ static int qemu_adopt(struct husk_vm *vm, int qmp_fd, struct husk_err *err)
 	q->qmp_fd = take_fd(&fd);
 	if (husk_path_fmt(q->log, sizeof(q->log), "%s/qemu.log", vm->dir) < 0)
 		return husk_err_set(err, -ENAMETOOLONG, "qemu.log in %s", vm->dir);
-	return 0; /* every slot free: calloc's SLOT_FREE */
+	/* Every slot free (calloc's SLOT_FREE); a pool's keeper used the
+	 * first for its warm-up (keeper.c): start after it. */
+	q->next_slot = vm->n_slots > 1 ? 1 : 0;
+	return 0;
 }
 
 static int qemu_add_nic(struct husk_vm *vm, const struct husk_vmm_nic *nic, struct husk_err *err)

@@ -27,6 +27,7 @@ struct qemu_vm {
 	char **disk_paths;
 	size_t n_disks;
 	struct qemu_slot slots[HUSK_HOTPLUG_MAX];
+	unsigned next_slot; /* where the search for a free slot starts */
 };
 
 static inline struct qemu_vm *qemu_of(const struct husk_vm *vm)

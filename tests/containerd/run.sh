@@ -859,7 +859,7 @@ if huskd_wait_ready 1 120; then
 	huskd_wait_ready 1 120
 	RUN -d --rootfs "$R" pool2 sleep 600 >/dev/null 2>"$tmp/err2"
 	# The shim killed: its pooled VM goes with it (the keeper's lifeline).
-	pool_shim=$(pgrep -f -- "containerd-shim-husk-v2 .*-id pool2 .*-address $sock ")
+	pool_shim=$(shim_of pool2)
 	pool_vm=$(cat "$tmp/state/io.containerd.runtime.v2.task/default/pool2/husk-vm" 2>/dev/null)
 	[ -n "$pool_shim" ] && kill -9 $pool_shim
 	gone=
@@ -869,11 +869,11 @@ if huskd_wait_ready 1 120; then
 	done
 	C task rm -f pool2 >/dev/null 2>&1
 	C c rm pool2 >/dev/null 2>&1
-	if [ "$rc" = 4 ] && [ "$out" = pooled ] && [ "$taken" -ge 1 ] && [ -n "$gone" ] &&
-		[[ "$pool_vm" == */pool-* ]]; then
+	if [ "$rc" = 4 ] && [ "$out" = pooled ] && [ "$taken" -ge 1 ] && [ -n "$pool_shim" ] &&
+		[ -n "$gone" ] && [[ "$pool_vm" == */pool-* ]]; then
 		pass pool
 	else
-		fail pool "rc=$rc out='$out' taken=$taken vm '$pool_vm' gone='$gone': $(head -c 300 "$tmp/err" "$tmp/err2")"
+		fail pool "rc=$rc out='$out' taken=$taken shim '$pool_shim' vm '$pool_vm' gone='$gone': $(head -c 300 "$tmp/err" "$tmp/err2")"
 	fi
 else
 	fail pool "huskd had no VM ready: $(tail -3 "$tmp/huskd.log")"

@@ -302,6 +302,24 @@ kill -TERM "$huskd_pid"
 wait "$huskd_pid"
 huskd_pid=
 
+# ---- warm-up: a throwaway container first; the VM comes without its disk ----
+start_huskd "$shape,ready=1,warm-up=1"
+if wait_field ready 1 120; then
+	warm=$(field warm_up) fails=$(field boot_failures)
+	out=$(RUN --pool "$sock" --rootfs "$rootfs" -- sh -c 'cat /sys/block/*/serial' 2>&1)
+	if [ "$warm" = true ] && [ "$fails" = 0 ] && [ "$(field taken)" = 1 ] &&
+		[ "$(echo "$out" | tr -s '\n' ' ')" = "rootfs0 " ]; then
+		pass pool-warm-up
+	else
+		fail pool-warm-up "warm_up=$warm failures=$fails taken $(field taken); the container saw: $out"
+	fi
+else
+	fail pool-warm-up "no VM ready: $(field last_error)"
+fi
+kill -TERM "$huskd_pid"
+wait "$huskd_pid"
+huskd_pid=
+
 if [ "$(vm_procs)" = 0 ] && [ -z "$(ls "$state" 2>/dev/null)" ]; then
 	pass pool-nothing-left
 else
