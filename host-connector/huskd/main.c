@@ -242,15 +242,9 @@ int main(int argc, char **argv)
 		usage(stderr);
 		return 2;
 	}
-	/* The socket's default follows --state-dir, as the clients' follows
-	 * theirs; $HUSK_POOL_SOCKET wins over both. */
-	const char *env = getenv("HUSK_POOL_SOCKET");
-	if (!d.socket_path && (!env || !*env) && d.state_dir) {
-		snprintf(sock_buf, sizeof(sock_buf), "%s/huskd.sock", d.state_dir);
-		d.socket_path = sock_buf;
-	}
+	/* The default follows --state-dir, as the clients' follows theirs. */
 	if (!d.socket_path)
-		d.socket_path = husk_default_pool_socket(sock_buf, sizeof(sock_buf));
+		d.socket_path = husk_default_pool_socket(d.state_dir, sock_buf, sizeof(sock_buf));
 	if (status_cmd)
 		return cmd_status(d.socket_path);
 	if (!d.state_dir)

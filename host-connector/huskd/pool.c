@@ -361,17 +361,13 @@ struct pool_vm *pool_find_ready(struct huskd *d, const char *key, unsigned slots
 				bool *shape_found)
 {
 	*shape_found = false;
-	struct pool_vm *best = NULL;
-	for (struct pool_vm *v = d->vms; v; v = v->next) {
-		struct shape *s = v->shape;
-		if (strcmp(v->key, key) != 0 || s->slots < slots)
-			continue;
-		*shape_found = true;
-		if (v->state == PVM_READY && (!best || v->ready_ns < best->ready_ns))
-			best = v;
-	}
 	for (struct shape *s = d->shapes; s && !*shape_found; s = s->next)
 		*shape_found = !strcmp(s->key, key) && s->slots >= slots;
+	struct pool_vm *best = NULL;
+	for (struct pool_vm *v = d->vms; v; v = v->next)
+		if (v->state == PVM_READY && !strcmp(v->key, key) && v->shape->slots >= slots &&
+		    (!best || v->ready_ns < best->ready_ns))
+			best = v;
 	return best;
 }
 

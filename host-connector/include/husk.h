@@ -138,8 +138,8 @@ struct husk_vm_config {
 	 * (docs/configuration.md). */
 	unsigned tcg_cache_mib;
 	/* husk_sandbox_start takes a ready VM of this shape from huskd's
-	 * socket at `pool` (NULL: $HUSK_POOL_SOCKET, else
-	 * <state_dir>/huskd.sock, else husk_default_pool_socket(); "off": never)
+	 * socket at `pool` (NULL: husk_default_pool_socket(state_dir); "off":
+	 * never)
 	 * and hot-adds the disks to it. No pool there, none of this shape
 	 * ready, or a pool that fails: the VM boots cold, as without one.
 	 * Ignored by husk_vm_start. A pooled VM keeps the pool's name: a
@@ -414,8 +414,9 @@ int husk_sandbox_add_container(struct husk_vm *vm, const struct husk_disk *rootf
 
 /* ---- the pool of ready VMs (huskd; docs/pool.md) ----------------------------- */
 
-/* huskd's socket: $HUSK_POOL_SOCKET, else <husk_default_state_dir()>/huskd.sock. */
-const char *husk_default_pool_socket(char *buf, size_t len);
+/* huskd's socket: $HUSK_POOL_SOCKET, else <state_dir>/huskd.sock (NULL:
+ * husk_default_state_dir()). The clients' default and huskd's. */
+const char *husk_default_pool_socket(const char *state_dir, char *buf, size_t len);
 
 /* Whether the VM came from a pool (husk_pool_take), not a cold boot. */
 bool husk_vm_pooled(const struct husk_vm *vm);

@@ -48,17 +48,9 @@ static int take_pooled(const struct husk_vm_config *cfg, struct husk_vm **out,
 {
 	if (cfg->pool && (!*cfg->pool || strcmp(cfg->pool, "off") == 0))
 		return husk_err_set(why, -ENOENT, "pool off");
-	/* The default follows the VM's state directory, as huskd's does. */
 	char sock[PATH_MAX];
-	const char *env = getenv("HUSK_POOL_SOCKET"), *path = sock;
-	if (cfg->pool)
-		path = cfg->pool;
-	else if ((!env || !*env) && cfg->state_dir)
-		snprintf(sock, sizeof(sock), "%s/huskd.sock", cfg->state_dir);
-	else
-		husk_default_pool_socket(sock, sizeof(sock));
-	if (access(path, F_OK) < 0)
-		return husk_err_sys(why, -errno, "pool %s", path);
+	const char *path = cfg->pool ? cfg->pool :
+				       husk_default_pool_socket(cfg->state_dir, sock, sizeof(sock));
 	struct husk_vm *vm = NULL;
 	int r = husk_pool_take(path, cfg, cfg->hotplug_slots + (unsigned)cfg->n_disks, &vm, why);
 	if (r < 0)

@@ -63,6 +63,8 @@ struct husk_vm {
 };
 
 /* ---- vm.c ---- */
+/* A VM object with no fds (all -1) and its lock initialised; NULL: ENOMEM. */
+struct husk_vm *husk_vm_alloc(void);
 /* Waits up to timeout_ms for the VMM's process to exit and reaps it (the
  * backends' stop uses it). 0 once reaped (also when it was already, or
  * there is none), -ETIMEDOUT while it runs. */

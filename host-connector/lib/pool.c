@@ -24,7 +24,7 @@
 #define TAKE_REPLY_MS 2000
 #define MSG_MAX 8192
 
-const char *husk_default_pool_socket(char *buf, size_t len)
+const char *husk_default_pool_socket(const char *state_dir, char *buf, size_t len)
 {
 	const char *env = getenv("HUSK_POOL_SOCKET");
 	if (env && *env) {
@@ -32,8 +32,9 @@ const char *husk_default_pool_socket(char *buf, size_t len)
 		return buf;
 	}
 	char state[PATH_MAX];
-	husk_default_state_dir(state, sizeof(state));
-	snprintf(buf, len, "%s/huskd.sock", state);
+	if (!state_dir)
+		state_dir = husk_default_state_dir(state, sizeof(state));
+	snprintf(buf, len, "%s/huskd.sock", state_dir);
 	return buf;
 }
 
@@ -206,12 +207,10 @@ int husk_vm_import(const char *json, int *fds, size_t n_fds, struct husk_vm **ou
 		husk_err_set(err, -EPROTO, "hand-over message: no lock or VMM pidfd");
 		goto fail;
 	}
-	if (!(vm = calloc(1, sizeof(*vm)))) {
+	if (!(vm = husk_vm_alloc())) {
 		r = husk_err_set(err, -ENOMEM, "VM");
 		goto fail;
 	}
-	vm->log_listen_fd = -1;
-	pthread_mutex_init(&vm->lock, NULL);
 	vm->lock_fd = take_fd(&got[FD_LOCK]);
 	vm->vmm_pidfd = take_fd(&got[FD_VMM_PIDFD]);
 	vm->vsockd_pidfd = take_fd(&got[FD_VSOCKD_PIDFD]);

@@ -121,7 +121,7 @@ static int check_config(const struct husk_vm_config *cfg, const struct husk_vmm_
 	return (*ops)->check ? (*ops)->check(cfg, err) : 0;
 }
 
-static struct husk_vm *vm_alloc(void)
+struct husk_vm *husk_vm_alloc(void)
 {
 	struct husk_vm *vm = calloc(1, sizeof(*vm));
 	if (vm) {
@@ -265,7 +265,7 @@ int husk_vm_start(const struct husk_vm_config *cfg, struct husk_vm **out, struct
 	enum husk_transport transport;
 	if ((r = ops->transport(cfg, &transport, err)) < 0)
 		return r;
-	struct husk_vm *vm = vm_alloc();
+	struct husk_vm *vm = husk_vm_alloc();
 	if (!vm)
 		return husk_err_set(err, -ENOMEM, "VM");
 	vm->owner = true;
@@ -341,7 +341,7 @@ int husk_vm_open(const char *state_dir, const char *name, struct husk_vm **out,
 	char state[PATH_MAX];
 	if (!state_dir)
 		state_dir = husk_default_state_dir(state, sizeof(state));
-	struct husk_vm *vm = vm_alloc();
+	struct husk_vm *vm = husk_vm_alloc();
 	if (!vm)
 		return husk_err_set(err, -ENOMEM, "VM");
 	snprintf(vm->name, sizeof(vm->name), "%s", name);
