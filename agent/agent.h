@@ -191,6 +191,20 @@ void setup_before_call(const char *service, const char *method, void *data);
 void log_stream_start(struct agent *a, unsigned port);
 void log_stream_stop(struct agent *a);
 
+/* sharedfs.c: the host's shared directory (virtio-fs, CreateBundle's
+ * shared_fs). */
+/* -EINVAL naming shared_fs for a tag virtio-fs cannot have. */
+int sharedfs_check_tag(const char *tag, struct husk_err *err);
+/* <run_dir>/fs/<tag>: where the share is mounted. */
+int sharedfs_path(const char *run_dir, const char *tag, char *path, size_t size);
+/* Mounts the share (once: 0 when it is already); -ENOENT while no
+ * virtio-fs device has the tag (a hot-add still on its way). */
+int sharedfs_mount(const char *run_dir, const char *tag, struct husk_err *err);
+/* The guest path of `rel` (relative, no ".." or empty components) in the
+ * share; -EINVAL naming the source otherwise. */
+int sharedfs_source(const char *run_dir, const char *tag, const char *rel, char *out, size_t size,
+		    struct husk_err *err);
+
 /* disk.c: virtio-blk disks by serial. */
 /* How long CreateBundle waits for a hot-added disk. */
 #define DISK_HOTPLUG_WAIT_MS 10000u
@@ -211,6 +225,15 @@ bool disk_hotplug_possible(void);
  * adds (or changes) a device; disk_uevent_drain() empties it. */
 int disk_uevent_open(struct husk_err *err);
 void disk_uevent_drain(int fd);
+
+/* net.c: Sandbox.SetupNetwork, the pod's network in the VM's own network
+ * namespace over rtnetlink (docs/protocol.md). */
+/* How long it waits for a NIC the host hot-adds. */
+#define NET_HOTPLUG_WAIT_MS 10000u
+#define NET_MAX_IFS 8
+#define NET_MAX_ADDRS 16 /* per interface */
+#define NET_MAX_ROUTES 64
+void net_on_setup_network(struct ttrpc_call *call, const ProtobufCMessage *req, void *data);
 
 struct container *agent_find(struct agent *a, const char *id);
 struct process *container_find_process(struct container *c, const char *exec_id);

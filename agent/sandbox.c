@@ -292,11 +292,55 @@ static void bundle_undo(const struct bundle_paths *b)
 	rmdir(b->dir);
 }
 
+/* Whether spec mount `m` is a bind mount (type "bind", or a "bind" or
+ * "rbind" option, as runc reads it). */
+static bool is_bind(struct json_object *m)
+{
+	struct json_object *t, *opts;
+	if (json_object_object_get_ex(m, "type", &t) && json_object_is_type(t, json_type_string) &&
+	    strcmp(json_object_get_string(t), "bind") == 0)
+		return true;
+	if (!json_object_object_get_ex(m, "options", &opts) || !json_object_is_type(opts, json_type_array))
+		return false;
+	for (size_t k = 0; k < json_object_array_length(opts); k++) {
+		const char *o = json_object_get_string(json_object_array_get_idx(opts, k));
+		if (o && (strcmp(o, "bind") == 0 || strcmp(o, "rbind") == 0))
+			return true;
+	}
+	return false;
+}
+
+/* Host mounts: bind mounts with a relative source name a path in the
+ * shared directory `tag` (the shim bound the host's source there). */
+static int shared_sources(struct json_object *spec, const char *tag, const char *run_dir,
+			  struct husk_err *err)
+{
+	struct json_object *mounts, *src;
+	if (!json_object_object_get_ex(spec, "mounts", &mounts) ||
+	    !json_object_is_type(mounts, json_type_array))
+		return 0;
+	for (size_t i = 0; i < json_object_array_length(mounts); i++) {
+		struct json_object *m = json_object_array_get_idx(mounts, i);
+		if (!json_object_is_type(m, json_type_object) || !is_bind(m) ||
+		    !json_object_object_get_ex(m, "source", &src) ||
+		    !json_object_is_type(src, json_type_string))
+			continue;
+		const char *rel = json_object_get_string(src);
+		if (rel[0] == '/')
+			continue;
+		char path[1024];
+		if (sharedfs_source(run_dir, tag, rel, path, sizeof(path), err) < 0)
+			return husk_err_wrap(err, "oci_spec: mounts[%zu]", i);
+		json_object_object_add(m, "source", json_object_new_string(path));
+	}
+	return 0;
+}
+
 /* Writes config.json with root.path pointing at the overlay and a bind
  * mount for each extra block mount (after the spec's own mounts, so they
  * land on top of them). */
 static int write_spec(const char *json, size_t len, const Husk__Sandbox__V1__CreateBundleRequest *r,
-		      const struct bundle_paths *b, struct husk_err *err)
+		      const struct bundle_paths *b, const char *run_dir, struct husk_err *err)
 {
 	const char *path = b->config;
 	struct json_tokener *tok = json_tokener_new();
@@ -317,6 +361,10 @@ static int write_spec(const char *json, size_t len, const Husk__Sandbox__V1__Cre
 			json_object_object_add(root, "readonly", json_object_get(ro));
 	}
 	json_object_object_add(o, "root", root);
+	if (*r->shared_fs && shared_sources(o, r->shared_fs, run_dir, err) < 0) {
+		json_object_put(o);
+		return err->code;
+	}
 	if (r->n_mounts) {
 		struct json_object *mounts;
 		if (!json_object_object_get_ex(o, "mounts", &mounts) ||
@@ -346,13 +394,20 @@ static int write_spec(const char *json, size_t len, const Husk__Sandbox__V1__Cre
 	return 0;
 }
 
-/* The first disk the request names that is not there yet: -ENOENT with
- * the serial (and the field, for a block mount) named; 0 when all are. */
-static int bundle_missing(const Husk__Sandbox__V1__CreateBundleRequest *r, bool waited,
-			  struct husk_err *err)
+/* The first disk (or shared directory) the request names that is not
+ * there yet: -ENOENT with the serial (and the field, for a block mount)
+ * named; 0 when all are. */
+static int bundle_missing(const Husk__Sandbox__V1__CreateBundleRequest *r, const char *run_dir,
+			  bool waited, struct husk_err *err)
 {
 	char dev[300];
 	int rc;
+	/* Mounting it is the only way to know a virtio-fs tag is there. */
+	if (*r->shared_fs && (rc = sharedfs_mount(run_dir, r->shared_fs, err)) < 0) {
+		if (rc == -ENOENT && waited)
+			husk_err_wrap(err, "waited for a hot-added device");
+		return rc;
+	}
 	if (*r->rootfs_serial && (rc = disk_find(r->rootfs_serial, dev, sizeof(dev), err)) < 0) {
 		if (rc == -ENOENT)
 			disk_missing(r->rootfs_serial, waited, err);
@@ -390,7 +445,7 @@ static unsigned long long overlay_default(void)
 /* Mounts, writes the spec and replies, once every disk is there; on
  * failure undoes the bundle and fails the call. */
 static void bundle_finish(struct ttrpc_call *call, const Husk__Sandbox__V1__CreateBundleRequest *r,
-			  const struct bundle_paths *b)
+			  const struct bundle_paths *b, const char *run_dir)
 {
 	struct husk_err err = { 0 };
 	const char *lower = b->lower;
@@ -424,7 +479,7 @@ static void bundle_finish(struct ttrpc_call *call, const Husk__Sandbox__V1__Crea
 	}
 	if (mount_block_mounts(r, b, &err) < 0)
 		goto fail;
-	if (write_spec((const char *)r->oci_spec.data, r->oci_spec.len, r, b, &err) < 0)
+	if (write_spec((const char *)r->oci_spec.data, r->oci_spec.len, r, b, run_dir, &err) < 0)
 		goto fail;
 	/* Refuse a spec Task.Create would refuse, while undoing is still easy. */
 	struct jail_spec *spec = NULL;
@@ -494,7 +549,8 @@ static void disk_wait_unlink(struct disk_wait *w)
 static bool disk_wait_check(struct disk_wait *w, bool last)
 {
 	struct husk_err err = { 0 };
-	int rc = bundle_missing(w->req, last, &err);
+	const char *run_dir = w->set->agent->opt.run_dir;
+	int rc = bundle_missing(w->req, run_dir, last, &err);
 	if (rc == -ENOENT && !last)
 		return false;
 	disk_wait_unlink(w);
@@ -502,7 +558,7 @@ static bool disk_wait_check(struct disk_wait *w, bool last)
 		bundle_undo(&w->b);
 		fail_err(w->call, &err);
 	} else {
-		bundle_finish(w->call, w->req, &w->b);
+		bundle_finish(w->call, w->req, &w->b, run_dir);
 	}
 	free(w);
 	return true;
@@ -584,7 +640,7 @@ static void disk_wait_start(struct agent *a, struct ttrpc_call *call,
 	if (disk_waits_get(a, &err) < 0)
 		goto fail;
 	/* Look again now that uevents are watched. */
-	int rc = bundle_missing(r, false, &err);
+	int rc = bundle_missing(r, a->opt.run_dir, false, &err);
 	if (rc != -ENOENT) {
 		free(w);
 		disk_waits_maybe_release(a);
@@ -592,7 +648,7 @@ static void disk_wait_start(struct agent *a, struct ttrpc_call *call,
 			bundle_undo(b);
 			fail_err(call, &err);
 		} else {
-			bundle_finish(call, r, b);
+			bundle_finish(call, r, b, a->opt.run_dir);
 		}
 		return;
 	}
@@ -633,7 +689,8 @@ static void on_create_bundle(struct ttrpc_call *call, const ProtobufCMessage *re
 				"exactly one of rootfs_serial and rootfs_dir must be set");
 		return;
 	}
-	if (check_block_mounts(r, &err) < 0) {
+	if (check_block_mounts(r, &err) < 0 ||
+	    (*r->shared_fs && sharedfs_check_tag(r->shared_fs, &err) < 0)) {
 		fail_err(call, &err);
 		return;
 	}
@@ -677,7 +734,7 @@ static void on_create_bundle(struct ttrpc_call *call, const ProtobufCMessage *re
 			return;
 		}
 	}
-	int rc = bundle_missing(r, false, &err);
+	int rc = bundle_missing(r, a->opt.run_dir, false, &err);
 	if (rc == -ENOENT && disk_hotplug_possible()) {
 		disk_wait_start(a, call, r, &b);
 		return;
@@ -687,7 +744,7 @@ static void on_create_bundle(struct ttrpc_call *call, const ProtobufCMessage *re
 		fail_err(call, &err);
 		return;
 	}
-	bundle_finish(call, r, &b);
+	bundle_finish(call, r, &b, a->opt.run_dir);
 }
 
 /* Called by Task.Delete: unmounts and removes what CreateBundle made. */
@@ -850,6 +907,7 @@ int sandbox_service_register(struct agent *a, struct husk_err *err)
 		{ "GuestDetails", on_guest_details },
 		{ "DestroySandbox", on_destroy_sandbox },
 		{ "ReleaseDisk", on_release_disk },
+		{ "SetupNetwork", net_on_setup_network },
 	};
 	return ttrpc_server_add_service_named(a->server, &husk__sandbox__v1__sandbox__descriptor,
 					      methods, ARRAY_SIZE(methods), a, err);

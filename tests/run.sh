@@ -81,10 +81,12 @@ run_lines e2e-stock-kernel tests/e2e/stock.sh "$build"
 run_lines pool tests/pool/run.sh "$build"
 run_lines vhost-vsock tests/vhost/run.sh "$build"
 run_lines containerd tests/containerd/run.sh "$build"
+run_lines cri tests/cri/check.sh "$build"
 run_lines jail tests/jail/run.sh "$build"
 run_lines fresh-setup tests/fresh/run.sh "$build"
 if [ -n "${AGENT_TEST:-}" ]; then
 	run_lines go-task-client tests/agent/go-lifecycle.sh "$build"
+	run_lines agent-net tests/agent/net.sh "$build"
 fi
 
 echo

@@ -31,6 +31,12 @@ $(TEST_DIR)/agent-test: $(call objs,asan,tests/agent/test_agent.c,$(AGENT_GEN)) 
 		$(BUILD)/asan/libttrpc.a $(BUILD)/asan/libhuskproto.a | $(TEST_DIR)/husk-agent
 	$(call link,asan,-lcmocka -ljson-c)
 
+# Sandbox.SetupNetwork through libhusk against husk-agent in a network
+# namespace of the test's own (tests/agent/net.sh).
+$(TEST_DIR)/agent-net-client: $(call objs,asan,tests/agent/net_client.c) $(BUILD)/asan/libhusk.a \
+		| $(TEST_DIR)/husk-agent
+	$(call link,asan,$(LIBHUSK_DEPS_LIBS))
+
 # Talks to husk-agent in a VM through husk-vsockd's hybrid socket (tests/vm).
 $(TEST_DIR)/guest-client: $(call objs,host,tests/vm/guest_client.c,$(AGENT_GEN)) \
 		$(BUILD)/host/libttrpc.a $(BUILD)/host/libhuskproto.a
@@ -85,7 +91,7 @@ $(GO_AGENT_STAMP): $(GO_AGENT_SRC) | $(DEPS_STAMP)
 	$(Q)touch $@
 
 TEST_BINS := $(UNIT_BINS) $(TEST_DIR)/ttrpc-echo-server $(TEST_DIR)/ttrpc-interop-client \
-	$(TEST_DIR)/recv-console $(TEST_DIR)/guest-client $(TEST_DIR)/init-smoke-musl $(if $(INIT_SRC),$(TEST_DIR)/agent-test $(TEST_DIR)/husk-agent $(GO_AGENT_STAMP)) \
+	$(TEST_DIR)/recv-console $(TEST_DIR)/guest-client $(TEST_DIR)/init-smoke-musl $(if $(INIT_SRC),$(TEST_DIR)/agent-test $(TEST_DIR)/husk-agent $(TEST_DIR)/agent-net-client $(GO_AGENT_STAMP)) \
 	$(GO_STAMP)
 BENCH_BINS := $(TEST_DIR)/ttrpc-echo-server-musl $(TEST_DIR)/ttrpc-bench $(GO_STAMP)
 

@@ -196,6 +196,37 @@ int husk_vm_add_disk(struct husk_vm *vm, const struct husk_disk *disk, struct hu
 int husk_vm_remove_disk(struct husk_vm *vm, const char *serial, unsigned wait_ms,
 			struct husk_err *err);
 
+/* A host directory the guest sees over virtio-fs (docs/configuration.md,
+ * "Host directories"). */
+struct husk_share {
+	const char *dir;       /* an existing host directory */
+	const char *tag;       /* the guest's name for it: 1..36 of [A-Za-z0-9._-] */
+	const char *virtiofsd; /* NULL: $HUSK_VIRTIOFSD, else /usr/lib/qemu/virtiofsd */
+};
+
+/* Shares share->dir with the guest: starts a virtiofsd for it (the VM's:
+ * it ends with the VM, and dies with this process) and hot-adds a virtio-fs
+ * device on a free slot (QEMU: vhost-user-fs-pci on a PCIe root port). The
+ * guest mounts it by tag (CreateBundle's shared_fs). virtiofsd sees a
+ * slave copy of the host's mounts: a mount made under dir later reaches the
+ * guest only when dir is a mount with shared propagation (MS_SHARED).
+ * -EEXIST: the tag is in use; -ENOSPC: no free slot. */
+int husk_vm_add_share(struct husk_vm *vm, const struct husk_share *share, struct husk_err *err);
+/* Whether husk_vm_add_share added `tag` to this VM. */
+bool husk_vm_has_share(const struct husk_vm *vm, const char *tag);
+
+/* A network interface for the guest: a TAP device (the caller keeps its
+ * fd; the VMM gets a copy) and the MAC the guest's NIC gets. */
+struct husk_nic {
+	int tap_fd;
+	const char *mac; /* "0a:58:0a:58:00:05" */
+};
+/* Hot-adds a NIC on a free slot (QEMU: the fd passed over QMP with getfd,
+ * netdev_add tap, a virtio-net-pci on a PCIe root port). The guest sees
+ * it shortly after; Sandbox.SetupNetwork waits for it by MAC. -ENOSPC: no
+ * free slot; -EEXIST: the MAC is in use. */
+int husk_vm_add_nic(struct husk_vm *vm, const struct husk_nic *nic, struct husk_err *err);
+
 /* A connected stream to guest `port`: AF_VSOCK with vhost-vsock, the
  * hybrid socket's CONNECT handshake, or (unix) the agent's socket for the
  * port. Retries refused connections until
@@ -335,10 +366,41 @@ struct husk_bundle_spec {
 	/* The tmpfs upper layer of the rootfs overlay. 0: the agent's default,
 	 * half of the guest's memory (docs/protocol.md). */
 	uint64_t overlay_bytes;
+	/* The host directory holding the spec's host mounts (relative bind
+	 * sources name paths in it): husk_sandbox_start and
+	 * husk_sandbox_add_container share it first (husk_vm_add_share)
+	 * unless the VM has its tag already. NULL: none. */
+	const struct husk_share *share;
 };
 int husk_agent_create_bundle_spec(struct husk_agent *a, const struct husk_bundle_spec *b,
 				  char **bundle, struct husk_err *err);
 int husk_agent_destroy(struct husk_agent *a, struct husk_err *err);
+/* Sandbox.SetupNetwork: the pod's interfaces and routes in the guest
+ * (docs/protocol.md). Strings are as the proto says. */
+struct husk_net_addr {
+	const char *address; /* "10.88.0.5", "fd00::5" */
+	unsigned prefix_len;
+};
+struct husk_net_if {
+	const char *name; /* in the guest: "eth0" */
+	const char *mac;  /* "0a:58:0a:58:00:05": the NIC the VM has */
+	unsigned mtu;     /* 0: leave it */
+	const struct husk_net_addr *addrs;
+	size_t n_addrs;
+};
+struct husk_net_route {
+	const char *destination; /* NULL, "" or "default"; "10.88.0.0/16" */
+	const char *gateway;     /* NULL or "": on-link */
+	const char *device;      /* a husk_net_if's name; NULL: by the gateway */
+};
+struct husk_net_config {
+	const struct husk_net_if *ifs;
+	size_t n_ifs;
+	const struct husk_net_route *routes;
+	size_t n_routes;
+};
+int husk_agent_setup_network(struct husk_agent *a, const struct husk_net_config *net,
+			     struct husk_err *err);
 /* Sandbox.ReleaseDisk: the guest powers off the hotplug slot of the disk
  * with `serial` (husk_vm_remove_disk calls it). -ENOENT: no such disk;
  * -EBUSY: mounted, or not on a hotplug slot. */

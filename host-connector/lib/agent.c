@@ -233,6 +233,8 @@ int husk_agent_create_bundle_spec(struct husk_agent *a, const struct husk_bundle
 	req.oci_spec.len = strlen(b->spec_json);
 	req.rootfs_serial = (char *)b->rootfs_serial;
 	req.overlay_size_bytes = b->overlay_bytes;
+	if (b->share)
+		req.shared_fs = (char *)b->share->tag;
 	Husk__Sandbox__V1__CreateBundleResponse *resp = NULL;
 	int r = CALL(SANDBOX, "CreateBundle", req,
 		     &husk__sandbox__v1__create_bundle_response__descriptor, &resp);
@@ -254,6 +256,57 @@ int husk_agent_release_disk(struct husk_agent *a, const char *serial, struct hus
 	Husk__Sandbox__V1__ReleaseDiskRequest req = HUSK__SANDBOX__V1__RELEASE_DISK_REQUEST__INIT;
 	req.serial = (char *)serial;
 	return CALL(SANDBOX, "ReleaseDisk", req, NULL, NULL);
+}
+
+/* The agent checks the request itself (and names the field); these bound
+ * what is built here. */
+#define NET_MAX_IFS 8
+#define NET_MAX_ADDRS 16
+#define NET_MAX_ROUTES 64
+
+int husk_agent_setup_network(struct husk_agent *a, const struct husk_net_config *net,
+			     struct husk_err *err)
+{
+	if (net->n_ifs > NET_MAX_IFS || net->n_routes > NET_MAX_ROUTES)
+		return husk_err_set(err, -EINVAL, "SetupNetwork: %zu interfaces, %zu routes: at most %d, %d",
+				    net->n_ifs, net->n_routes, NET_MAX_IFS, NET_MAX_ROUTES);
+	Husk__Sandbox__V1__Interface ifs[NET_MAX_IFS], *ifp[NET_MAX_IFS];
+	Husk__Sandbox__V1__IPAddress addrs[NET_MAX_IFS][NET_MAX_ADDRS];
+	Husk__Sandbox__V1__IPAddress *addrp[NET_MAX_IFS][NET_MAX_ADDRS];
+	Husk__Sandbox__V1__Route routes[NET_MAX_ROUTES], *routep[NET_MAX_ROUTES];
+	for (size_t i = 0; i < net->n_ifs; i++) {
+		const struct husk_net_if *in = &net->ifs[i];
+		if (in->n_addrs > NET_MAX_ADDRS)
+			return husk_err_set(err, -EINVAL, "SetupNetwork: interfaces[%zu]: %zu addresses: at most %d",
+					    i, in->n_addrs, NET_MAX_ADDRS);
+		husk__sandbox__v1__interface__init(&ifs[i]);
+		ifs[i].name = (char *)(in->name ? in->name : "");
+		ifs[i].mac = (char *)(in->mac ? in->mac : "");
+		ifs[i].mtu = in->mtu;
+		for (size_t j = 0; j < in->n_addrs; j++) {
+			husk__sandbox__v1__ipaddress__init(&addrs[i][j]);
+			addrs[i][j].address = (char *)(in->addrs[j].address ? in->addrs[j].address : "");
+			addrs[i][j].prefix_len = in->addrs[j].prefix_len;
+			addrp[i][j] = &addrs[i][j];
+		}
+		ifs[i].n_addresses = in->n_addrs;
+		ifs[i].addresses = addrp[i];
+		ifp[i] = &ifs[i];
+	}
+	for (size_t k = 0; k < net->n_routes; k++) {
+		const struct husk_net_route *in = &net->routes[k];
+		husk__sandbox__v1__route__init(&routes[k]);
+		routes[k].destination = (char *)(in->destination ? in->destination : "");
+		routes[k].gateway = (char *)(in->gateway ? in->gateway : "");
+		routes[k].device = (char *)(in->device ? in->device : "");
+		routep[k] = &routes[k];
+	}
+	Husk__Sandbox__V1__SetupNetworkRequest req = HUSK__SANDBOX__V1__SETUP_NETWORK_REQUEST__INIT;
+	req.n_interfaces = net->n_ifs;
+	req.interfaces = ifp;
+	req.n_routes = net->n_routes;
+	req.routes = routep;
+	return CALL(SANDBOX, "SetupNetwork", req, NULL, NULL);
 }
 
 /* "vsock://PORT", or "" for none. */

@@ -65,6 +65,15 @@ static int take_pooled(const struct husk_vm_config *cfg, struct husk_vm **out,
 	return 0;
 }
 
+/* The bundle's shared directory, added unless the VM has it already. */
+static int share_first(struct husk_vm *vm, const struct husk_bundle_spec *b, struct husk_err *err)
+{
+	if (!b->share || husk_vm_has_share(vm, b->share->tag))
+		return 0;
+	int r = husk_vm_add_share(vm, b->share, err);
+	return r < 0 ? husk_err_wrap(err, "container %s: host mounts", b->id ? b->id : husk_vm_name(vm)) : 0;
+}
+
 int husk_sandbox_start(const struct husk_vm_config *cfg, const struct husk_sandbox_opts *sb,
 		       const struct husk_bundle_spec *b, struct husk_vm **out, char **bundle,
 		       struct husk_err *err)
@@ -100,7 +109,8 @@ int husk_sandbox_start(const struct husk_vm_config *cfg, const struct husk_sandb
 	if (!spec.id)
 		spec.id = husk_vm_name(vm);
 	bool sandbox_done = husk_vm_pooled(vm); /* above */
-	if ((r = husk_agent_open(vm, CALL_TIMEOUT_MS, &a, err)) == 0 &&
+	if ((r = share_first(vm, b, err)) == 0 &&
+	    (r = husk_agent_open(vm, CALL_TIMEOUT_MS, &a, err)) == 0 &&
 	    (sandbox_done || (r = husk_agent_create_sandbox_opts(a, sb ? sb : &none, err)) == 0))
 		r = husk_agent_create_bundle_spec(a, &spec, bundle, err);
 	husk_agent_close(a);
@@ -132,7 +142,8 @@ int husk_sandbox_add_container(struct husk_vm *vm, const struct husk_disk *rootf
 	struct husk_bundle_spec spec = *b;
 	spec.rootfs_serial = rootfs->serial;
 	struct husk_agent *a = NULL;
-	if ((r = husk_agent_open(vm, CALL_TIMEOUT_MS, &a, err)) == 0)
+	if ((r = share_first(vm, b, err)) == 0 &&
+	    (r = husk_agent_open(vm, CALL_TIMEOUT_MS, &a, err)) == 0)
 		r = husk_agent_create_bundle_spec(a, &spec, bundle, err);
 	husk_agent_close(a);
 	if (r == 0)

@@ -16,6 +16,8 @@
 #pragma GCC visibility push(hidden)
 
 #define HUSK_NAME_MAX 32
+#define HUSK_SHARE_TAG_MAX 36
+#define HUSK_SHARES_MAX 4
 /* Under vhost-vsock, VM with CID c streams its log to host port BASE + c. */
 #define HUSK_LOG_PORT_VHOST_BASE 0x10000000u
 
@@ -56,6 +58,14 @@ struct husk_vm {
 	int vsockd_pidfd;
 	uint64_t boot_ns;
 	unsigned n_slots; /* hotplug_slots */
+	/* share.c: virtiofsds serving husk_vm_add_share's directories (owner
+	 * only; ended after the VMM). */
+	struct husk_vm_share {
+		char tag[HUSK_SHARE_TAG_MAX + 1];
+		pid_t pid;
+		int pidfd;
+	} shares[HUSK_SHARES_MAX];
+	unsigned n_shares;
 
 	pthread_mutex_t lock;
 	bool vmm_reaped;
@@ -69,6 +79,15 @@ struct husk_vm *husk_vm_alloc(void);
  * backends' stop uses it). 0 once reaped (also when it was already, or
  * there is none), -ETIMEDOUT while it runs. */
 int husk_vm_reap_vmm(struct husk_vm *vm, unsigned timeout_ms);
+
+/* Refuses a hot-add or removal on a VM this process does not run, that
+ * stopped, or that has no slots. */
+int husk_hotplug_usable(struct husk_vm *vm, struct husk_err *err);
+
+/* ---- share.c ---- */
+/* Ends the VM's virtiofsds (they leave by themselves once the VMM is
+ * gone). */
+void husk_shares_end(struct husk_vm *vm);
 
 /* ---- pool.c / keeper.c: a VM handed between processes ---- */
 /* The message that hands a VM over: JSON (*json, malloc'd) and the fds it

@@ -145,6 +145,9 @@ static void vm_release(struct husk_vm *vm)
 		close(vm->vmm_pidfd);
 	if (vm->vsockd_pidfd >= 0)
 		close(vm->vsockd_pidfd);
+	for (unsigned i = 0; i < vm->n_shares; i++)
+		if (vm->shares[i].pidfd >= 0)
+			close(vm->shares[i].pidfd);
 	/* Last: the keeper of a pooled VM removes what is left once it goes. */
 	if (vm->lifeline_fd >= 0)
 		close(vm->lifeline_fd);
@@ -419,6 +422,7 @@ int husk_vm_stop(struct husk_vm *vm, unsigned grace_ms, struct husk_err *err)
 	}
 	/* husk-vsockd leaves once the VMM is gone; nudge it if it does not. */
 	husk_vsockd_end(vm, VSOCKD_LEAVE_MS);
+	husk_shares_end(vm);
 	husk_remove_dir(vm->dir);
 	vm->stopped = true;
 	return ret;
@@ -437,7 +441,7 @@ void husk_vm_free(struct husk_vm *vm)
 
 /* What every hot-add and removal needs: a VM this process runs, with
  * slots. */
-static int hotplug_usable(struct husk_vm *vm, struct husk_err *err)
+int husk_hotplug_usable(struct husk_vm *vm, struct husk_err *err)
 {
 	if (!vm->owner || !vm->vmm)
 		return husk_err_set(err, -EPERM, "VM %s: not started by this process", vm->name);
@@ -452,7 +456,7 @@ static int hotplug_usable(struct husk_vm *vm, struct husk_err *err)
 
 int husk_vm_add_disk(struct husk_vm *vm, const struct husk_disk *disk, struct husk_err *err)
 {
-	int r = hotplug_usable(vm, err);
+	int r = husk_hotplug_usable(vm, err);
 	if (r < 0)
 		return r;
 	size_t n = disk->serial ? strlen(disk->serial) : 0;
@@ -467,12 +471,32 @@ int husk_vm_add_disk(struct husk_vm *vm, const struct husk_disk *disk, struct hu
 	return vm->vmm->add_disk(vm, disk, err);
 }
 
+int husk_vm_add_nic(struct husk_vm *vm, const struct husk_nic *nic, struct husk_err *err)
+{
+	int r = husk_hotplug_usable(vm, err);
+	if (r < 0)
+		return r;
+	unsigned b[6];
+	char end;
+	if (!nic->mac || sscanf(nic->mac, "%2x:%2x:%2x:%2x:%2x:%2x%c", &b[0], &b[1], &b[2], &b[3],
+				&b[4], &b[5], &end) != 6 || strlen(nic->mac) != 17 || (b[0] & 1))
+		return husk_err_set(err, -EINVAL, "NIC mac \"%s\": want a unicast xx:xx:xx:xx:xx:xx",
+				    nic->mac ? nic->mac : "");
+	if (nic->tap_fd < 0)
+		return husk_err_set(err, -EBADF, "NIC %s: no TAP fd", nic->mac);
+	return vm->vmm->add_nic(vm, &(struct husk_vmm_nic){ .tap_fd = nic->tap_fd, .mac = nic->mac },
+				err);
+}
+
 int husk_vm_remove_disk(struct husk_vm *vm, const char *serial, unsigned wait_ms,
 			struct husk_err *err)
 {
-	int r = hotplug_usable(vm, err);
+	int r = husk_hotplug_usable(vm, err);
 	if (r < 0)
 		return r;
+	if (strchr(serial, ':')) /* a share's slot ("fs:<tag>"), never a disk's */
+		return husk_err_set(err, -ENOENT, "disk serial %s: not attached to VM %s", serial,
+				    vm->name);
 	return vm->vmm->remove_disk(vm, serial, wait_ms, err);
 }
 

@@ -183,6 +183,13 @@ static int fake_remove_disk(struct husk_vm *vm, const char *serial, unsigned wai
 	return husk_err_set(err, -ENOENT, "disk serial %s: not attached to VM %s", serial, vm->name);
 }
 
+static int fake_add_fs(struct husk_vm *vm, const char *tag, const char *socket, struct husk_err *err)
+{
+	(void)tag;
+	(void)socket;
+	return husk_vmm_unsupported(vm, "shared directories", err);
+}
+
 static int fake_add_nic(struct husk_vm *vm, const struct husk_vmm_nic *nic, struct husk_err *err)
 {
 	(void)nic;
@@ -224,6 +231,7 @@ const struct husk_vmm_ops husk_vmm_fake = {
 	.stop = fake_stop,
 	.add_disk = fake_add_disk,
 	.remove_disk = fake_remove_disk,
+	.add_fs = fake_add_fs,
 	.add_nic = fake_add_nic,
 	.snapshot = fake_snapshot,
 	.restore = fake_restore,

@@ -65,7 +65,9 @@ static void sweep(struct husk_vm *vm)
 	}
 }
 
-int husk_qemu_add_disk(struct husk_vm *vm, const struct husk_disk *disk, struct husk_err *err)
+/* A free slot for the device known as `key` (a disk's serial, "fs:<tag>"):
+ * its index, -EEXIST when the key is in use, -ENOSPC when none is free. */
+static int pick_slot(struct husk_vm *vm, const char *key, struct husk_err *err)
 {
 	struct qemu_slot *slots = qemu_of(vm)->slots;
 	int r;
@@ -78,15 +80,131 @@ int husk_qemu_add_disk(struct husk_vm *vm, const struct husk_disk *disk, struct 
 	unsigned slot = vm->n_slots, from = qemu_of(vm)->next_slot;
 	for (unsigned k = 0; k < vm->n_slots; k++) {
 		unsigned i = (from + k) % vm->n_slots;
-		if (slots[i].state != SLOT_FREE && strcmp(slots[i].serial, disk->serial) == 0)
-			return husk_err_set(err, -EEXIST, "disk serial %s: already attached",
-					    disk->serial);
+		if (slots[i].state != SLOT_FREE && strcmp(slots[i].serial, key) == 0)
+			return husk_err_set(err, -EEXIST, "%s: already attached", key);
 		if (slots[i].state == SLOT_FREE && slot == vm->n_slots)
 			slot = i;
 	}
 	if (slot == vm->n_slots)
 		return husk_err_set(err, -ENOSPC, "VM %s: all %u hotplug slots are in use",
 				    vm->name, vm->n_slots);
+	return (int)slot;
+}
+
+static void slot_taken(struct husk_vm *vm, unsigned slot, const char *key)
+{
+	struct qemu_slot *s = &qemu_of(vm)->slots[slot];
+	s->state = SLOT_USED;
+	snprintf(s->serial, sizeof(s->serial), "%s", key);
+	qemu_of(vm)->next_slot = (slot + 1) % vm->n_slots;
+}
+
+static void qmp_by_id(struct husk_vm *vm, const char *cmd, const char *key, const char *id)
+{
+	struct husk_err e = { 0 };
+	json_object *a = json_object_new_object();
+	json_object_object_add(a, key, json_object_new_string(id));
+	qmp(vm, cmd, a, &e);
+	json_object_put(a);
+}
+
+int husk_qemu_add_fs(struct husk_vm *vm, const char *tag, const char *socket, struct husk_err *err)
+{
+	char key[48], chr[32], bus[32], id[32];
+	snprintf(key, sizeof(key), "fs:%s", tag);
+	int slot = pick_slot(vm, key, err);
+	if (slot < 0)
+		return slot;
+	snprintf(chr, sizeof(chr), "hpchr%d", slot);
+	snprintf(bus, sizeof(bus), "hp%d", slot);
+	snprintf(id, sizeof(id), "hpdev%d", slot);
+	json_object *addr = json_object_new_object(), *ud = json_object_new_object();
+	json_object_object_add(ud, "path", json_object_new_string(socket));
+	json_object_object_add(addr, "type", json_object_new_string("unix"));
+	json_object_object_add(addr, "data", ud);
+	json_object *sd = json_object_new_object(), *be = json_object_new_object();
+	json_object_object_add(sd, "addr", addr);
+	json_object_object_add(sd, "server", json_object_new_boolean(false));
+	json_object_object_add(be, "type", json_object_new_string("socket"));
+	json_object_object_add(be, "data", sd);
+	json_object *args = json_object_new_object();
+	json_object_object_add(args, "id", json_object_new_string(chr));
+	json_object_object_add(args, "backend", be);
+	int r = qmp(vm, "chardev-add", args, err);
+	json_object_put(args);
+	if (r < 0)
+		return husk_err_wrap(err, "virtio-fs %s: connecting to %s", tag, socket);
+	json_object *dev = json_object_new_object();
+	json_object_object_add(dev, "driver", json_object_new_string("vhost-user-fs-pci"));
+	json_object_object_add(dev, "id", json_object_new_string(id));
+	json_object_object_add(dev, "bus", json_object_new_string(bus));
+	json_object_object_add(dev, "chardev", json_object_new_string(chr));
+	json_object_object_add(dev, "tag", json_object_new_string(tag));
+	r = qmp(vm, "device_add", dev, err);
+	json_object_put(dev);
+	if (r < 0) {
+		qmp_by_id(vm, "chardev-remove", "id", chr);
+		return husk_err_wrap(err, "virtio-fs %s", tag);
+	}
+	slot_taken(vm, (unsigned)slot, key);
+	return 0;
+}
+
+
+/* A TAP's fd goes to QEMU with getfd; netdev_add makes it a backend,
+ * and a virtio-net-pci on a free slot the guest's NIC. */
+int husk_qemu_add_nic(struct husk_vm *vm, const struct husk_vmm_nic *nic, struct husk_err *err)
+{
+	char key[48], fdname[32], netdev[32], bus[32], id[32];
+	snprintf(key, sizeof(key), "nic:%s", nic->mac);
+	int slot = pick_slot(vm, key, err);
+	if (slot < 0)
+		return slot;
+	snprintf(fdname, sizeof(fdname), "hpfd%d", slot);
+	snprintf(netdev, sizeof(netdev), "hpnet%d", slot);
+	snprintf(bus, sizeof(bus), "hp%d", slot);
+	snprintf(id, sizeof(id), "hpdev%d", slot);
+	json_object *a = json_object_new_object();
+	json_object_object_add(a, "fdname", json_object_new_string(fdname));
+	int r = husk_qmp_call_fd(qemu_of(vm)->qmp_fd, "getfd", a, nic->tap_fd, QMP_TIMEOUT_MS,
+				 on_event, vm, err);
+	json_object_put(a);
+	if (r < 0)
+		return husk_err_wrap(err, "NIC %s: passing the TAP", nic->mac);
+	a = json_object_new_object();
+	json_object_object_add(a, "type", json_object_new_string("tap"));
+	json_object_object_add(a, "id", json_object_new_string(netdev));
+	json_object_object_add(a, "fd", json_object_new_string(fdname));
+	r = qmp(vm, "netdev_add", a, err);
+	json_object_put(a);
+	if (r < 0) {
+		qmp_by_id(vm, "closefd", "fdname", fdname);
+		return husk_err_wrap(err, "NIC %s", nic->mac);
+	}
+	json_object *dev = json_object_new_object();
+	json_object_object_add(dev, "driver", json_object_new_string("virtio-net-pci"));
+	json_object_object_add(dev, "id", json_object_new_string(id));
+	json_object_object_add(dev, "bus", json_object_new_string(bus));
+	json_object_object_add(dev, "netdev", json_object_new_string(netdev));
+	json_object_object_add(dev, "mac", json_object_new_string(nic->mac));
+	r = qmp(vm, "device_add", dev, err);
+	json_object_put(dev);
+	if (r < 0) {
+		qmp_by_id(vm, "netdev_del", "id", netdev);
+		return husk_err_wrap(err, "NIC %s", nic->mac);
+	}
+	slot_taken(vm, (unsigned)slot, key);
+	return 0;
+}
+
+int husk_qemu_add_disk(struct husk_vm *vm, const struct husk_disk *disk, struct husk_err *err)
+{
+	int r = pick_slot(vm, disk->serial, err);
+	if (r < 0)
+		return r == -EEXIST ? husk_err_set(err, r, "disk serial %s: already attached",
+						   disk->serial)
+				    : r;
+	unsigned slot = (unsigned)r;
 
 	char node[32], bus[32], id[32];
 	snprintf(node, sizeof(node), "hpnode%u", slot);
@@ -119,9 +237,7 @@ int husk_qemu_add_disk(struct husk_vm *vm, const struct husk_disk *disk, struct 
 		qmp_node_del(vm, slot, &e);
 		return husk_err_wrap(err, "disk %s", disk->path);
 	}
-	slots[slot].state = SLOT_USED;
-	snprintf(slots[slot].serial, sizeof(slots[slot].serial), "%s", disk->serial);
-	qemu_of(vm)->next_slot = (slot + 1) % vm->n_slots;
+	slot_taken(vm, slot, disk->serial);
 	return 0;
 }
 

@@ -8,7 +8,12 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <stdlib.h>
+
 #include <json-c/json.h>
+
+#include "husk/cleanup.h"
+#include "husk/sock.h"
 
 #include "vmm-qemu.h"
 
@@ -85,7 +90,18 @@ static int read_reply(int fd, uint64_t deadline, husk_qmp_event_fn on_event, voi
 	return ret;
 }
 
+/* One command, one line; `pass_fd` (>= 0) rides along as SCM_RIGHTS,
+ * which QEMU's getfd and add-fd take from the command's own bytes. */
+static int send_cmd_fd(int fd, const char *cmd, json_object *args, int pass_fd,
+		       struct husk_err *err);
+
 static int send_cmd(int fd, const char *cmd, json_object *args, struct husk_err *err)
+{
+	return send_cmd_fd(fd, cmd, args, -1, err);
+}
+
+static int send_cmd_fd(int fd, const char *cmd, json_object *args, int pass_fd,
+		       struct husk_err *err)
 {
 	json_object *o = json_object_new_object();
 	if (!o || json_object_object_add(o, "execute", json_object_new_string(cmd)) < 0 ||
@@ -95,10 +111,21 @@ static int send_cmd(int fd, const char *cmd, json_object *args, struct husk_err 
 	}
 	size_t len;
 	const char *text = json_object_to_json_string_length(o, JSON_C_TO_STRING_PLAIN, &len);
-	/* One line. */
-	int r = husk_write_all(fd, text, len);
-	if (r == 0)
-		r = husk_write_all(fd, "\n", 1);
+	int r;
+	if (pass_fd >= 0) {
+		_cleanup_free_ char *line = malloc(len + 1);
+		if (!line) {
+			json_object_put(o);
+			return husk_err_set(err, -ENOMEM, "QMP %s", cmd);
+		}
+		memcpy(line, text, len);
+		line[len] = '\n';
+		r = husk_msg_send(fd, line, len + 1, &pass_fd, 1);
+	} else {
+		r = husk_write_all(fd, text, len);
+		if (r == 0)
+			r = husk_write_all(fd, "\n", 1);
+	}
 	if (r < 0)
 		r = husk_err_sys(err, r, "QMP %s: write", cmd);
 	json_object_put(o);
@@ -107,6 +134,13 @@ static int send_cmd(int fd, const char *cmd, json_object *args, struct husk_err 
 
 int husk_qmp_call(int fd, const char *command, json_object *args, unsigned timeout_ms,
 		  husk_qmp_event_fn on_event, void *data, struct husk_err *err)
+{
+	return husk_qmp_call_fd(fd, command, args, -1, timeout_ms, on_event, data, err);
+}
+
+int husk_qmp_call_fd(int fd, const char *command, json_object *args, int pass_fd,
+		     unsigned timeout_ms, husk_qmp_event_fn on_event, void *data,
+		     struct husk_err *err)
 {
 	uint64_t deadline = husk_monotonic_ns() + (uint64_t)timeout_ms * 1000000u;
 	int r = send_cmd(fd, "qmp_capabilities", NULL, err);
@@ -117,7 +151,7 @@ int husk_qmp_call(int fd, const char *command, json_object *args, unsigned timeo
 	if (r < 0 && r != -EIO)
 		return r;
 	husk_err_clear(err);
-	r = send_cmd(fd, command, args, err);
+	r = send_cmd_fd(fd, command, args, pass_fd, err);
 	if (r == 0)
 		r = read_reply(fd, deadline, on_event, data, NULL, err, command);
 	return r;

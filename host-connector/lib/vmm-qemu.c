@@ -303,12 +303,6 @@ static int qemu_adopt(struct husk_vm *vm, int qmp_fd, struct husk_err *err)
 	return 0;
 }
 
-static int qemu_add_nic(struct husk_vm *vm, const struct husk_vmm_nic *nic, struct husk_err *err)
-{
-	(void)nic;
-	return husk_vmm_unsupported(vm, "network interfaces", err);
-}
-
 static int qemu_snapshot(struct husk_vm *vm, const char *path, struct husk_err *err)
 {
 	(void)path;
@@ -332,7 +326,8 @@ const struct husk_vmm_ops husk_vmm_qemu = {
 	.stop = qemu_stop,
 	.add_disk = husk_qemu_add_disk,
 	.remove_disk = husk_qemu_remove_disk,
-	.add_nic = qemu_add_nic,
+	.add_fs = husk_qemu_add_fs,
+	.add_nic = husk_qemu_add_nic,
 	.snapshot = qemu_snapshot,
 	.restore = qemu_restore,
 	.explain = qemu_explain,

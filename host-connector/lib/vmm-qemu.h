@@ -17,7 +17,7 @@ enum qemu_slot_state { SLOT_FREE, SLOT_USED, SLOT_UNPLUGGING, SLOT_GONE };
 
 struct qemu_slot {
 	enum qemu_slot_state state;
-	char serial[21];
+	char serial[48]; /* a disk's serial, or "fs:<tag>" */
 };
 
 struct qemu_vm {
@@ -37,6 +37,8 @@ static inline struct qemu_vm *qemu_of(const struct husk_vm *vm)
 
 /* ---- vmm-qemu-hotplug.c ---- */
 int husk_qemu_add_disk(struct husk_vm *vm, const struct husk_disk *disk, struct husk_err *err);
+int husk_qemu_add_nic(struct husk_vm *vm, const struct husk_vmm_nic *nic, struct husk_err *err);
+int husk_qemu_add_fs(struct husk_vm *vm, const char *tag, const char *socket, struct husk_err *err);
 int husk_qemu_remove_disk(struct husk_vm *vm, const char *serial, unsigned wait_ms,
 			  struct husk_err *err);
 
@@ -49,6 +51,10 @@ typedef void (*husk_qmp_event_fn)(const char *event, struct json_object *data, v
 /* The same with arguments (borrowed, may be NULL); events go to on_event. */
 int husk_qmp_call(int fd, const char *command, struct json_object *args, unsigned timeout_ms,
 		  husk_qmp_event_fn on_event, void *ud, struct husk_err *err);
+/* The same, passing `pass_fd` with the command (getfd). */
+int husk_qmp_call_fd(int fd, const char *command, struct json_object *args, int pass_fd,
+		     unsigned timeout_ms, husk_qmp_event_fn on_event, void *ud,
+		     struct husk_err *err);
 /* Reads events until until(ud) holds (0) or timeout_ms passes (-ETIMEDOUT). */
 int husk_qmp_wait_event(int fd, unsigned timeout_ms, husk_qmp_event_fn on_event, void *ud,
 			bool (*until)(void *ud), struct husk_err *err);

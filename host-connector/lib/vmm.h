@@ -34,7 +34,7 @@ struct husk_vmm_boot {
 	const char *vhost_user_socket;
 };
 
-/* A network interface for add_nic (not used yet). */
+/* A network interface for add_nic: the VMM gets a copy of the fd. */
 struct husk_vmm_nic {
 	int tap_fd;
 	const char *mac;
@@ -63,7 +63,12 @@ struct husk_vmm_ops {
 	/* -ENOENT: no such serial. See husk_vm_remove_disk for wait_ms. */
 	int (*remove_disk)(struct husk_vm *vm, const char *serial, unsigned wait_ms,
 			   struct husk_err *err);
-	/* -EOPNOTSUPP for now, in every backend. */
+	/* A virtio-fs device with `tag` whose vhost-user back-end listens on
+	 * `socket`, on a free slot (vm.c checked the VM and the tag).
+	 * -ENOSPC: no free slot. */
+	int (*add_fs)(struct husk_vm *vm, const char *tag, const char *socket, struct husk_err *err);
+	/* A NIC on a free slot (vm.c checked the VM and the MAC). -ENOSPC:
+	 * no free slot; -EEXIST: the MAC is in use. */
 	int (*add_nic)(struct husk_vm *vm, const struct husk_vmm_nic *nic, struct husk_err *err);
 	int (*snapshot)(struct husk_vm *vm, const char *path, struct husk_err *err);
 	int (*restore)(struct husk_vm *vm, const struct husk_vmm_boot *b, const char *path,

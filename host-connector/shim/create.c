@@ -17,6 +17,7 @@
 #include "jail/spec.h"
 #include "husk/path.h"
 #include "io.h"
+#include "mounts.h"
 #include "proc_io.h"
 #include "service.h"
 #include "vm.h"
@@ -46,6 +47,9 @@ static void create_failed(struct create *cr, int code, const char *msg)
 	if (cr->call)
 		ttrpc_call_fail(cr->call, code, "create %s: %s", c->id, msg);
 	logger_free(take_ptr(p->logger));
+	mounts_release(c);
+	if (s->vm.state == SHIM_VM_NONE)
+		mounts_share_remove(s);
 	struct ttrpc_call *del = take_ptr(p->delete_call);
 	if (p->state != PROC_CREATING && p->state != PROC_DELETED)
 		shim_force_exit(p, KILLED_STATUS);
@@ -248,6 +252,18 @@ void shim_on_create(struct ttrpc_call *call, const ProtobufCMessage *req, void *
 	}
 	if (!create_allowed(s, call, r, role, sandbox))
 		return;
+	/* runc would run it in the host's network namespace; a VM cannot
+	 * share the host's network stack, and one without a network would
+	 * break what host networking is asked for. */
+	char netns[PATH_MAX];
+	if (role != SHIM_POD_CONTAINER && shim_pod_netns(spec, netns, sizeof(netns)) < 0) {
+		ttrpc_call_fail(call, TTRPC_INVALID_ARGUMENT,
+				"create %s: host networking (a spec without a network namespace, "
+				"hostNetwork in Kubernetes) is not supported: a VM cannot share the "
+				"host's network stack",
+				r->id);
+		return;
+	}
 	ev_timer_cancel(take_ptr(s->orphan_timer));
 	bool join = role == SHIM_POD_CONTAINER;
 	/* A bad config is the caller's error, named as such. A pod's later
@@ -289,11 +305,14 @@ void shim_on_create(struct ttrpc_call *call, const ProtobufCMessage *req, void *
 	vc->done = on_vm_ready;
 	vc->data = cr;
 	spec_hostname(spec, vc->hostname, sizeof(vc->hostname));
+	if (role == SHIM_POD_SANDBOX)
+		snprintf(vc->netns, sizeof(vc->netns), "%s", netns);
 	int rc;
 	if ((rc = proc_open_logger(p, &err)) < 0 || (rc = proc_open_stdio(p, &err)) < 0 ||
 	    (rc = rootfs_src_from_request(r, spec, &vc->src, &err)) < 0 ||
 	    (!(vc->guest_spec = strdup(gspec ? gspec : spec)) &&
 	     (rc = husk_err_set(&err, -ENOMEM, "out of memory")) < 0) ||
+	    (rc = mounts_prepare(s, c, &vc->guest_spec, &vc->share, &err)) < 0 ||
 	    (rc = join ? shim_vm_join(vc, &err) : shim_vm_boot(vc, &err)) < 0) {
 		create_failed(cr, rc == -ENOMEM ? TTRPC_RESOURCE_EXHAUSTED : TTRPC_INVALID_ARGUMENT,
 			      err.msg);

@@ -53,7 +53,9 @@ void shim_force_exit(struct proc *p, uint32_t status)
 
 /* The container's init is deleted: its execs go with it (the agent
  * deleted the container, which killed them), then the container leaves
- * the VM; the VM's owner takes the VM with it. */
+ * the VM. The VM goes with the last container: the sandbox's, as a rule,
+ * but a pod's containers outlive a sandbox deleted under them, as under
+ * runc (CRI deletes a sandbox task as soon as it exits). */
 static void container_gone(struct shim *s, struct ctr *c)
 {
 	for (struct proc *q = c->procs; q;) {
@@ -64,17 +66,16 @@ static void container_gone(struct shim *s, struct ctr *c)
 		}
 		q = next;
 	}
-	if (c == s->vm.owner) {
-		/* A pod's sandbox deleted under its containers: they lose the VM. */
-		for (struct ctr *o = s->ctrs; o; o = o->next)
-			if (o != c) {
-				shim_vm_lost(s, "the pod's sandbox was deleted");
-				break;
-			}
-		shim_vm_teardown(s);
-	} else {
+	if (c != s->vm.owner)
 		shim_vm_leave(s, c);
-	}
+	unsigned left = 0;
+	for (struct ctr *o = s->ctrs; o; o = o->next)
+		left += o != c && o->listed;
+	if (left && c == s->vm.owner)
+		shim_log("pod sandbox %s deleted: the VM stays for the pod's %u other container%s",
+			 c->id, left, left == 1 ? "" : "s");
+	else if (!left && (c == s->vm.owner || !s->vm.owner || !s->vm.owner->listed))
+		shim_vm_teardown(s);
 }
 
 static void finish_delete(struct ttrpc_call *call, struct proc *p)

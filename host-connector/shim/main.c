@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/mount.h>
 #include <sys/signalfd.h>
 #include <sys/stat.h>
@@ -27,6 +28,7 @@
 #include "husk/file.h"
 #include "husk/path.h"
 #include "husk/sock.h"
+#include "mounts.h"
 #include "vm.h"
 
 #define SHIM_VERSION "0.1.0"
@@ -267,20 +269,56 @@ static void remove_pooled_vm(const char *bundle)
  * Its VM died with it (QEMU and husk-vsockd get SIGKILL when their parent
  * dies), so only files and mounts remain. The bundle's `address` and
  * `husk-vm` say where they are (the config may have named a state_dir). */
+/* Whether a shim still serves `path` (a pod's shim outlives the sandbox
+ * containerd cleans up after). */
+static bool socket_served(const char *path)
+{
+	struct husk_err err = { 0 };
+	int fd = husk_unix_connect(path, &err);
+	if (fd < 0)
+		return false;
+	close(fd);
+	return true;
+}
+
+/* Whether the VM of `vmdir` still has its owner (a live shim holds its
+ * lock: the pod's other containers still use it). */
+static bool vm_in_use(const char *vmdir)
+{
+	char path[PATH_MAX];
+	if (husk_path_fmt(path, sizeof(path), "%s/lock", vmdir) < 0)
+		return false;
+	int fd = open(path, O_RDWR | O_CLOEXEC);
+	if (fd < 0)
+		return false;
+	bool held = flock(fd, LOCK_EX | LOCK_NB) < 0 && errno == EWOULDBLOCK;
+	close(fd);
+	return held;
+}
+
 static int cmd_delete(struct shim_opts *o)
 {
 	char path[PATH_MAX], state[PATH_MAX], name[64], vmdir[PATH_MAX];
 	shim_socket_name(o, name, sizeof(name));
-	if (bundle_record(o->bundle, "address", "unix://", name, path, sizeof(path)) ||
-	    socket_path(o, husk_default_state_dir(state, sizeof(state)), path, sizeof(path),
-			NULL) == 0)
+	/* containerd also calls this for a pod's sandbox whose shim goes on
+	 * serving the pod's other containers: leave a live shim's socket, VM
+	 * and shared directory alone (it removes them when it exits). */
+	bool live = false;
+	if ((bundle_record(o->bundle, "address", "unix://", name, path, sizeof(path)) ||
+	     socket_path(o, husk_default_state_dir(state, sizeof(state)), path, sizeof(path),
+			 NULL) == 0) &&
+	    !(live = socket_served(path)))
 		unlink(path);
 	shim_vm_name(o->namespace_, o->id, name, sizeof(name));
 	husk_default_state_dir(state, sizeof(state));
-	if (bundle_record(o->bundle, SHIM_VM_RECORD, "", name, vmdir, sizeof(vmdir)) ||
-	    husk_path_fmt(vmdir, sizeof(vmdir), "%s/%s", state, name) == 0)
+	if ((bundle_record(o->bundle, SHIM_VM_RECORD, "", name, vmdir, sizeof(vmdir)) ||
+	     husk_path_fmt(vmdir, sizeof(vmdir), "%s/%s", state, name) == 0) &&
+	    !(live = live || vm_in_use(vmdir)))
 		nftw(vmdir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
-	remove_pooled_vm(o->bundle);
+	if (!live) {
+		remove_pooled_vm(o->bundle);
+		mounts_cleanup_record(o->bundle);
+	}
 	if (o->bundle && husk_path_fmt(path, sizeof(path), "%s/rootfs", o->bundle) == 0)
 		umount2(path, MNT_DETACH);
 	struct timespec now;

@@ -79,6 +79,27 @@ int shim_pod_role_file(const char *path, enum shim_pod_role *role, char *sandbox
 	return rc;
 }
 
+int shim_pod_netns(const char *spec_json, char *out, size_t len)
+{
+	out[0] = '\0';
+	json_object *spec = json_tokener_parse(spec_json), *linux_, *nss;
+	bool own = false;
+	if (spec && json_object_object_get_ex(spec, "linux", &linux_) &&
+	    json_object_object_get_ex(linux_, "namespaces", &nss) &&
+	    json_object_is_type(nss, json_type_array))
+		for (size_t i = 0; i < json_object_array_length(nss); i++) {
+			json_object *ns = json_object_array_get_idx(nss, i), *type, *path;
+			if (!json_object_object_get_ex(ns, "type", &type) ||
+			    strcmp(json_object_get_string(type), "network") != 0)
+				continue;
+			own = true;
+			if (json_object_object_get_ex(ns, "path", &path))
+				snprintf(out, len, "%s", json_object_get_string(path));
+		}
+	json_object_put(spec);
+	return out[0] ? 1 : own ? 0 : -1;
+}
+
 /* linux.namespaces entries of these types join the sandbox's; the others
  * (mount, cgroup, user) stay the container's own. */
 static bool shared_type(const char *type)
@@ -111,6 +132,13 @@ char *shim_pod_rewrite_spec(const char *spec_json, enum shim_pod_role role, uint
 				snprintf(p, sizeof(p), "/proc/%u/ns/%s", sandbox_pid,
 					 strcmp(t, "network") == 0 ? "net" : t);
 				json_object_object_add(ns, "path", json_object_new_string(p));
+			} else if (role == SHIM_POD_SANDBOX && has_path && strcmp(t, "network") == 0) {
+				/* CNI's namespace: the pod's NICs are the VM's own
+				 * (vm.c), so the sandbox runs in the VM's network
+				 * namespace. */
+				json_object_array_del_idx(nss, i, 1);
+				i--;
+				n--;
 			} else if (has_path) {
 				/* A host path: in the guest, a namespace of its own. */
 				json_object_object_del(ns, "path");

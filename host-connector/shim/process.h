@@ -93,6 +93,7 @@ struct ctr {
 	bool disk_added;     /* hot-added to a running VM: removed when it goes */
 	int image_hold;      /* husk_image hold on its rootfs image, or -1 */
 	char *rootfs_mount;  /* bundle/rootfs while mounted by us */
+	unsigned host_mounts; /* mounts.c: has entries in the VM's share */
 	struct proc *init;   /* also the first of procs */
 	struct proc *procs;
 	uint64_t oom_kills_seen; /* memory.events oom_kill already published */

@@ -8,6 +8,7 @@
 #include <sys/mount.h>
 
 #include "husk/path.h"
+#include "mounts.h"
 #include "rootfs.h"
 #include "shim.h"
 
@@ -151,6 +152,8 @@ int rootfs_image(struct ctr *c, const struct rootfs_src *src, const char *cache_
 
 void rootfs_release(struct ctr *c)
 {
+	/* Its host mounts go with its disk: the guest is done with both. */
+	mounts_release(c);
 	unmount(c);
 	husk_image_release(c->image_hold);
 	c->image_hold = -1;

@@ -10,6 +10,8 @@
  *   vm.c        the VM's life: boot, a pod's container joining, leaving,
  *               teardown, the VM lost
  *   rootfs.c    containerd's rootfs mounts made into an image
+ *   mounts.c    host bind mounts through the VM's shared directory
+ *   network.c   a pod's CNI network made the VM's (TAPs, tc redirects)
  *   proc_io.c   a process's stdio between containerd and the guest
  *   agent_log.c, agent_events.c  what the agent says besides replies
  *   publish.c   events to containerd, queued and retried
@@ -19,12 +21,14 @@
 #define HUSK_SHIM_H
 
 #include <protobuf-c/protobuf-c.h>
+#include <limits.h>
 #include <stdbool.h>
 #include <stdint.h>
 
 #include "google/protobuf/any.pb-c.h"
 #include "husk.h"
 #include "log.h"
+#include "network.h"
 #include "process.h"
 #include "publish.h"
 #include "ttrpc/client.h"
@@ -94,9 +98,16 @@ int shim_pod_role_file(const char *path, enum shim_pod_role *role, char *sandbox
 /* The spec to run in the guest: namespace paths name host paths, which
  * mean nothing there. A joining container's network, ipc, uts and pid
  * namespaces with a path become the sandbox's (/proc/<sandbox_pid>/ns/..,
- * a guest pid); any other path is dropped (a namespace of its own). */
+ * a guest pid); a sandbox's network namespace with a path is dropped
+ * (the VM's); any other path is dropped (a namespace of its own). */
 char *shim_pod_rewrite_spec(const char *spec_json, enum shim_pod_role role, uint32_t sandbox_pid,
 			    struct husk_err *err);
+/* The host path of the spec's network namespace (CNI's, for a pod's
+ * sandbox) into out: 1; 0 with "" for a namespace of its own without a
+ * path; -1 with "" for none at all (the host's network). A sandbox with
+ * one runs in the VM's own network namespace (the rewrite drops it),
+ * where the pod's NICs are (network.h). */
+int shim_pod_netns(const char *spec_json, char *out, size_t len);
 
 /* vm.c: the VM's life, as the event loop sees it. */
 enum shim_vm_state {
@@ -117,6 +128,14 @@ struct shim_vm {
 	struct ev_io *vmm_io, *vsockd_io;
 	int vsockd_pidfd;
 	unsigned disks_added; /* names the next hot-added disk */
+	/* mounts.c: the shared directory of the containers' host mounts */
+	char share_dir[PATH_MAX];
+	bool share_made;
+	/* network.c: the pod's network (CNI's namespace), attached on the
+	 * worker at boot, detached there after the VM stopped */
+	char netns[PATH_MAX];
+	struct shim_net net;
+	bool net_attached;
 	struct ev_deferred teardown;
 	struct ev_timer *agent_gone_timer; /* the agent closed; why, soon */
 	char agent_gone_why[96];

@@ -16,6 +16,7 @@
 #include "husk/cleanup.h"
 #include "husk/path.h"
 #include "io.h"
+#include "mounts.h"
 #include "vm.h"
 
 #define BOOT_NAME_MAX 32
@@ -85,6 +86,45 @@ static void record_vm_dir(struct husk_vm *vm, const char *bundle)
 	}
 }
 
+/* The pod's network: a TAP with tc redirects next to each of CNI's
+ * interfaces (network.c), each TAP a NIC of the VM, and the guest told
+ * its addresses and routes; before the sandbox's process starts. */
+static int pod_network_up(struct vm_create *vc, struct husk_vm *vm, struct husk_err *err)
+{
+	struct shim_net *n = &vc->net;
+	int rc = shim_net_attach(vc->netns, n, err);
+	if (rc < 0)
+		return husk_err_wrap(err, "pod network in %s", vc->netns);
+	vc->net_attached = true;
+	if (!n->n_ifs)
+		return 0;
+	struct husk_net_if ifs[SHIM_NET_IFS_MAX];
+	struct husk_net_addr addrs[SHIM_NET_IFS_MAX][SHIM_NET_ADDRS_MAX];
+	struct husk_net_route routes[SHIM_NET_ROUTES_MAX];
+	for (size_t i = 0; i < n->n_ifs; i++) {
+		const struct shim_net_if *f = &n->ifs[i];
+		if ((rc = husk_vm_add_nic(vm, &(struct husk_nic){ .tap_fd = f->tap_fd, .mac = f->mac },
+					  err)) < 0)
+			return husk_err_wrap(err, "pod network: %s", f->name);
+		for (size_t k = 0; k < f->n_addrs; k++)
+			addrs[i][k] = (struct husk_net_addr){ .address = f->addrs[k].addr,
+							      .prefix_len = f->addrs[k].prefix_len };
+		ifs[i] = (struct husk_net_if){ .name = f->name, .mac = f->mac, .mtu = f->mtu,
+					       .addrs = addrs[i], .n_addrs = f->n_addrs };
+	}
+	for (size_t k = 0; k < n->n_routes; k++)
+		routes[k] = (struct husk_net_route){ .destination = n->routes[k].dst,
+						     .gateway = n->routes[k].gateway,
+						     .device = n->routes[k].dev };
+	const struct husk_net_config cfg = { .ifs = ifs, .n_ifs = n->n_ifs, .routes = routes,
+					     .n_routes = n->n_routes };
+	struct husk_agent *a = NULL;
+	if ((rc = husk_agent_open(vm, AGENT_OPEN_TIMEOUT_MS, &a, err)) == 0)
+		rc = husk_agent_setup_network(a, &cfg, err);
+	husk_agent_close(a);
+	return rc < 0 ? husk_err_wrap(err, "pod network") : 0;
+}
+
 static int boot_run(void *data, struct husk_err *err)
 {
 	struct vm_create *vc = data;
@@ -112,20 +152,32 @@ static int boot_run(void *data, struct husk_err *err)
 		/* A ready VM from huskd when one of this shape is there; its
 		 * name is the pool's (record_vm_dir notes where it is). */
 		.pool = cf->pool,
-		/* A pod's later containers come as hot-added disks. */
-		.hotplug_slots = c->role == SHIM_POD_SANDBOX ? SHIM_POD_SLOTS : 0,
+		/* A pod's later containers come as hot-added disks; host
+		 * mounts as a hot-added virtio-fs device. */
+		.hotplug_slots = c->role == SHIM_POD_SANDBOX ? SHIM_POD_SLOTS : vc->share.dir ? 1 : 0,
 	};
 	const struct husk_sandbox_opts sb = { .hostname = vc->hostname };
 	const struct husk_bundle_spec b = { .id = c->id, .spec_json = vc->guest_spec,
 					    .rootfs_serial = c->serial,
-					    .overlay_bytes = cf->overlay_bytes };
+					    .overlay_bytes = cf->overlay_bytes,
+					    .share = vc->share.dir ? &vc->share : NULL };
 	struct husk_vm *vm = NULL;
 	if ((rc = husk_sandbox_start(&cfg, &sb, &b, &vm, &vc->guest_bundle, err)) < 0)
 		return rc; /* the console's tail is in err */
 	record_vm_dir(vm, c->bundle);
+	if (vc->netns[0] && (rc = pod_network_up(vc, vm, err)) < 0) {
+		husk_vm_free(vm);
+		if (vc->net_attached)
+			shim_net_detach(vc->netns, &vc->net);
+		vc->net_attached = false;
+		return rc;
+	}
 	int fd = husk_vm_connect(vm, HUSK_AGENT_PORT, 0, err);
 	if (fd < 0) {
 		husk_vm_free(vm); /* stops it: nothing of it is left */
+		if (vc->net_attached)
+			shim_net_detach(vc->netns, &vc->net);
+		vc->net_attached = false;
 		return fd;
 	}
 	vc->vm = vm;
@@ -143,7 +195,8 @@ static int join_run(void *data, struct husk_err *err)
 		return rc;
 	struct husk_disk disk = { .path = image, .serial = c->serial, .readonly = true };
 	const struct husk_bundle_spec b = { .id = c->id, .spec_json = vc->guest_spec,
-					    .overlay_bytes = vc->s->cfg.overlay_bytes };
+					    .overlay_bytes = vc->s->cfg.overlay_bytes,
+					    .share = vc->share.dir ? &vc->share : NULL };
 	if ((rc = husk_sandbox_add_container(vc->vm, &disk, &b, &vc->guest_bundle, err)) < 0)
 		return husk_err_wrap(err, "joining the pod's VM");
 	c->disk_added = true;
@@ -161,6 +214,14 @@ static int leave_run(void *data, struct husk_err *err)
 	return husk_vm_remove_disk(j->vm, j->c->serial, 0, err);
 }
 
+/* After the VM: the TAPs and tc filters in CNI's namespace. */
+static void net_down(struct shim *s)
+{
+	if (s->vm.net_attached)
+		shim_net_detach(s->vm.netns, &s->vm.net);
+	s->vm.net_attached = false;
+}
+
 struct stop_job {
 	struct shim *s;
 	struct husk_vm *vm;
@@ -173,6 +234,7 @@ static int stop_run(void *data, struct husk_err *err)
 	j->ran = true;
 	int rc = husk_vm_stop(j->vm, STOP_GRACE_MS, err);
 	husk_vm_free(j->vm);
+	net_down(j->s);
 	return rc;
 }
 
@@ -190,6 +252,7 @@ static void release_all_images(struct shim *s)
 		rootfs_release(owner);
 		ctr_unref(owner);
 	}
+	mounts_share_remove(s);
 }
 
 static void on_vmm_exit(struct ev_io *io, int fd, uint32_t events, void *data)
@@ -322,6 +385,7 @@ static void teardown_cb(void *data)
 	husk_vm_stop(s->vm.vm, STOP_GRACE_MS, NULL);
 	husk_vm_free(s->vm.vm);
 	s->vm.vm = NULL;
+	net_down(s);
 	set_state(s, SHIM_VM_STOPPED);
 	release_all_images(s);
 	shim_maybe_exit(s);
@@ -376,6 +440,10 @@ static void boot_done(void *data, int rc, const struct husk_err *err)
 	if (rc == 0) {
 		s->vm.vm = take_ptr(vc->vm);
 		s->vm.vmm_pid = husk_vm_vmm_pid(s->vm.vm);
+		snprintf(s->vm.netns, sizeof(s->vm.netns), "%s", vc->netns);
+		s->vm.net = vc->net;
+		s->vm.net_attached = vc->net_attached;
+		vc->net_attached = false;
 		set_state(s, SHIM_VM_RUNNING);
 		rc = attach(s, take_fd(&vc->agent_fd), &e2);
 		if (rc < 0) {
@@ -385,6 +453,7 @@ static void boot_done(void *data, int rc, const struct husk_err *err)
 	} else {
 		rootfs_release(vc->c);
 		ctr_unref(take_ptr(s->vm.owner));
+		mounts_share_remove(s);
 		set_state(s, SHIM_VM_NONE);
 	}
 	vc->done(vc, rc, err);
@@ -474,6 +543,7 @@ void shim_vm_stop_now(struct shim *s)
 		husk_vm_free(s->vm.vm);
 		s->vm.vm = NULL;
 	}
+	net_down(s);
 	if (s->vm.state != SHIM_VM_NONE)
 		set_state(s, SHIM_VM_STOPPED);
 	release_all_images(s);

@@ -19,6 +19,12 @@ struct vm_create {
 	struct ctr *c; /* a reference */
 	struct rootfs_src src;
 	char *guest_spec; /* the config.json the guest gets */
+	struct husk_share share; /* its host mounts' directory (mounts.h); dir NULL: none */
+	/* A pod's sandbox: CNI's network namespace ("" none); the network
+	 * attached there (the worker fills it). */
+	char netns[PATH_MAX];
+	struct shim_net net;
+	bool net_attached;
 	char hostname[256];
 	/* Filled by the worker. */
 	char *guest_bundle;

@@ -595,6 +595,109 @@ left=$(leftovers)
 	echo "$out" | grep -q 'sleep.*executable file not found in \$PATH' && pass no-path-refused-as-runc ||
 	fail no-path-refused-as-runc "runc rc=$rc_runc: $out_runc; husk rc=$rc: $out; left: $left"
 
+# A sandbox deleted under its pod's containers (CRI deletes a sandbox task
+# as soon as it exits): the containers keep running, as under runc, and the
+# VM goes with the last of them.
+SB2="--annotation io.kubernetes.cri.container-type=sandbox --annotation io.kubernetes.cri.sandbox-id=pod2"
+IN2="--annotation io.kubernetes.cri.container-type=container --annotation io.kubernetes.cri.sandbox-id=pod2"
+if RUN -d $SB2 --rootfs "$R" pod2 sh -c 'sleep 1000' >"$tmp/out" 2>&1 &&
+	RUN -d $IN2 --rootfs "$tmp/rootfs2" pc4 sh -c 'sleep 1000' >>"$tmp/out" 2>&1; then
+	shim_pid=$(pgrep -f -- "-address $sock .*-id pod2 " | head -1)
+	C task kill -s SIGKILL pod2
+	for _ in $(seq 100); do [ "$(state pod2)" = STOPPED ] && break; sleep 0.1; done
+	C task delete pod2 >/dev/null 2>&1
+	C container rm pod2 >/dev/null 2>&1
+	sleep 1
+	st=$(state pc4)
+	out=$(C task exec --exec-id e1 pc4 cat /marker 2>&1)
+	C task kill -s SIGKILL pc4
+	for _ in $(seq 100); do [ "$(state pc4)" = STOPPED ] && break; sleep 0.1; done
+	C task delete pc4 >/dev/null 2>&1
+	C container rm pc4 >/dev/null 2>&1
+	for _ in $(seq 100); do kill -0 "${shim_pid:-0}" 2>/dev/null || break; sleep 0.1; done
+	kill -0 "${shim_pid:-0}" 2>/dev/null && alive=yes || alive=no
+	left=$(leftovers)
+	[ "$st" = RUNNING ] && [ "$out" = second-image ] && [ $alive = no ] && [ -z "$left" ] &&
+		pass pod-outlives-sandbox || fail pod-outlives-sandbox "state=$st exec=$out shim alive=$alive left: $left"
+else
+	fail pod-outlives-sandbox "$(cat "$tmp/out")"
+	for id in pc4 pod2; do
+		C task kill -s SIGKILL $id >/dev/null 2>&1
+		sleep 1
+		C task delete $id >/dev/null 2>&1
+		C container rm $id >/dev/null 2>&1
+	done
+fi
+
+# ---- host mounts: bind mounts of host paths reach the guest over virtio-fs ----
+# (docs/containerd.md, "Host mounts"): a directory read and written from both
+# sides, a file, read-only ones refused as under runc, and nothing left
+# afterwards (no mount, virtiofsd or shared directory).
+hm=$tmp/hostdir
+mkdir -p "$hm/sub" "$tmp/rodir"
+echo from-host >"$hm/in"
+echo file-content >"$tmp/hostfile"
+echo ro >"$tmp/rodir/x"
+out=$(RUN --rm --mount "type=bind,src=$hm,dst=/data,options=rbind:rw" \
+	--mount "type=bind,src=$tmp/hostfile,dst=/etc/hostfile,options=rbind:ro" \
+	--mount "type=bind,src=$tmp/rodir,dst=/ro,options=rbind:ro" --rootfs "$R" hm1 \
+	sh -c 'cat /data/in; echo from-guest >/data/sub/out; cat /etc/hostfile
+		echo x 2>/dev/null >/ro/y && echo ro-dir-writable
+		echo x 2>/dev/null >>/etc/hostfile && echo ro-file-writable; exit 3' 2>&1)
+rc=$?
+C container rm hm1 >/dev/null 2>&1
+left=$(leftovers)
+[ $rc -eq 3 ] && [ "$out" = "from-host
+file-content" ] && [ "$(cat "$hm/sub/out" 2>/dev/null)" = from-guest ] &&
+	[ ! -e "$tmp/rodir/y" ] && [ "$(cat "$tmp/hostfile")" = file-content ] && [ -z "$left" ] &&
+	pass host-mounts || fail host-mounts "rc=$rc out=$out host sees: $(cat "$hm/sub/out" 2>&1) left: $left"
+
+# A change on the host reaches a running container: a Kubernetes
+# ConfigMap's atomic update (a new ..data directory, the symlink renamed
+# over the old one).
+cm=$tmp/configmap
+mkdir -p "$cm/..v1"
+echo one >"$cm/..v1/key"
+ln -s ..v1 "$cm/..data"
+ln -s ..data/key "$cm/key"
+if RUN -d --mount "type=bind,src=$cm,dst=/cm,options=rbind:ro" --rootfs "$R" hm2 \
+	sh -c 'sleep 1000' >"$tmp/out" 2>&1; then
+	first=$(C task exec --exec-id r1 hm2 cat /cm/key 2>&1)
+	mkdir "$cm/..v2"
+	echo two >"$cm/..v2/key"
+	ln -s ..v2 "$cm/..data_tmp"
+	mv -T "$cm/..data_tmp" "$cm/..data"
+	second=
+	for i in $(seq 20); do
+		second=$(C task exec --exec-id "r2-$i" hm2 cat /cm/key 2>&1)
+		[ "$second" = two ] && break
+		sleep 0.5
+	done
+	C task kill -s SIGKILL hm2 >/dev/null 2>&1
+	for _ in $(seq 100); do [ "$(state hm2)" = STOPPED ] && break; sleep 0.1; done
+	C task delete hm2 >/dev/null 2>&1
+	C container rm hm2 >/dev/null 2>&1
+	left=$(leftovers)
+	[ "$first" = one ] && [ "$second" = two ] && [ -z "$left" ] && pass host-mount-update ||
+		fail host-mount-update "before: $first after: $second left: $left"
+else
+	fail host-mount-update "$(cat "$tmp/out")"
+	C container rm hm2 >/dev/null 2>&1
+fi
+
+# A source that does not exist: refused as runc refuses it, naming the
+# source, and nothing left.
+out_runc=$(C run --rm --runtime io.containerd.runc.v2 --mount "type=bind,src=$tmp/nope,dst=/x,options=rbind:rw" \
+	--rootfs "$R" hm3r true 2>&1)
+rc_runc=$?
+C container rm hm3r >/dev/null 2>&1
+out=$(RUN --rm --mount "type=bind,src=$tmp/nope,dst=/x,options=rbind:rw" --rootfs "$R" hm3 true 2>&1)
+rc=$?
+C container rm hm3 >/dev/null 2>&1
+left=$(leftovers)
+[ $rc_runc -ne 0 ] && [ $rc -ne 0 ] && echo "$out" | grep -q "$tmp/nope" && [ -z "$left" ] &&
+	pass host-mount-missing-source || fail host-mount-missing-source "runc rc=$rc_runc; husk rc=$rc: $out; left: $left"
+
 # A Create that fails (no such program, a memory limit too small for
 # anything to run) leaves no shim, VM, state or image hold, as runc-v2.
 out=$(RUN --rm --rootfs "$R" fc1 /no/such/program 2>&1)
