@@ -100,7 +100,11 @@ int husk_vm_add_share(struct husk_vm *vm, const struct husk_share *share, struct
 	struct husk_vm_share *sh = &vm->shares[vm->n_shares];
 	*sh = (struct husk_vm_share){ .pid = 0, .pidfd = -1 };
 	snprintf(sh->tag, sizeof(sh->tag), "%s", share->tag);
-	if ((r = spawn_virtiofsd(program, share->dir, lfd, log, sh, err)) < 0)
+	r = spawn_virtiofsd(program, share->dir, lfd, log, sh, err);
+	/* virtiofsd's copy only: should it die, QEMU's connect is refused at
+	 * once instead of waiting in a queue nobody serves. */
+	close(take_fd(&lfd));
+	if (r < 0)
 		return husk_err_wrap(err, "share %s", share->tag);
 	/* The VMM connects now; virtiofsd accepts when it is up. */
 	if ((r = vm->vmm->add_fs(vm, share->tag, sock, err)) < 0) {

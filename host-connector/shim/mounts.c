@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -97,11 +98,14 @@ static void remove_share(const char *root)
 		shim_log("removing the shared directory %s: %s", root, strerror(errno));
 }
 
-/* The share and <state dir>/shares when that is empty now. */
+/* The share, its lock file, and <state dir>/shares when that is empty
+ * now. */
 static void remove_share_and_parent(const char *root)
 {
 	remove_share(root);
 	char parent[PATH_MAX];
+	if (husk_path_fmt(parent, sizeof(parent), "%s.lock", root) == 0)
+		unlink(parent);
 	snprintf(parent, sizeof(parent), "%s", root);
 	char *slash = strrchr(parent, '/');
 	if (slash && slash != parent) {
@@ -126,11 +130,22 @@ void mounts_release(struct ctr *c)
 	c->host_mounts = 0;
 }
 
+/* <share>.lock: flock'ed by the shim for the share's life, so that a
+ * `delete` (containerd runs it for a pod's sandbox whose shim lives on,
+ * and for each container) touches a share only when nobody holds it. */
+static int lock_path(const char *root, char *out, size_t len)
+{
+	return husk_path_fmt(out, len, "%s.lock", root);
+}
+
 void mounts_share_remove(struct shim *s)
 {
 	if (!s->vm.share_made)
 		return;
 	remove_share_and_parent(s->vm.share_dir);
+	if (s->vm.share_lock_fd >= 0)
+		close(s->vm.share_lock_fd);
+	s->vm.share_lock_fd = -1;
 	s->vm.share_made = false;
 }
 
@@ -143,14 +158,13 @@ void mounts_cleanup_record(const char *bundle)
 	    husk_read_file(path, PATH_MAX, &dir, NULL, &err) < 0)
 		return;
 	dir[strcspn(dir, "\n")] = '\0';
-	if (dir[0] != '/')
+	char lock[PATH_MAX];
+	if (dir[0] != '/' || lock_path(dir, lock, sizeof(lock)) < 0)
 		return;
-	/* The share (for the VM's owner) or one container's entries in it:
-	 * remove_share empties a share and the entries' directories;
-	 * remove_entries the entries' files. Each refuses what it must not
-	 * remove. */
-	remove_share(dir);
-	remove_entries(dir);
+	_cleanup_fd_ int fd = open(lock, O_RDWR | O_CLOEXEC);
+	if (fd >= 0 && flock(fd, LOCK_EX | LOCK_NB) < 0)
+		return; /* a live shim holds it */
+	remove_share_and_parent(dir);
 }
 
 /* ---- binding ---- */
@@ -196,21 +210,39 @@ static int share_make(struct shim *s, const char *owner_id, struct husk_err *err
 	if (husk_path_fmt(root, sizeof(root), "%s/shares/%s", state, name) < 0)
 		return husk_err_set(err, -ENAMETOOLONG, "shared directory under %s: path too long",
 				    state);
-	/* What a shim that died left. */
-	remove_share(root);
+	char lock[PATH_MAX];
 	int rc = husk_mkdir_p(root, 0700, err);
 	if (rc < 0)
 		return rc;
+	if (lock_path(root, lock, sizeof(lock)) < 0)
+		return husk_err_set(err, -ENAMETOOLONG, "%s.lock: path too long", root);
+	s->vm.share_lock_fd = open(lock, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+	if (s->vm.share_lock_fd < 0 || flock(s->vm.share_lock_fd, LOCK_EX | LOCK_NB) < 0) {
+		rc = husk_err_sys(err, -errno, "shared directory %s: lock %s", root, lock);
+		if (s->vm.share_lock_fd >= 0)
+			close(s->vm.share_lock_fd);
+		s->vm.share_lock_fd = -1;
+		return rc;
+	}
+	/* What a shim that died left. */
+	remove_share(root);
+	if ((rc = husk_mkdir_p(root, 0700, err)) < 0)
+		goto fail;
 	if (mount(root, root, NULL, MS_BIND, NULL) < 0 ||
 	    mount(NULL, root, NULL, MS_PRIVATE, NULL) < 0 ||
 	    mount(NULL, root, NULL, MS_SHARED, NULL) < 0) {
 		rc = husk_err_sys(err, -errno, "shared directory %s: bind mount", root);
 		remove_share(root);
-		return rc;
+		goto fail;
 	}
 	snprintf(s->vm.share_dir, sizeof(s->vm.share_dir), "%s", root);
 	s->vm.share_made = true;
 	return 0;
+fail:
+	unlink(lock);
+	close(s->vm.share_lock_fd);
+	s->vm.share_lock_fd = -1;
+	return rc;
 }
 
 static void record(const struct ctr *c, const char *what)
@@ -246,10 +278,24 @@ static int bind_entry(const char *dir, size_t i, const char *src, bool rec, bool
 			return husk_err_sys(err, -errno, "create %s", at);
 		close(fd);
 	}
-	if (mount(src, at, NULL, MS_BIND | (rec ? MS_REC : 0), NULL) < 0)
+	/* A plain bind of a source on a shared mount (systemd's / is) would
+	 * join the source's peer groups: unmounting the entry's submounts
+	 * later would unmount the host's own (a hostPath /dev losing
+	 * /dev/pts). So: a detached copy, made a slave (it still sees the
+	 * host's changes, and sends nothing back), read-only where asked,
+	 * then attached. */
+	_cleanup_fd_ int fd =
+		open_tree(AT_FDCWD, src, OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | (rec ? AT_RECURSIVE : 0));
+	if (fd < 0)
+		return husk_err_sys(err, -errno, "bind %s: open_tree", src);
+	struct mount_attr slave = { .propagation = MS_SLAVE };
+	if (mount_setattr(fd, "", AT_EMPTY_PATH | AT_RECURSIVE, &slave, sizeof(slave)) < 0)
+		return husk_err_sys(err, -errno, "bind %s: make it a slave", src);
+	struct mount_attr rdonly = { .attr_set = MOUNT_ATTR_RDONLY };
+	if (ro && mount_setattr(fd, "", AT_EMPTY_PATH, &rdonly, sizeof(rdonly)) < 0)
+		return husk_err_sys(err, -errno, "bind %s: make it read-only", src);
+	if (move_mount(fd, "", AT_FDCWD, at, MOVE_MOUNT_F_EMPTY_PATH) < 0)
 		return husk_err_sys(err, -errno, "bind %s on %s", src, at);
-	if (ro && mount(NULL, at, NULL, MS_REMOUNT | MS_BIND | MS_RDONLY, NULL) < 0)
-		return husk_err_sys(err, -errno, "make %s read-only", at);
 	return 0;
 }
 
@@ -295,8 +341,9 @@ int mounts_prepare(struct shim *s, struct ctr *c, char **spec_json, struct husk_
 				break;
 			}
 			c->host_mounts = 1; /* from here on, mounts_release undoes */
-			record(c, c == s->vm.owner || c->role != SHIM_POD_CONTAINER ? s->vm.share_dir
-										     : dir);
+			/* The share, from every container: whichever `delete`
+			 * finds the VM gone cleans all of it. */
+			record(c, s->vm.share_dir);
 		}
 		if ((rc = bind_entry(dir, i, source, rec, ro, err)) < 0) {
 			husk_err_wrap(err, "mounts[%zu] (bind on %s)", i, dest);

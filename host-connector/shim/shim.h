@@ -131,6 +131,7 @@ struct shim_vm {
 	/* mounts.c: the shared directory of the containers' host mounts */
 	char share_dir[PATH_MAX];
 	bool share_made;
+	int share_lock_fd; /* flock on <share_dir>.lock while it exists; -1 */
 	/* network.c: the pod's network (CNI's namespace), attached on the
 	 * worker at boot, detached there after the VM stopped */
 	char netns[PATH_MAX];

@@ -112,12 +112,24 @@ static int pod_network_up(struct vm_create *vc, struct husk_vm *vm, struct husk_
 		ifs[i] = (struct husk_net_if){ .name = f->name, .mac = f->mac, .mtu = f->mtu,
 					       .addrs = addrs[i], .n_addrs = f->n_addrs };
 	}
-	for (size_t k = 0; k < n->n_routes; k++)
-		routes[k] = (struct husk_net_route){ .destination = n->routes[k].dst,
-						     .gateway = n->routes[k].gateway,
-						     .device = n->routes[k].dev };
+	/* On-link routes first: a gateway must be reachable when a route
+	 * through it is added (Calico's 169.254.1.1/32 before its default). A
+	 * default route without a gateway names its family's /0. */
+	size_t nr = 0;
+	for (int pass = 0; pass < 2; pass++)
+		for (size_t k = 0; k < n->n_routes; k++) {
+			const struct shim_net_route *r = &n->routes[k];
+			if ((pass == 0) != !r->gateway[0])
+				continue;
+			const char *dst = r->dst;
+			if (!dst[0] && !r->gateway[0])
+				dst = r->family == AF_INET6 ? "::/0" : "0.0.0.0/0";
+			routes[nr++] = (struct husk_net_route){ .destination = dst,
+								.gateway = r->gateway,
+								.device = r->dev };
+		}
 	const struct husk_net_config cfg = { .ifs = ifs, .n_ifs = n->n_ifs, .routes = routes,
-					     .n_routes = n->n_routes };
+					     .n_routes = nr };
 	struct husk_agent *a = NULL;
 	if ((rc = husk_agent_open(vm, AGENT_OPEN_TIMEOUT_MS, &a, err)) == 0)
 		rc = husk_agent_setup_network(a, &cfg, err);
@@ -226,6 +238,10 @@ struct stop_job {
 	struct shim *s;
 	struct husk_vm *vm;
 	bool ran; /* the VM is freed */
+	/* The pod's network, copied: the worker never touches struct shim_vm. */
+	char netns[PATH_MAX];
+	struct shim_net net;
+	bool net_attached;
 };
 
 static int stop_run(void *data, struct husk_err *err)
@@ -234,7 +250,8 @@ static int stop_run(void *data, struct husk_err *err)
 	j->ran = true;
 	int rc = husk_vm_stop(j->vm, STOP_GRACE_MS, err);
 	husk_vm_free(j->vm);
-	net_down(j->s);
+	if (j->net_attached)
+		shim_net_detach(j->netns, &j->net);
 	return rc;
 }
 
@@ -375,7 +392,11 @@ static void teardown_cb(void *data)
 	struct stop_job *j = calloc(1, sizeof(*j));
 	struct husk_err err = { 0 };
 	if (j) {
-		*j = (struct stop_job){ .s = s, .vm = s->vm.vm };
+		*j = (struct stop_job){ .s = s, .vm = s->vm.vm, .net = s->vm.net,
+					.net_attached = s->vm.net_attached };
+		snprintf(j->netns, sizeof(j->netns), "%s", s->vm.netns);
+		/* The job detaches it now. */
+		s->vm.net_attached = false;
 		if (shim_worker_submit(s->worker, stop_run, stop_done, j, &err) == 0)
 			return;
 		free(j);

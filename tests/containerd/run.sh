@@ -652,6 +652,26 @@ file-content" ] && [ "$(cat "$hm/sub/out" 2>/dev/null)" = from-guest ] &&
 	[ ! -e "$tmp/rodir/y" ] && [ "$(cat "$tmp/hostfile")" = file-content ] && [ -z "$left" ] &&
 	pass host-mounts || fail host-mounts "rc=$rc out=$out host sees: $(cat "$hm/sub/out" 2>&1) left: $left"
 
+# A recursive bind of a source on a shared mount (systemd's / is) with a
+# submount: after the container, the host's submount is still there (the
+# share's copy must not stay a peer of the host's mounts, or unmounting it
+# unmounts the host's too).
+mkdir -p "$tmp/shvol"
+mount --bind "$tmp/shvol" "$tmp/shvol" && mount --make-shared "$tmp/shvol"
+mkdir -p "$tmp/shvol/sub"
+mount -t tmpfs -o size=1m husk-sub "$tmp/shvol/sub"
+echo in-sub >"$tmp/shvol/sub/f"
+out=$(RUN --rm --mount "type=bind,src=$tmp/shvol,dst=/v,options=rbind:rw" --rootfs "$R" hm4 \
+	cat /v/sub/f 2>&1)
+rc=$?
+C container rm hm4 >/dev/null 2>&1
+sleep 0.5
+still=$(mountpoint -q "$tmp/shvol/sub" && cat "$tmp/shvol/sub/f")
+[ $rc -eq 0 ] && [ "$out" = in-sub ] && [ "$still" = in-sub ] && pass host-mount-shared-source ||
+	fail host-mount-shared-source "rc=$rc out=$out host's submount after: ${still:-gone}"
+umount "$tmp/shvol/sub" 2>/dev/null
+umount "$tmp/shvol" 2>/dev/null
+
 # A change on the host reaches a running container: a Kubernetes
 # ConfigMap's atomic update (a new ..data directory, the symlink renamed
 # over the old one).

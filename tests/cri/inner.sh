@@ -27,7 +27,9 @@ RESTART_WAIT=3      # seconds between a containerd exit and its restart (upstrea
 # ------------------------------------------------------------ namespaces --
 # Everything below vanishes with this mount namespace: containerd's state,
 # /run (runc state, shim sockets, pinned pod netns), host-local's
-# /var/lib/cni, and /tmp (the tests' t.TempDir(), pod log dirs).
+# /var/lib/cni, and the tests' temporary files (t.TempDir(), pod log dirs:
+# TMPDIR in $NS; not a tmpfs over /tmp, which would hide a checkout or
+# build directory that lives there).
 mount -t tmpfs -o mode=0755 husk-cri "$NS"
 mount -t tmpfs -o mode=0755 husk-cri-run /run
 if [ -d /var/lib/cni ]; then
@@ -41,7 +43,7 @@ else
 		husk-cri-varlib /var/lib
 	mkdir /var/lib/cni
 fi
-mount -t tmpfs -o mode=1777 husk-cri-tmp /tmp
+mkdir -m 1777 "$NS/tmp"
 ip link set lo up
 # TestImageLoad skips "when docker is not available": a docker CLI with no
 # daemon behind it (as here) counts as not available, so it is hidden.
@@ -158,7 +160,7 @@ done
 # Kept alive as upstream's CI does: tests kill it (pkill -x containerd, which
 # sees only this pid namespace) and wait for it to come back.
 export PATH="$BUILD/bin:$CRI_FP_SHIM_DIR:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-export HUSK_STATE_DIR=$NS/husk HUSK_IMAGE_CACHE=$TMP/husk-images TMPDIR=/tmp
+export HUSK_STATE_DIR=$NS/husk HUSK_IMAGE_CACHE=$TMP/husk-images TMPDIR=$NS/tmp
 keepalive() {
 	set +e
 	while [ ! -e "$NS/stop" ]; do

@@ -79,8 +79,8 @@ for f in "$CRI_TEST_BIN" "$CRI_FP_SHIM_DIR/containerd-shim-runc-fp-v1" "$CRI_FP_
 done
 
 # -------------------------------------------------------------------- run --
-# The temp dir is on disk, not under /tmp: the namespaces mount a tmpfs on
-# /tmp (and /run, /var/lib/cni) of their own; containerd's root goes there.
+# The temp dir is on disk (containerd's root goes there), outside /run and
+# /var/lib/cni, on which the namespaces mount tmpfs of their own.
 TMP=$(mktemp -d /var/tmp/husk-cri-XXXXXX)
 mkdir -p "$TMP/ns" "$TMP/logs"
 # cgroups runc makes on the (shared) cgroupfs: new ones named k8s.io or
