@@ -38,14 +38,40 @@ static int qmp(struct husk_vm *vm, const char *cmd, json_object *args, struct hu
 	return husk_qmp_call(qemu_of(vm)->qmp_fd, cmd, args, QMP_TIMEOUT_MS, on_event, vm, err);
 }
 
-static int qmp_node_del(struct husk_vm *vm, unsigned i, struct husk_err *err)
+static void qmp_by_id(struct husk_vm *vm, const char *cmd, const char *key, const char *id)
+{
+	struct husk_err e = { 0 };
+	json_object *a = json_object_new_object();
+	json_object_object_add(a, key, json_object_new_string(id));
+	qmp(vm, cmd, a, &e);
+	json_object_put(a);
+}
+
+/* The block node of slot i; QEMU keeping one is reported by the next
+ * blockdev-add of the slot ("duplicate node name"). */
+static void qmp_node_del(struct husk_vm *vm, unsigned i)
 {
 	char node[32];
 	snprintf(node, sizeof(node), "hpnode%u", i);
-	json_object *args = json_object_new_object();
-	json_object_object_add(args, "node-name", json_object_new_string(node));
-	int r = qmp(vm, "blockdev-del", args, err);
-	json_object_put(args);
+	qmp_by_id(vm, "blockdev-del", "node-name", node);
+}
+
+/* device_add of `driver` as hpdev<slot> on root port hp<slot>, with the
+ * device's own properties (`props`, NULL-terminated key/value pairs). */
+static int device_add(struct husk_vm *vm, unsigned slot, const char *driver,
+		      const char *const *props, struct husk_err *err)
+{
+	char bus[32], id[32];
+	snprintf(bus, sizeof(bus), "hp%u", slot);
+	snprintf(id, sizeof(id), "hpdev%u", slot);
+	json_object *dev = json_object_new_object();
+	json_object_object_add(dev, "driver", json_object_new_string(driver));
+	json_object_object_add(dev, "id", json_object_new_string(id));
+	json_object_object_add(dev, "bus", json_object_new_string(bus));
+	for (; props[0]; props += 2)
+		json_object_object_add(dev, props[0], json_object_new_string(props[1]));
+	int r = qmp(vm, "device_add", dev, err);
+	json_object_put(dev);
 	return r;
 }
 
@@ -56,10 +82,7 @@ static void sweep(struct husk_vm *vm)
 	for (unsigned i = 0; i < vm->n_slots; i++) {
 		if (slots[i].state != SLOT_GONE)
 			continue;
-		struct husk_err e = { 0 };
-		/* A node QEMU kept would make the next blockdev-add of this slot
-		 * fail with a clear "duplicate node name"; nothing to do here. */
-		qmp_node_del(vm, i, &e);
+		qmp_node_del(vm, i);
 		slots[i].state = SLOT_FREE;
 		slots[i].serial[0] = '\0';
 	}
@@ -99,25 +122,15 @@ static void slot_taken(struct husk_vm *vm, unsigned slot, const char *key)
 	qemu_of(vm)->next_slot = (slot + 1) % vm->n_slots;
 }
 
-static void qmp_by_id(struct husk_vm *vm, const char *cmd, const char *key, const char *id)
-{
-	struct husk_err e = { 0 };
-	json_object *a = json_object_new_object();
-	json_object_object_add(a, key, json_object_new_string(id));
-	qmp(vm, cmd, a, &e);
-	json_object_put(a);
-}
 
 int husk_qemu_add_fs(struct husk_vm *vm, const char *tag, const char *socket, struct husk_err *err)
 {
-	char key[48], chr[32], bus[32], id[32];
+	char key[48], chr[32];
 	snprintf(key, sizeof(key), "fs:%s", tag);
 	int slot = pick_slot(vm, key, err);
 	if (slot < 0)
 		return slot;
 	snprintf(chr, sizeof(chr), "hpchr%d", slot);
-	snprintf(bus, sizeof(bus), "hp%d", slot);
-	snprintf(id, sizeof(id), "hpdev%d", slot);
 	json_object *addr = json_object_new_object(), *ud = json_object_new_object();
 	json_object_object_add(ud, "path", json_object_new_string(socket));
 	json_object_object_add(addr, "type", json_object_new_string("unix"));
@@ -134,15 +147,8 @@ int husk_qemu_add_fs(struct husk_vm *vm, const char *tag, const char *socket, st
 	json_object_put(args);
 	if (r < 0)
 		return husk_err_wrap(err, "virtio-fs %s: connecting to %s", tag, socket);
-	json_object *dev = json_object_new_object();
-	json_object_object_add(dev, "driver", json_object_new_string("vhost-user-fs-pci"));
-	json_object_object_add(dev, "id", json_object_new_string(id));
-	json_object_object_add(dev, "bus", json_object_new_string(bus));
-	json_object_object_add(dev, "chardev", json_object_new_string(chr));
-	json_object_object_add(dev, "tag", json_object_new_string(tag));
-	r = qmp(vm, "device_add", dev, err);
-	json_object_put(dev);
-	if (r < 0) {
+	const char *props[] = { "chardev", chr, "tag", tag, NULL };
+	if ((r = device_add(vm, (unsigned)slot, "vhost-user-fs-pci", props, err)) < 0) {
 		qmp_by_id(vm, "chardev-remove", "id", chr);
 		return husk_err_wrap(err, "virtio-fs %s", tag);
 	}
@@ -155,15 +161,13 @@ int husk_qemu_add_fs(struct husk_vm *vm, const char *tag, const char *socket, st
  * and a virtio-net-pci on a free slot the guest's NIC. */
 int husk_qemu_add_nic(struct husk_vm *vm, const struct husk_vmm_nic *nic, struct husk_err *err)
 {
-	char key[48], fdname[32], netdev[32], bus[32], id[32];
+	char key[48], fdname[32], netdev[32];
 	snprintf(key, sizeof(key), "nic:%s", nic->mac);
 	int slot = pick_slot(vm, key, err);
 	if (slot < 0)
 		return slot;
 	snprintf(fdname, sizeof(fdname), "hpfd%d", slot);
 	snprintf(netdev, sizeof(netdev), "hpnet%d", slot);
-	snprintf(bus, sizeof(bus), "hp%d", slot);
-	snprintf(id, sizeof(id), "hpdev%d", slot);
 	json_object *a = json_object_new_object();
 	json_object_object_add(a, "fdname", json_object_new_string(fdname));
 	int r = husk_qmp_call_fd(qemu_of(vm)->qmp_fd, "getfd", a, nic->tap_fd, QMP_TIMEOUT_MS,
@@ -181,15 +185,8 @@ int husk_qemu_add_nic(struct husk_vm *vm, const struct husk_vmm_nic *nic, struct
 		qmp_by_id(vm, "closefd", "fdname", fdname);
 		return husk_err_wrap(err, "NIC %s", nic->mac);
 	}
-	json_object *dev = json_object_new_object();
-	json_object_object_add(dev, "driver", json_object_new_string("virtio-net-pci"));
-	json_object_object_add(dev, "id", json_object_new_string(id));
-	json_object_object_add(dev, "bus", json_object_new_string(bus));
-	json_object_object_add(dev, "netdev", json_object_new_string(netdev));
-	json_object_object_add(dev, "mac", json_object_new_string(nic->mac));
-	r = qmp(vm, "device_add", dev, err);
-	json_object_put(dev);
-	if (r < 0) {
+	const char *props[] = { "netdev", netdev, "mac", nic->mac, NULL };
+	if ((r = device_add(vm, (unsigned)slot, "virtio-net-pci", props, err)) < 0) {
 		qmp_by_id(vm, "netdev_del", "id", netdev);
 		return husk_err_wrap(err, "NIC %s", nic->mac);
 	}
@@ -206,10 +203,8 @@ int husk_qemu_add_disk(struct husk_vm *vm, const struct husk_disk *disk, struct 
 				    : r;
 	unsigned slot = (unsigned)r;
 
-	char node[32], bus[32], id[32];
+	char node[32];
 	snprintf(node, sizeof(node), "hpnode%u", slot);
-	snprintf(bus, sizeof(bus), "hp%u", slot);
-	snprintf(id, sizeof(id), "hpdev%u", slot);
 	json_object *file = json_object_new_object();
 	json_object_object_add(file, "driver", json_object_new_string("file"));
 	json_object_object_add(file, "filename", json_object_new_string(disk->path));
@@ -224,17 +219,9 @@ int husk_qemu_add_disk(struct husk_vm *vm, const struct husk_disk *disk, struct 
 	if (r < 0)
 		return husk_err_wrap(err, "disk %s", disk->path);
 
-	json_object *dev = json_object_new_object();
-	json_object_object_add(dev, "driver", json_object_new_string("virtio-blk-pci"));
-	json_object_object_add(dev, "id", json_object_new_string(id));
-	json_object_object_add(dev, "bus", json_object_new_string(bus));
-	json_object_object_add(dev, "drive", json_object_new_string(node));
-	json_object_object_add(dev, "serial", json_object_new_string(disk->serial));
-	r = qmp(vm, "device_add", dev, err);
-	json_object_put(dev);
-	if (r < 0) {
-		struct husk_err e = { 0 };
-		qmp_node_del(vm, slot, &e);
+	const char *props[] = { "drive", node, "serial", disk->serial, NULL };
+	if ((r = device_add(vm, slot, "virtio-blk-pci", props, err)) < 0) {
+		qmp_node_del(vm, slot);
 		return husk_err_wrap(err, "disk %s", disk->path);
 	}
 	slot_taken(vm, slot, disk->serial);

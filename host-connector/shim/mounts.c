@@ -210,8 +210,10 @@ static int share_make(struct shim *s, const char *owner_id, struct husk_err *err
 	if (husk_path_fmt(root, sizeof(root), "%s/shares/%s", state, name) < 0)
 		return husk_err_set(err, -ENAMETOOLONG, "shared directory under %s: path too long",
 				    state);
-	char lock[PATH_MAX];
-	int rc = husk_mkdir_p(root, 0700, err);
+	char lock[PATH_MAX], parent[PATH_MAX];
+	int rc = husk_path_fmt(parent, sizeof(parent), "%s/shares", state) < 0
+			 ? husk_err_set(err, -ENAMETOOLONG, "%s/shares: path too long", state)
+			 : husk_mkdir_p(parent, 0700, err);
 	if (rc < 0)
 		return rc;
 	if (lock_path(root, lock, sizeof(lock)) < 0)
