@@ -20,6 +20,7 @@
 struct agent;
 struct container;
 struct process;
+struct portfwd_conn;
 struct init_reaper;
 
 /* ---- stdio streams (stdio.c) ---- */
@@ -171,6 +172,11 @@ struct agent {
 	uint64_t refused_total, refused_unlogged;
 	uint64_t refused_window_ns;
 	unsigned refused_logged;
+	/* portfwd.c: the port-forward listener (-1 when none) and the
+	 * forwards it serves */
+	int portfwd_fd;
+	struct ev_io *portfwd_io;
+	struct portfwd_conn *portfwd_conns;
 };
 
 /* setup.c: PID 1's set-up of the VM in two parts. setup_early: what
@@ -265,6 +271,12 @@ int agent_accept(struct agent *a, int listen_fd, unsigned port, int flags);
 int task_service_register(struct agent *a, struct husk_err *err);
 /* Starts listening for debug console connections (console.c). */
 int console_start(struct agent *a, struct husk_err *err);
+/* portfwd.c: vsock port 1027, the host's port forwards into the pod's
+ * loopback (docs/protocol.md). */
+int portfwd_start(struct agent *a, struct husk_err *err);
+/* Stops listening (--listen unix: its socket file removed) and drops
+ * every forward. */
+void portfwd_stop(struct agent *a);
 int sandbox_service_register(struct agent *a, struct husk_err *err);
 void sandbox_events_wake(struct agent *a);
 /* Unmounts and removes container `id`'s guest bundle (its Delete). */

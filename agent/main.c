@@ -173,7 +173,7 @@ static int parse_args(int argc, char **argv, struct agent_options *o)
 
 int main(int argc, char **argv)
 {
-	struct agent a = { .log_fd = -1 };
+	struct agent a = { .log_fd = -1, .portfwd_fd = -1 };
 	a.opt.pid1 = getpid() == 1;
 	a.opt.vsock_port = 1024;
 	if (a.opt.pid1) {
@@ -232,6 +232,8 @@ int main(int argc, char **argv)
 		goto fatal;
 	if (a.opt.debug_console && console_start(&a, &err) < 0)
 		goto fatal;
+	if (portfwd_start(&a, &err) < 0)
+		goto fatal;
 	if (a.opt.pid1)
 		log_stream_start(&a, a.opt.log_port);
 	if (sfd < 0 || ev_io_add(a.loop, sfd, EPOLLIN, on_signal, &a, &sig_io, &err) < 0)
@@ -262,6 +264,7 @@ int main(int argc, char **argv)
 		container_free(c);
 	}
 	ev_io_del(sig_io);
+	portfwd_stop(&a);
 	log_stream_stop(&a);
 	ttrpc_server_free(a.server);
 	init_reaper_free(a.reaper);

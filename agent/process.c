@@ -1,6 +1,8 @@
 /* Containers and processes: exit handling and the "report an exit only once
  * stdout and stderr are delivered" rule. */
 #include <errno.h>
+#include <sched.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
@@ -71,6 +73,12 @@ void process_maybe_report(struct process *p)
 	events_push(p->c->agent, AGENT_EVENT_EXIT, p->c, p);
 }
 
+static bool owns_pid_namespace(const struct container *c)
+{
+	const struct jail_namespace *ns = c->spec ? jail_spec_namespace(c->spec, CLONE_NEWPID) : NULL;
+	return ns && !ns->path;
+}
+
 void process_on_exit(struct process *p, int status)
 {
 	if (p->exited)
@@ -86,8 +94,19 @@ void process_on_exit(struct process *p, int status)
 	init_log(INIT_LOG_INFO, "container %s%s%s: pid %d exited with status %u", p->c->id,
 		 p == &p->c->init ? "" : " exec ", p == &p->c->init ? "" : p->exec_id, (int)p->pid,
 		 p->exit_status);
-	/* The init's exit takes its pid namespace down; the kernel kills the
-	 * rest, and each exec process reports its own exit. */
+	/* With a pid namespace of its own, the init's exit takes it down: the
+	 * kernel kills the rest. Sharing one (a pod's containers share the
+	 * sandbox's with shareProcessNamespace, CRI's pid mode POD), the rest
+	 * would live on and hold the
+	 * container's stdio open, so its exit would never be reported: they
+	 * are killed, as runc's shim does (ShouldKillAllOnExit). Each exec
+	 * process reports its own exit. */
+	if (p == &p->c->init && !owns_pid_namespace(p->c) && p->c->jc && p->c->jc->cgroup) {
+		struct husk_err err = { 0 };
+		if (jail_cgroup_signal(p->c->jc->cgroup, SIGKILL, &err) < 0)
+			init_log(INIT_LOG_WARNING, "container %s: killing what its init left: %s",
+				 p->c->id, err.msg);
+	}
 	process_maybe_report(p);
 }
 

@@ -126,10 +126,9 @@ static int parse_uri(const char *what, const char *uri, unsigned *port, struct h
 				    what, uri);
 	char *end;
 	unsigned long v = strtoul(uri + 8, &end, 10);
-	if (*end || end == uri + 8 || v == 0 || v > 0xfffffffeul || v == 1024 || v == 1025 ||
-	    v == 1026)
+	if (*end || end == uri + 8 || v == 0 || v > 0xfffffffeul || (v >= 1024 && v <= 1027))
 		return husk_err_set(err, -EINVAL,
-				    "%s: \"%s\": port must be 1..4294967294 and not 1024-1026", what,
+				    "%s: \"%s\": port must be 1..4294967294 and not 1024-1027", what,
 				    uri);
 	*port = (unsigned)v;
 	return 0;

@@ -1,6 +1,9 @@
 #include "husk/sock.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
+#include <netinet/in.h>
+#include <stdint.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -139,4 +142,19 @@ int husk_unix_listen(const char *path, struct husk_err *err)
 int husk_unix_connect(const char *path, struct husk_err *err)
 {
 	return connect_type(path, SOCK_STREAM, err);
+}
+
+socklen_t husk_loopback_addr(int family, unsigned port, struct sockaddr_storage *ss)
+{
+	memset(ss, 0, sizeof(*ss));
+	if (family == AF_INET) {
+		struct sockaddr_in *sin = (struct sockaddr_in *)ss;
+		*sin = (struct sockaddr_in){ .sin_family = AF_INET, .sin_port = htons((uint16_t)port),
+					     .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+		return sizeof(*sin);
+	}
+	struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)ss;
+	*sin6 = (struct sockaddr_in6){ .sin6_family = AF_INET6, .sin6_port = htons((uint16_t)port),
+				       .sin6_addr = IN6ADDR_LOOPBACK_INIT };
+	return sizeof(*sin6);
 }

@@ -280,3 +280,95 @@ void ev_relay_free(struct ev_relay *r)
 	shut_dst(r);
 	release(r);
 }
+
+/* ---- both ways ---- */
+
+struct ev_splice;
+
+struct splice_way {
+	struct ev_splice *sp;
+	int idx;
+};
+
+struct ev_splice {
+	struct ev_relay *relay[2]; /* a->b, b->a; NULL once ended */
+	struct splice_way way[2];
+	int fd[2];
+	int rc;
+	ev_relay_done_fn done;
+	void *data;
+};
+
+static void splice_release(struct ev_splice *sp)
+{
+	close(sp->fd[0]);
+	close(sp->fd[1]);
+	free(sp);
+}
+
+static void on_way_done(void *data, int rc)
+{
+	struct splice_way *w = data;
+	struct ev_splice *sp = w->sp;
+	sp->relay[w->idx] = NULL;
+	if (rc < 0 && !sp->rc)
+		sp->rc = rc;
+	struct ev_relay *other = sp->relay[!w->idx];
+	if (other) {
+		/* A broken connection ends both ways. Not by an abort: the
+		 * other way reads the end that just broke, and what its peer
+		 * sent before it went (a hang-up over AF_UNIX) is still to be
+		 * delivered. Nothing more is waited for; the other's `done`
+		 * finishes the splice, maybe before this returns. */
+		if (rc < 0)
+			ev_relay_close_input(other);
+		return;
+	}
+	ev_relay_done_fn done = sp->done;
+	void *d = sp->data;
+	rc = sp->rc;
+	splice_release(sp);
+	if (done)
+		done(d, rc);
+}
+
+int ev_splice_new(struct ev_loop *loop, int a, int b, ev_relay_done_fn done, void *data,
+		  struct ev_splice **out, struct husk_err *err)
+{
+	struct ev_splice *sp = calloc(1, sizeof(*sp));
+	if (!sp) {
+		close(a);
+		close(b);
+		return husk_err_set(err, -ENOMEM, "splice: out of memory");
+	}
+	*sp = (struct ev_splice){ .fd = { a, b }, .done = done, .data = data };
+	for (int i = 0; i < 2; i++) {
+		sp->way[i] = (struct splice_way){ .sp = sp, .idx = i };
+		struct ev_relay_opts o = { .src = sp->fd[i], .dst = sp->fd[!i],
+					   .flags = EV_RELAY_SHUT_DST, .done = on_way_done,
+					   .data = &sp->way[i] };
+		int rc = ev_relay_new(loop, &o, &sp->relay[i], err);
+		if (rc < 0) {
+			ev_relay_free(sp->relay[0]);
+			sp->relay[0] = NULL;
+			splice_release(sp);
+			return rc;
+		}
+	}
+	*out = sp;
+	return 0;
+}
+
+void ev_splice_free(struct ev_splice *sp)
+{
+	if (!sp)
+		return;
+	/* Without shutting a write half down: the connection is dropped. */
+	for (int i = 0; i < 2; i++) {
+		if (sp->relay[i]) {
+			sp->relay[i]->flags &= ~(unsigned)EV_RELAY_SHUT_DST;
+			ev_relay_free(sp->relay[i]);
+		}
+	}
+	splice_release(sp);
+}

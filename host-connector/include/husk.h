@@ -214,6 +214,11 @@ struct husk_share {
 int husk_vm_add_share(struct husk_vm *vm, const struct husk_share *share, struct husk_err *err);
 /* Whether husk_vm_add_share added `tag` to this VM. */
 bool husk_vm_has_share(const struct husk_vm *vm, const char *tag);
+/* A pidfd, the VM's (do not close it), that turns readable when the
+ * virtiofsd of share `tag` exits; -1 for no such share. A virtiofsd that
+ * dies leaves the guest's requests on the share unanswered: the caller
+ * should take the VM as lost. Same threading rule as husk_vm_add_share. */
+int husk_vm_share_pidfd(const struct husk_vm *vm, const char *tag);
 
 /* A network interface for the guest: a TAP device (the caller keeps its
  * fd; the VMM gets a copy) and the MAC the guest's NIC gets. */

@@ -42,6 +42,14 @@ bool husk_vm_has_share(const struct husk_vm *vm, const char *tag)
 	return false;
 }
 
+int husk_vm_share_pidfd(const struct husk_vm *vm, const char *tag)
+{
+	for (unsigned i = 0; i < vm->n_shares; i++)
+		if (strcmp(vm->shares[i].tag, tag) == 0)
+			return vm->shares[i].pidfd;
+	return -1;
+}
+
 /* virtiofsd on `listen_fd` serving `dir`; its stderr goes to `log`. */
 static int spawn_virtiofsd(const char *program, const char *dir, int listen_fd, const char *log,
 			   struct husk_vm_share *sh, struct husk_err *err)

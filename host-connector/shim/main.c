@@ -65,6 +65,7 @@ static int serve(const struct shim_opts *opt, int listen_fd)
 	struct shim s = { .opt = *opt };
 	s.vm.vsockd_pidfd = -1;
 	s.vm.share_lock_fd = -1;
+	shim_portfwd_init(&s.vm.pf);
 	struct husk_err err = { 0 };
 	struct ev_io *sig_io = NULL;
 	sigset_t set;

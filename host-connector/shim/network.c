@@ -575,9 +575,7 @@ static int filter_redirect(struct nl *nl, int from, int to)
 
 /* ---- attach and detach ---------------------------------------------------- */
 
-/* Enters the namespace at path on this thread; *orig is this thread's
- * namespace before, for netns_leave. */
-static int netns_enter(const char *path, int *orig, struct husk_err *err)
+int shim_netns_enter(const char *path, int *orig, struct husk_err *err)
 {
 	_cleanup_fd_ int target = open(path, O_RDONLY | O_CLOEXEC);
 	if (target < 0)
@@ -592,7 +590,7 @@ static int netns_enter(const char *path, int *orig, struct husk_err *err)
 	return 0;
 }
 
-static void netns_leave(int orig)
+void shim_netns_leave(int orig)
 {
 	/* A thread left in the pod's namespace would put whatever it does
 	 * later (QEMU, sockets of other pods) there. With the fd in hand and
@@ -687,11 +685,11 @@ int shim_net_attach(const char *netns_path, struct shim_net *out, struct husk_er
 	for (size_t i = 0; i < SHIM_NET_IFS_MAX; i++)
 		out->ifs[i].tap_fd = -1;
 	int orig;
-	int rc = netns_enter(netns_path, &orig, err);
+	int rc = shim_netns_enter(netns_path, &orig, err);
 	if (rc < 0)
 		return rc;
 	rc = attach_inside(out, err);
-	netns_leave(orig);
+	shim_netns_leave(orig);
 	if (rc < 0) {
 		husk_err_wrap(err, "netns %s", netns_path);
 		memset(out, 0, sizeof(*out));
@@ -709,7 +707,7 @@ void shim_net_detach(const char *netns_path, struct shim_net *net)
 	struct husk_err err = { 0 };
 	int orig = -1;
 	/* A namespace already gone took the qdiscs with it. */
-	if (any && netns_path && netns_enter(netns_path, &orig, &err) == 0) {
+	if (any && netns_path && shim_netns_enter(netns_path, &orig, &err) == 0) {
 		_cleanup_nl_ struct nl *nl = NULL;
 		if (nl_open(&nl, &err) < 0)
 			shim_log_at("warning", NULL, "netns %s: %s", netns_path, err.msg);
@@ -721,7 +719,7 @@ void shim_net_detach(const char *netns_path, struct shim_net *net)
 			int ifindex = (int)if_nametoindex(nif->name);
 			undo_if(nl, nif, ifindex, ifindex > 0);
 		}
-		netns_leave(orig);
+		shim_netns_leave(orig);
 	}
 	for (size_t i = 0; i < SHIM_NET_IFS_MAX; i++) {
 		if (net->ifs[i].tap_fd >= 0)

@@ -58,4 +58,11 @@ int shim_net_attach(const char *netns_path, struct shim_net *out, struct husk_er
 /* Undoes attach: removes the ingress qdiscs it added on the interfaces (their filters go with them), closes the tap fds (the taps go with them). Idempotent; safe when the namespace is already gone. */
 void shim_net_detach(const char *netns_path, struct shim_net *net);
 
+/* Enters the namespace at path on this thread only; *orig is the thread's
+ * namespace before, for shim_netns_leave, which restores it (and aborts
+ * the shim if it cannot: a thread left in a pod's namespace would put
+ * whatever it does later there). */
+int shim_netns_enter(const char *path, int *orig, struct husk_err *err);
+void shim_netns_leave(int orig);
+
 #endif

@@ -29,6 +29,7 @@
 #include "husk.h"
 #include "log.h"
 #include "network.h"
+#include "portfwd.h"
 #include "process.h"
 #include "publish.h"
 #include "ttrpc/client.h"
@@ -126,6 +127,7 @@ struct shim_vm {
 	struct ttrpc_client *agent; /* Task and Sandbox calls */
 	pid_t vmm_pid;		     /* what containerd is told as every task's pid */
 	struct ev_io *vmm_io, *vsockd_io;
+	struct ev_io *virtiofsd_io; /* the share's virtiofsd, once there is one */
 	int vsockd_pidfd;
 	unsigned disks_added; /* names the next hot-added disk */
 	/* mounts.c: the shared directory of the containers' host mounts */
@@ -137,6 +139,8 @@ struct shim_vm {
 	char netns[PATH_MAX];
 	struct shim_net net;
 	bool net_attached;
+	/* portfwd.c: kubectl port-forward from that namespace into the VM */
+	struct shim_portfwd pf;
 	struct ev_deferred teardown;
 	struct ev_timer *agent_gone_timer; /* the agent closed; why, soon */
 	char agent_gone_why[96];

@@ -14,8 +14,9 @@ $(BUILD)/gen/shim/runtimeoptions.pb-c.h: $(BUILD)/gen/shim/runtimeoptions.pb-c.c
 $(call objs,host,$(SHIM_SRC)) $(call objs,asan,$(SHIM_SRC)): | $(BUILD)/gen/shim/runtimeoptions.pb-c.h
 
 # The worker thread (worker.c) runs what would block the loop.
-# network.c speaks rtnetlink through libmnl.
-SHIM_LIBS := $(LIBHUSK_DEPS_LIBS) -lmount -lmnl -pthread
+# network.c speaks rtnetlink through libmnl; portfwd.c's redirect goes in
+# through libnftables.
+SHIM_LIBS := $(LIBHUSK_DEPS_LIBS) -lmount -lmnl -lnftables -pthread
 $(BUILD)/bin/containerd-shim-husk-v2: $(call objs,host,$(SHIM_SRC),$(SHIM_GEN)) $(BUILD)/lib/libhusk.a
 	$(call link,host,$(SHIM_LIBS))
 BINS += $(BUILD)/bin/containerd-shim-husk-v2
@@ -64,11 +65,12 @@ SHIM_VM_SRC := tests/containerd/test_shim_vm.c host-connector/shim/vm.c \
 	host-connector/shim/process.c host-connector/shim/rootfs.c host-connector/shim/worker.c \
 	host-connector/shim/agent_log.c host-connector/shim/agent_events.c \
 	host-connector/shim/names.c host-connector/shim/log.c host-connector/shim/relay.c \
-	host-connector/shim/logger.c host-connector/shim/mounts.c host-connector/shim/network.c
+	host-connector/shim/logger.c host-connector/shim/mounts.c host-connector/shim/network.c \
+	host-connector/shim/portfwd.c
 $(call objs,asan,$(SHIM_VM_SRC)): | $(BUILD)/gen/shim/runtimeoptions.pb-c.h
 $(TEST_DIR)/unit-shim-vm: $(call objs,asan,$(SHIM_VM_SRC)) $(BUILD)/asan/libhusk.a \
 		| $(TEST_DIR)/fake-agent
-	$(call link,asan,-lcmocka $(LIBHUSK_DEPS_LIBS) -lmount -lmnl -pthread)
+	$(call link,asan,-lcmocka $(LIBHUSK_DEPS_LIBS) -lmount -lmnl -lnftables -pthread)
 $(TEST_DIR)/fake-agent: $(call objs,asan,tests/containerd/fake_agent.c,husk/sandbox.pb-c.c) \
 		$(BUILD)/asan/libttrpc.a $(BUILD)/asan/libhuskproto.a
 	$(call link,asan)
@@ -76,11 +78,12 @@ TEST_BINS += $(TEST_DIR)/unit-shim-vm $(TEST_DIR)/fake-agent
 UNIT_TESTS += shim-vm
 
 # Pod networking (network.c: TAPs and tc redirects in the pod's network
-# namespace) in throwaway namespaces, with real frames both ways
-# (unit-shim-network: root, ip and tc; about a second).
+# namespace) and the port-forward redirect (portfwd.c) in throwaway
+# namespaces, with real frames both ways (unit-shim-network: root, ip and
+# tc; about a second).
 SHIM_NETWORK_SRC := tests/containerd/test_shim_network.c host-connector/shim/network.c \
-	host-connector/shim/log.c
-$(TEST_DIR)/unit-shim-network: $(call objs,asan,$(SHIM_NETWORK_SRC)) $(BUILD)/asan/libcommon.a
-	$(call link,asan,-lcmocka -lmnl)
+	host-connector/shim/portfwd.c host-connector/shim/log.c
+$(TEST_DIR)/unit-shim-network: $(call objs,asan,$(SHIM_NETWORK_SRC)) $(BUILD)/asan/libhusk.a
+	$(call link,asan,-lcmocka -lmnl -lnftables $(LIBHUSK_DEPS_LIBS))
 TEST_BINS += $(TEST_DIR)/unit-shim-network
 UNIT_TESTS += shim-network

@@ -53,6 +53,8 @@ struct vm_create *vm_create_new(struct shim *s, struct ctr *c)
 	vc->s = s;
 	vc->c = ctr_ref(c);
 	vc->agent_fd = -1;
+	vc->share_pidfd = -1;
+	shim_portfwd_init(&vc->pf);
 	return vc;
 }
 
@@ -65,6 +67,7 @@ void vm_create_free(struct vm_create *vc)
 	free(vc->guest_bundle);
 	if (vc->agent_fd >= 0)
 		close(vc->agent_fd);
+	shim_portfwd_close(vc->netns, &vc->pf); /* only if a failure left it */
 	ctr_unref(vc->c);
 	free(vc);
 }
@@ -96,6 +99,12 @@ static int pod_network_up(struct vm_create *vc, struct husk_vm *vm, struct husk_
 	if (rc < 0)
 		return husk_err_wrap(err, "pod network in %s", vc->netns);
 	vc->net_attached = true;
+	/* The pod runs without it: port-forward then finds nothing, as for a
+	 * VM runtime without this. Said loudly, not fatal. */
+	struct husk_err pe = { 0 };
+	if (shim_portfwd_open(vc->netns, &vc->pf, &pe) < 0)
+		shim_log_at("warning", NULL, "%s: kubectl port-forward will not reach this pod",
+			    pe.msg);
 	if (!n->n_ifs)
 		return 0;
 	struct husk_net_if ifs[SHIM_NET_IFS_MAX];
@@ -177,23 +186,20 @@ static int boot_run(void *data, struct husk_err *err)
 	if ((rc = husk_sandbox_start(&cfg, &sb, &b, &vm, &vc->guest_bundle, err)) < 0)
 		return rc; /* the console's tail is in err */
 	record_vm_dir(vm, c->bundle);
-	if (vc->netns[0] && (rc = pod_network_up(vc, vm, err)) < 0) {
-		husk_vm_free(vm);
-		if (vc->net_attached)
-			shim_net_detach(vc->netns, &vc->net);
-		vc->net_attached = false;
-		return rc;
-	}
-	int fd = husk_vm_connect(vm, HUSK_AGENT_PORT, 0, err);
-	if (fd < 0) {
+	int fd = -1;
+	if ((vc->netns[0] && (rc = pod_network_up(vc, vm, err)) < 0) ||
+	    (rc = fd = husk_vm_connect(vm, HUSK_AGENT_PORT, 0, err)) < 0) {
 		husk_vm_free(vm); /* stops it: nothing of it is left */
 		if (vc->net_attached)
 			shim_net_detach(vc->netns, &vc->net);
 		vc->net_attached = false;
-		return fd;
+		shim_portfwd_close(vc->netns, &vc->pf);
+		return rc;
 	}
 	vc->vm = vm;
 	vc->agent_fd = fd;
+	if (vc->share.dir)
+		vc->share_pidfd = husk_vm_share_pidfd(vm, vc->share.tag);
 	return 0;
 }
 
@@ -212,6 +218,8 @@ static int join_run(void *data, struct husk_err *err)
 	if ((rc = husk_sandbox_add_container(vc->vm, &disk, &b, &vc->guest_bundle, err)) < 0)
 		return husk_err_wrap(err, "joining the pod's VM");
 	c->disk_added = true;
+	if (vc->share.dir)
+		vc->share_pidfd = husk_vm_share_pidfd(vc->vm, vc->share.tag);
 	return 0;
 }
 
@@ -232,6 +240,7 @@ static void net_down(struct shim *s)
 	if (s->vm.net_attached)
 		shim_net_detach(s->vm.netns, &s->vm.net);
 	s->vm.net_attached = false;
+	shim_portfwd_close(s->vm.netns, &s->vm.pf);
 }
 
 struct stop_job {
@@ -242,6 +251,7 @@ struct stop_job {
 	char netns[PATH_MAX];
 	struct shim_net net;
 	bool net_attached;
+	struct shim_portfwd pf; /* stopped: only its redirect is left */
 };
 
 static int stop_run(void *data, struct husk_err *err)
@@ -252,6 +262,7 @@ static int stop_run(void *data, struct husk_err *err)
 	husk_vm_free(j->vm);
 	if (j->net_attached)
 		shim_net_detach(j->netns, &j->net);
+	shim_portfwd_close(j->netns, &j->pf);
 	return rc;
 }
 
@@ -300,6 +311,30 @@ static void on_vsockd_exit(struct ev_io *io, int fd, uint32_t events, void *data
 	shim_vm_lost(s, "husk-vsockd exited: the guest's vsock is gone");
 }
 
+static void on_virtiofsd_exit(struct ev_io *io, int fd, uint32_t events, void *data)
+{
+	(void)io, (void)fd, (void)events;
+	struct shim *s = data;
+	ev_io_del(s->vm.virtiofsd_io);
+	s->vm.virtiofsd_io = NULL;
+	/* virtiofsd leaves when QEMU went: then QEMU's exit is the news. */
+	int st;
+	if (husk_vm_exited(s->vm.vm, &st))
+		return;
+	/* The guest's requests on the share would wait for ever. */
+	shim_vm_lost(s, "virtiofsd exited: the containers' host mounts are gone");
+}
+
+/* The share's virtiofsd, watched from the first container that has it. */
+static void watch_virtiofsd(struct shim *s, int pidfd)
+{
+	struct husk_err err = { 0 };
+	if (pidfd < 0 || s->vm.virtiofsd_io || !shim_vm_up(s))
+		return;
+	if (ev_io_add(s->loop, pidfd, EPOLLIN, on_virtiofsd_exit, s, &s->vm.virtiofsd_io, &err) < 0)
+		shim_log_at("warning", NULL, "watching virtiofsd: %s", err.msg);
+}
+
 static void on_agent_gone(void *data)
 {
 	struct shim *s = data;
@@ -331,10 +366,12 @@ static void detach(struct shim *s)
 	agent_log_stop(s);
 	ev_io_del(s->vm.vmm_io);
 	ev_io_del(s->vm.vsockd_io);
-	s->vm.vmm_io = s->vm.vsockd_io = NULL;
+	ev_io_del(s->vm.virtiofsd_io);
+	s->vm.vmm_io = s->vm.vsockd_io = s->vm.virtiofsd_io = NULL;
 	if (s->vm.vsockd_pidfd >= 0)
 		close(s->vm.vsockd_pidfd);
 	s->vm.vsockd_pidfd = -1;
+	shim_portfwd_stop(&s->vm.pf);
 	struct ttrpc_client *a = take_ptr(s->vm.agent);
 	/* Completes the calls in flight with CANCELLED; they see no agent. */
 	ttrpc_client_free(a);
@@ -370,9 +407,16 @@ static void stop_done(void *data, int rc, const struct husk_err *err)
 	struct stop_job *j = data;
 	struct shim *s = j->s;
 	bool ran = j->ran;
-	free(j);
-	if (!ran) /* cancelled: the shim is exiting, and stop_now does it */
+	if (!ran) {
+		/* Cancelled: the shim is exiting, and stop_now does it, the
+		 * pod's network and port-forward redirect included. */
+		s->vm.net = j->net;
+		s->vm.net_attached = j->net_attached;
+		s->vm.pf.table = j->pf.table;
+		free(j);
 		return;
+	}
+	free(j);
 	if (rc < 0)
 		shim_log("stopping the VM: %s", err->msg);
 	s->vm.vm = NULL;
@@ -393,12 +437,14 @@ static void teardown_cb(void *data)
 	struct husk_err err = { 0 };
 	if (j) {
 		*j = (struct stop_job){ .s = s, .vm = s->vm.vm, .net = s->vm.net,
-					.net_attached = s->vm.net_attached };
+					.net_attached = s->vm.net_attached, .pf = s->vm.pf };
 		snprintf(j->netns, sizeof(j->netns), "%s", s->vm.netns);
-		/* The job detaches it now. */
-		s->vm.net_attached = false;
-		if (shim_worker_submit(s->worker, stop_run, stop_done, j, &err) == 0)
+		if (shim_worker_submit(s->worker, stop_run, stop_done, j, &err) == 0) {
+			/* The job detaches them now. */
+			s->vm.net_attached = false;
+			s->vm.pf.table = false;
 			return;
+		}
 		free(j);
 	}
 	/* No worker job: stop it here rather than leave it running. */
@@ -465,11 +511,21 @@ static void boot_done(void *data, int rc, const struct husk_err *err)
 		s->vm.net = vc->net;
 		s->vm.net_attached = vc->net_attached;
 		vc->net_attached = false;
+		s->vm.pf = vc->pf;
+		shim_portfwd_init(&vc->pf);
 		set_state(s, SHIM_VM_RUNNING);
 		rc = attach(s, take_fd(&vc->agent_fd), &e2);
+		if (rc == 0)
+			watch_virtiofsd(s, vc->share_pidfd);
 		if (rc < 0) {
 			err = &e2;
 			shim_vm_teardown(s);
+		} else if (s->vm.pf.listen_fd[0] >= 0) {
+			struct husk_err pe = { 0 };
+			if (shim_portfwd_start(&s->vm.pf, s->loop, s->vm.vm, &pe) < 0)
+				shim_log_at("warning", NULL,
+					    "port forwarding: %s; kubectl port-forward will not reach this pod",
+					    pe.msg);
 		}
 	} else {
 		rootfs_release(vc->c);
@@ -506,6 +562,8 @@ static void join_done(void *data, int rc, const struct husk_err *err)
 	}
 	if (rc < 0)
 		shim_vm_leave(s, vc->c);
+	else
+		watch_virtiofsd(s, vc->share_pidfd);
 	vc->done(vc, rc, err);
 }
 

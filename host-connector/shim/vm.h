@@ -25,11 +25,13 @@ struct vm_create {
 	char netns[PATH_MAX];
 	struct shim_net net;
 	bool net_attached;
+	struct shim_portfwd pf;
 	char hostname[256];
 	/* Filled by the worker. */
 	char *guest_bundle;
 	struct husk_vm *vm; /* boot: the new VM; join: the VM joined */
 	int agent_fd;	    /* boot: a stream to the agent's port */
+	int share_pidfd;    /* the share's virtiofsd (the VM's fd), -1: none */
 	/* Runs on the loop when done: rc 0, or a negative errno with err.
 	 * On failure nothing of the container is left in the VM. */
 	void (*done)(struct vm_create *vc, int rc, const struct husk_err *err);

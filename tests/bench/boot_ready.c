@@ -3,7 +3,7 @@
  *
  *   boot-ready boot --state-dir D [--name N] [--kernel K] [--initrd I]
  *                   [--vsockd V] [--argv-dir DIR] [--append WORDS]
- *                   [--console-to FILE]
+ *                   [--console-to FILE] [--hotplug-slots N]
  *       Starts a VM through libhusk exactly as huskctl does (defaults: 1 vCPU,
  *       256 MiB, no disk), prints "boot_ns N" (QEMU launch to the first
  *       successful Sandbox.Check, husk_vm_boot_ns) and stops it. With
@@ -11,6 +11,7 @@
  *       lines (NUL-separated, from /proc) as DIR/qemu.argv and
  *       DIR/vsockd.argv, so the floor boots with the very same ones.
  *       --append adds kernel command-line words (e.g. loglevel=7);
+ *       --hotplug-slots gives it N PCIe hotplug slots, as a pod's VM has;
  *       --console-to copies the guest console once the agent answered
  *       (for looking at a boot's timeline by hand).
  *
@@ -74,7 +75,7 @@ static int boot(int argc, char **argv)
 		{ "kernel", required_argument, NULL, 'k' },    { "initrd", required_argument, NULL, 'i' },
 		{ "vsockd", required_argument, NULL, 'v' },    { "argv-dir", required_argument, NULL, 'a' },
 		{ "append", required_argument, NULL, 'x' },    { "console-to", required_argument, NULL, 'o' },
-		{ 0 },
+		{ "hotplug-slots", required_argument, NULL, 'h' }, { 0 },
 	};
 	int c;
 	while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
@@ -87,6 +88,7 @@ static int boot(int argc, char **argv)
 		case 'a': argv_dir = optarg; break;
 		case 'x': cfg.cmdline_extra = optarg; break;
 		case 'o': console_to = optarg; break;
+		case 'h': cfg.hotplug_slots = (unsigned)atoi(optarg); break;
 		default: return 2;
 		}
 	}

@@ -130,3 +130,30 @@ fi
 echo
 echo "== containerd: ctr run through io.containerd.husk.v2 and io.containerd.runc.v2"
 CTR_BENCH_ONLY=1 "$(dirname "$0")/../containerd/run.sh" "$build"
+
+# ---- a Kubernetes pod through containerd's CRI -------------------------------------
+echo
+echo "== Kubernetes pod through containerd's CRI (tests/cri, handlers husk and runc, same run)"
+if [ "$(id -u)" -ne 0 ]; then
+	echo "   skipped: needs root (private namespaces, CNI)"
+else
+	declare -A pod_ms pod_kib
+	for h in husk runc; do
+		if ! "$(dirname "$0")/../cri/run.sh" "$build" --handler "$h" --run '^TestHuskBenchPod$' \
+			--logs "$tmp/cri-$h" >"$tmp/cri-$h.out" 2>&1; then
+			echo "   $h: the CRI harness failed:"
+			tail -n 5 "$tmp/cri-$h.out" | sed 's/^/     /'
+		fi
+		f=$tmp/cri-$h/tests/TestHuskBenchPod.log
+		pod_ms[$h]=$(awk '$1 == "HUSK-BENCH" && $2 == "pod-first-output-ms" { print $3 }' "$f" 2>/dev/null)
+		pod_kib[$h]=$(awk '$1 == "HUSK-BENCH" && $2 == "pod-pss-kib" { print $3 }' "$f" 2>/dev/null)
+	done
+	printf '%-44s %12s %12s %8s\n' "figure (median of 3 pods, one at a time)" "husk" "runc" "husk/runc"
+	ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a > 0 && b > 0) printf "%.2fx", a / b; else print "-" }'; }
+	printf '%-44s %9s ms %9s ms %8s\n' "RunPodSandbox to first output in its log" \
+		"${pod_ms[husk]:--}" "${pod_ms[runc]:--}" "$(ratio "${pod_ms[husk]:-0}" "${pod_ms[runc]:-0}")"
+	printf '%-44s %8s KiB %8s KiB %8s\n' "host memory of a running pod (PSS)" \
+		"${pod_kib[husk]:--}" "${pod_kib[runc]:--}" "$(ratio "${pod_kib[husk]:-0}" "${pod_kib[runc]:-0}")"
+	echo "   PSS: the pod's shim and every process under it (husk: QEMU, husk-vsockd, virtiofsd;"
+	echo "   runc: pause and the container). The pod has a CNI bridge network and CRI's host files."
+fi

@@ -652,6 +652,34 @@ file-content" ] && [ "$(cat "$hm/sub/out" 2>/dev/null)" = from-guest ] &&
 	[ ! -e "$tmp/rodir/y" ] && [ "$(cat "$tmp/hostfile")" = file-content ] && [ -z "$left" ] &&
 	pass host-mounts || fail host-mounts "rc=$rc out=$out host sees: $(cat "$hm/sub/out" 2>&1) left: $left"
 
+# virtiofsd killed under a running container with a host mount: the
+# guest's requests on the share would wait for ever, so the VM is lost as
+# when husk-vsockd dies: the task stops (255), QEMU goes at once, the shim
+# log names virtiofsd, delete cleans up and nothing is left.
+mkdir -p "$tmp/fsk"
+if RUN -d --mount "type=bind,src=$tmp/fsk,dst=/data,options=rbind:rw" --rootfs "$R" fsk1 \
+	sh -c 'sleep 1000' >"$tmp/out" 2>&1; then
+	spid=$(shim_of fsk1)
+	fsd=$(pgrep -P "${spid:-0}" virtiofsd | head -1)
+	qemu=$(pgrep -P "${spid:-0}" qemu-system | head -1)
+	[ -n "$fsd" ] && kill -9 "$fsd"
+	for _ in $(seq 300); do [ "$(state fsk1)" = STOPPED ] && break; sleep 0.05; done
+	st=$(state fsk1)
+	code=$(C task ls | awk '$1 == "fsk1" { print $2 }')
+	for _ in $(seq 100); do kill -0 "${qemu:-0}" 2>/dev/null || break; sleep 0.1; done
+	kill -0 "${qemu:-0}" 2>/dev/null && qalive=yes || qalive=no
+	logged=$(grep -c 'virtiofsd exited' "$tmp/containerd.log")
+	C task delete fsk1 >"$tmp/del" 2>&1
+	drc=$?
+	C container rm fsk1 >/dev/null 2>&1
+	left=$(leftovers)
+	[ -n "$fsd" ] && [ "$st" = STOPPED ] && [ $qalive = no ] && [ "$logged" -ge 1 ] &&
+		[ $drc -eq 0 ] && [ -z "$left" ] && pass virtiofsd-killed ||
+		fail virtiofsd-killed "virtiofsd=$fsd state=$st qemu alive=$qalive logged=$logged delete rc=$drc $(cat "$tmp/del") left: $left"
+else
+	fail virtiofsd-killed "$(cat "$tmp/out")"
+fi
+
 # A recursive bind of a source on a shared mount (systemd's / is) with a
 # submount: after the container, the host's submount is still there (the
 # share's copy must not stay a peer of the host's mounts, or unmounting it
@@ -872,7 +900,7 @@ if RUN -d --rootfs "$R" vk1 sh -c 'sleep 1000' >"$tmp/out" 2>&1; then
 	spid=$(shim_of vk1)
 	vsockd=$(pgrep -P "${spid:-0}" husk-vsockd | head -1)
 	qemu=$(pgrep -P "${spid:-0}" qemu-system | head -1)
-	kill -9 "${vsockd:-0}"
+	[ -n "$vsockd" ] && kill -9 "$vsockd"
 	for _ in $(seq 300); do [ "$(state vk1)" = STOPPED ] && break; sleep 0.05; done
 	st=$(C task ls | awk '$1 == "vk1" { print $3 }')
 	for _ in $(seq 100); do kill -0 "${qemu:-0}" 2>/dev/null || break; sleep 0.1; done

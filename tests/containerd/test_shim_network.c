@@ -10,6 +10,11 @@
  *   empty    lo only: nothing described, nothing created
  *   refusals an interface down, too many interfaces, and a failure on the
  *            second interface that rolls back the first
+ *   portfwd  the port-forward redirect (portfwd.c): a connection to any
+ *            port on loopback in the namespace lands on the shim's
+ *            listener with its original port; close leaves loopback
+ *            refusing again; a namespace path that is not there is
+ *            refused, naming it
  * Needs root, ip and tc (iproute2); skipped without root, failing otherwise.
  * Every namespace is deleted by the group teardown. */
 #include <errno.h>
@@ -35,11 +40,12 @@
 #include <cmocka.h>
 
 #include "../../host-connector/shim/network.h"
+#include "../../host-connector/shim/portfwd.h"
 
 static bool root;
 static char ns_pod[32], ns_peer[32], ns_ref[32], ns_empty[32], ns_down[32], ns_many[32],
-	ns_roll[32];
-static char *const all_ns[] = { ns_pod, ns_peer, ns_ref, ns_empty, ns_down, ns_many, ns_roll };
+	ns_roll[32], ns_pf[32];
+static char *const all_ns[] = { ns_pod, ns_peer, ns_ref, ns_empty, ns_down, ns_many, ns_roll, ns_pf };
 static struct shim_net net; /* closed by the teardown if a test failed */
 
 #define POD_MAC "0a:58:0a:58:00:05"
@@ -105,7 +111,7 @@ static int group_setup(void **state)
 	root = geteuid() == 0;
 	if (!root)
 		return 0;
-	const char *sfx[] = { "pod", "peer", "ref", "empty", "down", "many", "roll" };
+	const char *sfx[] = { "pod", "peer", "ref", "empty", "down", "many", "roll", "pf" };
 	for (size_t i = 0; i < sizeof(sfx) / sizeof(sfx[0]); i++) {
 		snprintf(all_ns[i], 32, "husk-nt-%d-%s", (int)getpid(), sfx[i]);
 		sh("ip netns del %s 2>/dev/null", all_ns[i]);
@@ -487,6 +493,111 @@ static void test_refusals(void **state)
 	assert_non_null(strstr(out, "qdisc ingress ffff:"));
 }
 
+/* ---- port forwarding ------------------------------------------------------- */
+
+/* A blocking connect from inside `ns` (this thread enters and leaves). */
+static int connect_in(const char *ns, int family, unsigned port, int *fd_out)
+{
+	struct husk_err err = { 0 };
+	int orig;
+	assert_int_equal(shim_netns_enter(ns_path(ns), &orig, &err), 0);
+	int fd = socket(family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	int rc = 0;
+	if (family == AF_INET) {
+		struct sockaddr_in sin = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port),
+					   .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+		rc = connect(fd, (struct sockaddr *)&sin, sizeof(sin));
+	} else {
+		struct sockaddr_in6 sin6 = { .sin6_family = AF_INET6,
+					     .sin6_port = htons((uint16_t)port),
+					     .sin6_addr = IN6ADDR_LOOPBACK_INIT };
+		rc = connect(fd, (struct sockaddr *)&sin6, sizeof(sin6));
+	}
+	rc = rc < 0 ? -errno : 0;
+	shim_netns_leave(orig);
+	if (rc < 0)
+		close(fd);
+	else
+		*fd_out = fd;
+	return rc;
+}
+
+/* Accepts on the listener; the connection's original port (0: none). */
+static unsigned accept_original(int lfd, int family)
+{
+	struct pollfd p = { .fd = lfd, .events = POLLIN };
+	assert_int_equal(poll(&p, 1, 5000), 1);
+	int c = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
+	assert_true(c >= 0);
+	struct sockaddr_storage ss = { 0 };
+	socklen_t len = sizeof(ss);
+	/* SO_ORIGINAL_DST and IP6T_SO_ORIGINAL_DST are both 80. */
+	int rc = getsockopt(c, family == AF_INET ? SOL_IP : SOL_IPV6, 80, &ss, &len);
+	close(c);
+	return rc < 0 ? 0 : ntohs(((struct sockaddr_in *)&ss)->sin_port);
+}
+
+static void test_portfwd(void **state)
+{
+	(void)state;
+	if (!root)
+		skip();
+	must(sh("ip -n %s link set lo up", ns_pf), "lo up");
+	ino_t before = thread_netns();
+	struct shim_portfwd pf;
+	struct husk_err err = { 0 };
+	assert_int_equal(shim_portfwd_open(ns_path(ns_pf), &pf, &err), 0);
+	assert_int_equal(thread_netns(), before);
+	assert_true(pf.listen_fd[0] >= 0);
+	/* lo has ::1 unless the host has IPv6 off */
+	bool v6 = access("/proc/sys/net/ipv6", F_OK) == 0;
+	assert_int_equal(pf.listen_fd[1] >= 0, v6);
+	assert_true(pf.table);
+	assert_true(pf.port > 0);
+
+	/* Any port, either family, lands on the listener with its port. */
+	int fd;
+	assert_int_equal(connect_in(ns_pf, AF_INET, 8080, &fd), 0);
+	assert_int_equal(accept_original(pf.listen_fd[0], AF_INET), 8080);
+	close(fd);
+	if (v6) {
+		assert_int_equal(connect_in(ns_pf, AF_INET6, 9, &fd), 0);
+		assert_int_equal(accept_original(pf.listen_fd[1], AF_INET6), 9);
+		close(fd);
+	}
+	/* The listener's own port: not redirected; conntrack gives the port
+	 * itself (portfwd.c takes the listener's port without an entry). */
+	assert_int_equal(connect_in(ns_pf, AF_INET, pf.port, &fd), 0);
+	assert_int_equal(accept_original(pf.listen_fd[0], AF_INET), pf.port);
+	close(fd);
+
+	/* Closed: the redirect and the listeners are gone. */
+	shim_portfwd_close(ns_path(ns_pf), &pf);
+	assert_int_equal(pf.listen_fd[0], -1);
+	assert_false(pf.table);
+	assert_int_equal(thread_netns(), before);
+	assert_int_equal(connect_in(ns_pf, AF_INET, 8080, &fd), -ECONNREFUSED);
+	if (v6)
+		assert_int_equal(connect_in(ns_pf, AF_INET6, 9, &fd), -ECONNREFUSED);
+	shim_portfwd_close(ns_path(ns_pf), &pf); /* idempotent */
+
+	/* Opened again after a close: a fresh table. */
+	assert_int_equal(shim_portfwd_open(ns_path(ns_pf), &pf, &err), 0);
+	assert_int_equal(connect_in(ns_pf, AF_INET, 8081, &fd), 0);
+	assert_int_equal(accept_original(pf.listen_fd[0], AF_INET), 8081);
+	close(fd);
+	shim_portfwd_close(ns_path(ns_pf), &pf);
+
+	/* A path that is not there. */
+	err = (struct husk_err){ 0 };
+	assert_int_equal(shim_portfwd_open("/run/netns/husk-no-such-ns", &pf, &err), -ENOENT);
+	assert_non_null(strstr(err.msg, "husk-no-such-ns"));
+	assert_int_equal(pf.listen_fd[0], -1);
+	assert_int_equal(pf.listen_fd[1], -1);
+	assert_false(pf.table);
+	assert_int_equal(thread_netns(), before);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -494,6 +605,7 @@ int main(void)
 		cmocka_unit_test(test_bad_paths),
 		cmocka_unit_test(test_empty),
 		cmocka_unit_test(test_refusals),
+		cmocka_unit_test(test_portfwd),
 	};
 	return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }

@@ -8,7 +8,11 @@
 package integration
 
 import (
+	"context"
 	"fmt"
+	"io"
+	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -17,6 +21,8 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/transport/spdy"
 	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
 )
 
@@ -184,4 +190,114 @@ func TestHuskPodNetwork(t *testing.T) {
 	out, err = huskExec(t, client, "gw=$(ip route | awk '/^default/ { print $3 }'); echo gw=$gw; ping -c 1 -W 5 $gw")
 	assert.NoError(t, err, "ping the gateway: %s", out)
 	assert.Contains(t, out, "gw=")
+}
+
+// One kubectl port-forward session, as kubectl makes it: CRI PortForward
+// gives a URL, SPDY upgrades it to portforward.k8s.io, an error stream and
+// a data stream name the port. Sends `request`, returns what came back on
+// the data stream until its end, and the error stream's text.
+func huskPortForward(t *testing.T, sb string, port int32, request string) (string, string) {
+	resp, err := runtimeService.PortForward(&runtime.PortForwardRequest{PodSandboxId: sb, Port: []int32{port}})
+	require.NoError(t, err)
+	u, err := url.Parse(resp.GetUrl())
+	require.NoError(t, err)
+	transport, upgrader, err := spdy.RoundTripperFor(&rest.Config{})
+	require.NoError(t, err)
+	conn, _, err := spdy.NewDialer(upgrader, &http.Client{Transport: transport}, "POST", u).Dial("portforward.k8s.io")
+	require.NoError(t, err)
+	defer conn.Close()
+	h := http.Header{}
+	h.Set("streamType", "error")
+	h.Set("port", fmt.Sprint(port))
+	h.Set("requestID", "0")
+	errStream, err := conn.CreateStream(h)
+	require.NoError(t, err)
+	require.NoError(t, errStream.Close()) // nothing to send on it
+	h.Set("streamType", "data")
+	data, err := conn.CreateStream(h)
+	require.NoError(t, err)
+	type result struct {
+		b   []byte
+		err error
+	}
+	errCh, dataCh := make(chan result, 1), make(chan result, 1)
+	go func() { b, err := io.ReadAll(errStream); errCh <- result{b, err} }()
+	go func() { b, err := io.ReadAll(data); dataCh <- result{b, err} }()
+	_, err = data.Write([]byte(request))
+	require.NoError(t, err)
+	var got [2]result
+	for i, ch := range []chan result{dataCh, errCh} {
+		select {
+		case got[i] = <-ch:
+		case <-time.After(30 * time.Second):
+			t.Fatalf("port-forward to port %d: no end of stream after 30 s", port)
+		}
+	}
+	return string(got[0].b), string(got[1].b)
+}
+
+// kubectl port-forward: containerd dials localhost:PORT in the pod's
+// network namespace. The server listens on the pod's loopback only, so
+// only a forward into the pod reaches it. A port nobody listens on is an
+// error on the error stream, as with runc.
+func TestHuskPodPortForward(t *testing.T) {
+	sb, cfg := huskPod(t, "port-forward")
+	server := huskStart(t, sb, cfg, "server",
+		"mkdir -p /www && echo forwarded >/www/x && httpd -f -p 127.0.0.1:8080 -h /www")
+	var out string
+	var err error
+	require.NoError(t, Eventually(func() (bool, error) {
+		out, err = huskExec(t, server, "wget -q -O - http://127.0.0.1:8080/x")
+		return err == nil && strings.TrimSpace(out) == "forwarded", nil
+	}, time.Second, 20*time.Second), "httpd in the pod: %q %v", out, err)
+
+	for i := 0; i < 2; i++ {
+		data, errText := huskPortForward(t, sb, 8080, "GET /x HTTP/1.0\r\n\r\n")
+		assert.Contains(t, data, "200 OK", "forward %d", i)
+		assert.True(t, strings.HasSuffix(data, "\r\n\r\nforwarded\n"), "forward %d: %q", i, data)
+		assert.Empty(t, errText, "forward %d", i)
+	}
+
+	data, errText := huskPortForward(t, sb, 8081, "GET /x HTTP/1.0\r\n\r\n")
+	assert.Empty(t, data, "a port nobody listens on")
+	assert.Contains(t, errText, "8081", "a port nobody listens on: the error names the port")
+}
+
+// A pod's containers share the sandbox's pid namespace (CRI's default), so
+// a container's main process is not the init of a namespace of its own:
+// when it dies, what it started (here two sleeps holding its stdout) would
+// live on, and its exit would wait for that output to end. As runc's shim
+// does, they are killed with it: Stop returns, the container is EXITED,
+// and the pod's other container is untouched.
+func TestHuskPodStopLeftovers(t *testing.T) {
+	sb, cfg := huskPod(t, "stop-leftovers")
+	other := huskStart(t, sb, cfg, "other", "sleep 2000")
+	cn := huskStart(t, sb, cfg, "leaves-children",
+		`sleep 1000 & trap "echo ignore sigterm" TERM; sleep 1001; wait`)
+	var out string
+	var err error
+	require.NoError(t, Eventually(func() (bool, error) {
+		out, err = huskExec(t, cn, "ps -o args | grep -c '^sleep 100[01]'")
+		return err == nil && strings.TrimSpace(out) == "2", nil
+	}, 200*time.Millisecond, 20*time.Second), "both sleeps running: %q %v", out, err)
+	// What this test is about: the other container sees them (one pid
+	// namespace for the pod), so their container's end does not take them.
+	out, err = huskExec(t, other, "ps -o args | grep -c '^sleep 100[01]'")
+	require.NoError(t, err)
+	require.Equal(t, "2", strings.TrimSpace(out), "the pod's containers share a pid namespace")
+
+	raw, err := RawRuntimeClient()
+	require.NoError(t, err)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	_, err = raw.StopContainer(ctx, &runtime.StopContainerRequest{ContainerId: cn, Timeout: 1})
+	require.NoError(t, err, "Stop of a container whose children outlive it")
+	st, err := runtimeService.ContainerStatus(cn)
+	require.NoError(t, err)
+	assert.Equal(t, runtime.ContainerState_CONTAINER_EXITED, st.GetState())
+
+	out, err = huskExec(t, other, "ps -o args | grep -c '^sleep 100[01]'; echo alive")
+	assert.NoError(t, err)
+	assert.Equal(t, "0\nalive", strings.TrimSpace(out), "the pod after the stop")
+	require.NoError(t, runtimeService.RemoveContainer(cn))
 }

@@ -3,7 +3,9 @@
  * backpressure both ways without a busy loop, EOF and the half-close, a
  * broken destination with and without draining, close-input, abort, an fd
  * two relays share, a pty's EIO, fds epoll cannot watch, a blocking
- * source, EINTR, and the buffer's lifetime.
+ * source, EINTR, and the buffer's lifetime. Then ev_splice, a connection
+ * relayed both ways: bytes both ways, the half-close crossing over, a
+ * broken peer, a loss ending the other way, an early free, failing starts.
  *
  * The binary is linked with --wrap=read and --wrap=write: every read(2)
  * and write(2) comes through the wrappers below, which count the calls on
@@ -19,7 +21,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <sys/ioctl.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <termios.h>
 #include <unistd.h>
@@ -756,6 +761,442 @@ static void test_buffer_lifetime(void **state)
 	close(dst[1]);
 }
 
+/* ---- both ways: ev_splice ------------------------------------------------- */
+
+/* A connection spliced between X1 and Y1; the test plays the peers X0 and
+ * Y0 of those ends. */
+struct conn {
+	int x0, x1, y0, y1;
+	struct end e;
+	struct ev_splice *sp;
+};
+
+static void splice_conn(struct fx *f, struct conn *c, const int x[2], const int y[2])
+{
+	*c = (struct conn){ .x0 = x[0], .x1 = x[1], .y0 = y[0], .y1 = y[1] };
+	struct husk_err err = { 0 };
+	assert_int_equal(ev_splice_new(f->loop, c->x1, c->y1, on_done, &c->e, &c->sp, &err), 0);
+	assert_non_null(c->sp);
+}
+
+/* Over two socketpairs. */
+static void splice_pairs(struct fx *f, struct conn *c, int bufsize)
+{
+	int x[2], y[2];
+	sockets(x, bufsize);
+	sockets(y, bufsize);
+	splice_conn(f, c, x, y);
+}
+
+/* A TCP connection over loopback with small buffers, both ends
+ * nonblocking; false where there is no loopback. */
+static bool tcp_pair(int sv[2], int bufsize)
+{
+	int l = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (l < 0)
+		return false;
+	struct sockaddr_in a = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	socklen_t len = sizeof(a);
+	if (bind(l, (struct sockaddr *)&a, sizeof(a)) < 0 || listen(l, 1) < 0 ||
+	    getsockname(l, (struct sockaddr *)&a, &len) < 0) {
+		close(l);
+		return false;
+	}
+	sv[0] = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	assert_true(sv[0] >= 0);
+	/* Before the handshake, which fixes the window scale; the accepted
+	 * socket inherits the listener's. */
+	for (int i = 0; i < 2; i++) {
+		int fd = i ? l : sv[0];
+		assert_int_equal(setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &bufsize, sizeof(bufsize)), 0);
+		assert_int_equal(setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &bufsize, sizeof(bufsize)), 0);
+	}
+	assert_int_equal(connect(sv[0], (struct sockaddr *)&a, sizeof(a)), 0);
+	sv[1] = accept4(l, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+	assert_true(sv[1] >= 0);
+	assert_int_equal(fcntl(sv[0], F_SETFL, fcntl(sv[0], F_GETFL) | O_NONBLOCK), 0);
+	close(l);
+	return true;
+}
+
+/* Closed, not merely shut down. Only meaningful before any new fd is
+ * opened: the number may be reused. */
+static bool fd_closed(int fd)
+{
+	errno = 0;
+	return fcntl(fd, F_GETFD) == -1 && errno == EBADF;
+}
+
+/* Reads nonblocking `fd` to its end: true at EOF or a read error (a
+ * reset), false while it would still wait. */
+static bool at_end(int fd)
+{
+	char buf[4096];
+	for (;;) {
+		ssize_t n = read(fd, buf, sizeof(buf));
+		if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR))
+			return true;
+		if (n < 0 && errno == EAGAIN)
+			return false;
+	}
+}
+
+/* Writes pattern bytes into `fd` as put() does, but the fd may be broken:
+ * false once a write fails other than with EAGAIN. */
+static bool put_maybe(int fd, size_t *off, size_t total)
+{
+	uint8_t buf[8192];
+	while (*off < total) {
+		size_t n = total - *off < sizeof(buf) ? total - *off : sizeof(buf);
+		for (size_t i = 0; i < n; i++)
+			buf[i] = pattern(*off + i);
+		ssize_t w = write(fd, buf, n);
+		if (w < 0)
+			return errno == EAGAIN;
+		*off += (size_t)w;
+	}
+	return true;
+}
+
+static size_t heap_bytes(void)
+{
+	return __sanitizer_get_current_allocated_bytes ? __sanitizer_get_current_allocated_bytes()
+						       : 0;
+}
+
+/* Bytes both ways, intact and in order: a round trip, then 1 MiB each way
+ * at once (16 relay buffers), the peers sending through wide socket
+ * buffers, the spliced ends through 4 KiB ones (a relay reads much, writes
+ * little at a time). While neither peer reads, both ways stop with bytes
+ * left in X1 and Y1 and the loop idles; as the peers read, everything
+ * arrives, through partial writes, with no deadlock between the two ways.
+ * No `done` meanwhile. */
+static void test_splice_both_ways(void **state)
+{
+	struct fx *f = *state;
+	int x[2], y[2], small = 4096;
+	sockets(x, 0);
+	sockets(y, 0);
+	assert_int_equal(setsockopt(x[1], SOL_SOCKET, SO_SNDBUF, &small, sizeof(small)), 0);
+	assert_int_equal(setsockopt(y[1], SOL_SOCKET, SO_SNDBUF, &small, sizeof(small)), 0);
+	struct conn c;
+	splice_conn(f, &c, x, y);
+	settle(f->loop); /* nothing to move: idle */
+	char buf[8] = { 0 };
+	assert_int_equal(write(c.x0, "ping", 4), 4);
+	settle(f->loop);
+	assert_int_equal(read(c.y0, buf, sizeof(buf)), 4);
+	assert_string_equal(buf, "ping");
+	memset(buf, 0, sizeof(buf));
+	assert_int_equal(write(c.y0, "pong", 4), 4);
+	settle(f->loop);
+	assert_int_equal(read(c.x0, buf, sizeof(buf)), 4);
+	assert_string_equal(buf, "pong");
+
+	seam.fd = c.y1;
+	const size_t total = 1u << 20;
+	size_t xin = 0, xout = 0, yin = 0, yout = 0;
+	for (int i = 0; i < 10 && (i == 0 || pending(c.x1) == 0 || pending(c.y1) == 0); i++) {
+		put(c.x0, &xin, total);
+		put(c.y0, &yin, total);
+		settle(f->loop);
+	}
+	assert_true(pending(c.x1) > 0); /* left where it was: backpressure */
+	assert_true(pending(c.y1) > 0);
+	assert_true(xin < total && yin < total);
+	for (int i = 0; i < 100000 && (xout < total || yout < total); i++) {
+		take(c.y0, &xout, 5000);
+		take(c.x0, &yout, 5000);
+		put(c.x0, &xin, total);
+		put(c.y0, &yin, total);
+		settle(f->loop);
+	}
+	assert_int_equal(xout, total);
+	assert_int_equal(yout, total);
+	assert_true(seam.short_writes > 0);
+	assert_int_equal(take(c.y0, &xout, 5000), -1); /* nothing more, no end */
+	assert_int_equal(take(c.x0, &yout, 5000), -1);
+	assert_int_equal(c.e.calls, 0);
+	ev_splice_free(c.sp);
+	close(c.x0);
+	close(c.y0);
+}
+
+/* A half-close crosses over, from either side: the peer that shuts its
+ * write half down has its bytes then EOF delivered to the other, which can
+ * still send back (more than a relay buffer); the splice ends when that
+ * one shuts down too: `done` once with 0, both spliced fds closed, the
+ * first peer reads the last byte then EOF. */
+static void test_splice_half_close(void **state)
+{
+	struct fx *f = *state;
+	for (int first = 0; first < 2; first++) {
+		struct conn c;
+		splice_pairs(f, &c, 4096);
+		int a = first ? c.y0 : c.x0, b = first ? c.x0 : c.y0;
+		char buf[16] = { 0 };
+		assert_int_equal(write(a, "request", 7), 7);
+		assert_int_equal(shutdown(a, SHUT_WR), 0);
+		settle(f->loop);
+		assert_int_equal(read(b, buf, sizeof(buf)), 7);
+		assert_string_equal(buf, "request");
+		assert_int_equal(read(b, buf, sizeof(buf)), 0);
+		assert_int_equal(c.e.calls, 0);
+		assert_true(fd_open(c.x1));
+		assert_true(fd_open(c.y1));
+
+		const size_t total = 300000;
+		size_t in = 0, out = 0;
+		for (int i = 0; i < 100000 && out < total; i++) {
+			put(b, &in, total);
+			settle(f->loop);
+			take(a, &out, 5000);
+		}
+		assert_int_equal(out, total);
+		assert_int_equal(c.e.calls, 0);
+
+		assert_int_equal(shutdown(b, SHUT_WR), 0);
+		settle(f->loop);
+		assert_int_equal(c.e.calls, 1);
+		assert_int_equal(c.e.rc, 0);
+		assert_true(fd_closed(c.x1));
+		assert_true(fd_closed(c.y1));
+		assert_int_equal(take(a, &out, 5000), 0);
+		settle(f->loop);
+		assert_int_equal(c.e.calls, 1);
+		close(a);
+		close(b);
+	}
+}
+
+/* A broken peer: X0 leaves (closes; over TCP with a reset) while Y0 keeps
+ * sending more than the way to X0 holds. The splice ends by itself:
+ * `done` once with a loss, both spliced fds closed; Y0 has had X0's last
+ * words, then reads the end and can send no more. */
+static void test_splice_broken_peer(void **state)
+{
+	struct fx *f = *state;
+	for (int tcp = 0; tcp < 2; tcp++) {
+		struct conn c;
+		if (tcp) {
+			int x[2], y[2];
+			if (!tcp_pair(x, 4096))
+				skip();
+			assert_true(tcp_pair(y, 4096));
+			splice_conn(f, &c, x, y);
+		} else {
+			splice_pairs(f, &c, 4096);
+		}
+		char buf[8] = { 0 };
+		assert_int_equal(write(c.x0, "bye", 3), 3);
+		settle(f->loop);
+		assert_int_equal(read(c.y0, buf, sizeof(buf)), 3);
+		assert_string_equal(buf, "bye");
+		const size_t total = 16u << 20;
+		size_t in = 0;
+		for (int i = 0; i < 10 && (i == 0 || pending(c.y1) == 0); i++) {
+			put(c.y0, &in, total);
+			settle(f->loop);
+		}
+		assert_true(pending(c.y1) > 0); /* the way to X0 is full */
+		assert_int_equal(c.e.calls, 0);
+		if (tcp) {
+			struct linger l = { .l_onoff = 1, .l_linger = 0 };
+			assert_int_equal(setsockopt(c.x0, SOL_SOCKET, SO_LINGER, &l, sizeof(l)), 0);
+		}
+		close(c.x0);
+		for (int i = 0; i < 200 && c.e.calls == 0; i++) {
+			put_maybe(c.y0, &in, total);
+			ev_run_once(f->loop, 10);
+			settle(f->loop);
+		}
+		assert_int_equal(c.e.calls, 1);
+		assert_true(c.e.rc < 0);
+		if (!tcp)
+			assert_int_equal(c.e.rc, -EPIPE);
+		assert_true(fd_closed(c.x1));
+		assert_true(fd_closed(c.y1));
+		assert_true(at_end(c.y0));
+		assert_int_equal(write(c.y0, "x", 1), -1);
+		assert_true(errno == EPIPE || errno == ECONNRESET);
+		settle(f->loop);
+		assert_int_equal(c.e.calls, 1);
+		close(c.y0);
+	}
+}
+
+/* A loss one way ends the other way at once, though its source would go
+ * on: Y0 stops reading (shutdown SHUT_RD) but not writing, so X0's bytes
+ * meet EPIPE at Y1; the way from Y1 is ended too: `done` once with
+ * -EPIPE, both fds closed, X0 reads EOF, Y0 can send no more. */
+static void test_splice_loss_ends_other_way(void **state)
+{
+	struct fx *f = *state;
+	struct conn c;
+	splice_pairs(f, &c, 0);
+	assert_int_equal(write(c.y0, "early", 5), 5);
+	settle(f->loop);
+	char buf[8] = { 0 };
+	assert_int_equal(read(c.x0, buf, sizeof(buf)), 5);
+	assert_string_equal(buf, "early");
+	assert_int_equal(shutdown(c.y0, SHUT_RD), 0);
+	settle(f->loop);
+	assert_int_equal(c.e.calls, 0);
+	assert_int_equal(write(c.x0, "lost", 4), 4);
+	settle(f->loop);
+	assert_int_equal(c.e.calls, 1);
+	assert_int_equal(c.e.rc, -EPIPE);
+	assert_true(fd_closed(c.x1));
+	assert_true(fd_closed(c.y1));
+	assert_int_equal(read(c.x0, buf, sizeof(buf)), 0);
+	assert_int_equal(write(c.y0, "x", 1), -1);
+	assert_int_equal(errno, EPIPE);
+	close(c.x0);
+	close(c.y0);
+}
+
+/* ev_splice_free before the end: no `done`, ever; both fds closed, and
+ * everything the splice held (its relays' buffers included) is freed.
+ * While both ways hold bytes, and after one way has ended (X0 shut its
+ * write half down). The peers see the connection end. */
+static void test_splice_free_early(void **state)
+{
+	struct fx *f = *state;
+	for (int half = 0; half < 2; half++) {
+		size_t before = heap_bytes();
+		struct conn c;
+		splice_pairs(f, &c, 4096);
+		const size_t total = 1u << 20;
+		size_t xin = 0, yin = 0;
+		if (half) {
+			assert_int_equal(shutdown(c.x0, SHUT_WR), 0);
+			settle(f->loop);
+			assert_true(at_end(c.y0));
+		}
+		for (int i = 0; i < 10 && (i == 0 || pending(c.y1) == 0 ||
+					   (!half && pending(c.x1) == 0));
+		     i++) {
+			if (!half)
+				put(c.x0, &xin, total);
+			put(c.y0, &yin, total);
+			settle(f->loop);
+		}
+		assert_true(pending(c.y1) > 0);
+		assert_int_equal(c.e.calls, 0);
+		ev_splice_free(c.sp);
+		assert_true(fd_closed(c.x1));
+		assert_true(fd_closed(c.y1));
+		settle(f->loop);
+		assert_int_equal(c.e.calls, 0);
+		if (__sanitizer_get_current_allocated_bytes)
+			assert_true(heap_bytes() <= before);
+		assert_true(at_end(c.x0));
+		assert_true(at_end(c.y0));
+		close(c.x0);
+		close(c.y0);
+	}
+	ev_splice_free(NULL);
+}
+
+/* ev_splice_new failing closes both fds, calls no `done` and keeps
+ * nothing: an fd epoll rejects (a number nothing holds) on either side,
+ * which fails the first way; and no fd left for the duplicate the second
+ * way watches through (the first way watches both fds already), which
+ * fails after the first way has started. */
+static void test_splice_new_fails(void **state)
+{
+	struct fx *f = *state;
+	for (int bad_a = 0; bad_a < 2; bad_a++) {
+		int x[2];
+		sockets(x, 0);
+		int bad = dup(x[1]);
+		assert_true(bad >= 0);
+		close(bad);
+		size_t before = heap_bytes();
+		struct end e = { 0 };
+		struct husk_err err = { 0 };
+		struct ev_splice *sp = NULL;
+		int rc = bad_a ? ev_splice_new(f->loop, bad, x[1], on_done, &e, &sp, &err)
+			       : ev_splice_new(f->loop, x[1], bad, on_done, &e, &sp, &err);
+		assert_int_equal(rc, -EBADF);
+		assert_int_equal(err.code, -EBADF);
+		assert_null(sp);
+		assert_true(fd_closed(x[1]));
+		settle(f->loop);
+		assert_int_equal(e.calls, 0);
+		assert_true(heap_bytes() <= before);
+		assert_int_equal(read(x[0], &rc, 1), 0);
+		close(x[0]);
+	}
+
+	int x[2], y[2];
+	sockets(x, 0);
+	sockets(y, 0);
+	struct rlimit old;
+	assert_int_equal(getrlimit(RLIMIT_NOFILE, &old), 0);
+	int lowest = fcntl(x[0], F_DUPFD_CLOEXEC, 0);
+	assert_true(lowest > 3);
+	close(lowest);
+	size_t before = heap_bytes();
+	struct end e = { 0 };
+	struct husk_err err = { 0 };
+	struct ev_splice *sp = NULL;
+	/* Every number below the limit is taken: no fd can be opened. */
+	struct rlimit low = { .rlim_cur = (rlim_t)lowest, .rlim_max = old.rlim_max };
+	assert_int_equal(setrlimit(RLIMIT_NOFILE, &low), 0);
+	int rc = ev_splice_new(f->loop, x[1], y[1], on_done, &e, &sp, &err);
+	assert_int_equal(setrlimit(RLIMIT_NOFILE, &old), 0);
+	assert_int_equal(rc, -EMFILE);
+	assert_int_equal(err.code, -EMFILE);
+	assert_null(sp);
+	assert_true(fd_closed(x[1]));
+	assert_true(fd_closed(y[1]));
+	settle(f->loop);
+	assert_int_equal(e.calls, 0);
+	assert_true(heap_bytes() <= before);
+	assert_true(at_end(x[0]));
+	assert_true(at_end(y[0]));
+	close(x[0]);
+	close(y[0]);
+}
+
+/* A peer that sends, then closes (not a half-close): an HTTP/1.0 server's
+ * last response, a client's last request. Everything it sent before
+ * closing reaches the other peer, then EOF; the splice ends. Over AF_UNIX
+ * a closed peer is a hang-up at its spliced end, which breaks the way
+ * into that end: the way out of it must still deliver what it holds. From
+ * either side, a few bytes or more than the splice holds at once. */
+static void test_splice_send_then_close(void **state)
+{
+	struct fx *f = *state;
+	for (int side = 0; side < 2; side++)
+		for (int big = 0; big < 2; big++) {
+			struct conn c;
+			splice_pairs(f, &c, 4096);
+			int from = side ? c.x0 : c.y0, to = side ? c.y0 : c.x0;
+			int spliced = side ? c.x1 : c.y1;
+			const size_t total = big ? 1u << 20 : 1000;
+			size_t in = 0, out = 0;
+			for (int i = 0; i < 10 && (i == 0 || (big && pending(spliced) == 0)); i++) {
+				put(from, &in, total);
+				settle(f->loop);
+			}
+			if (big)
+				assert_true(pending(spliced) > 0); /* more than the splice took */
+			close(from);
+			for (int i = 0; i < 100000 && c.e.calls == 0; i++) {
+				take(to, &out, 5000);
+				settle(f->loop);
+			}
+			assert_int_equal(c.e.calls, 1);
+			while (take(to, &out, 65536) > 0)
+				;
+			assert_int_equal(out, in);
+			assert_int_equal(take(to, &out, 65536), 0);
+			close(to);
+		}
+}
+
 int main(void)
 {
 	/* As in every program that relays: a reader gone is EPIPE, not death. */
@@ -776,6 +1217,13 @@ int main(void)
 		T(test_blocking_source),
 		T(test_eintr),
 		T(test_buffer_lifetime),
+		T(test_splice_both_ways),
+		T(test_splice_half_close),
+		T(test_splice_broken_peer),
+		T(test_splice_loss_ends_other_way),
+		T(test_splice_free_early),
+		T(test_splice_new_fails),
+		T(test_splice_send_then_close),
 #undef T
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -3,6 +3,7 @@
 #define HUSK_SOCK_H
 
 #include <stddef.h>
+#include <sys/socket.h>
 #include <sys/types.h>
 
 #include "husk/error.h"
@@ -15,6 +16,10 @@ int husk_unix_connect(const char *path, struct husk_err *err);
  * carries (huskd's socket). The listener is nonblocking. */
 int husk_seqpacket_listen(const char *path, struct husk_err *err);
 int husk_seqpacket_connect(const char *path, struct husk_err *err);
+
+/* The loopback address of `family` (AF_INET: 127.0.0.1, AF_INET6: ::1)
+ * at TCP/UDP `port`, in *ss; returns its length for bind or connect. */
+socklen_t husk_loopback_addr(int family, unsigned port, struct sockaddr_storage *ss);
 
 #define HUSK_MSG_FDS_MAX 8
 /* Sends one message with n_fds descriptors (SCM_RIGHTS), whole or not at

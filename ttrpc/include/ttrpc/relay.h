@@ -71,4 +71,18 @@ void ev_relay_abort(struct ev_relay *r);
  * ignored. */
 void ev_relay_free(struct ev_relay *r);
 
+/* A connection relayed both ways (a port forward): a relay from `a` to `b`
+ * and one from `b` to `a`, each shutting its destination's write half down
+ * after its source's last byte, so a half-close crosses over. A loss
+ * either way (a reset, a broken peer) ends the other way without waiting
+ * for more: what the broken end already holds (a peer's last bytes before
+ * it closed) is still delivered. When both ways have ended, both fds are
+ * closed and `done` runs once with the first loss (0 for none). Both fds
+ * must be nonblocking sockets; on failure they are closed. */
+struct ev_splice;
+int ev_splice_new(struct ev_loop *loop, int a, int b, ev_relay_done_fn done, void *data,
+		  struct ev_splice **out, struct husk_err *err);
+/* Stops both ways now, without `done`; closes both fds. NULL is ignored. */
+void ev_splice_free(struct ev_splice *sp);
+
 #endif
